@@ -1,0 +1,49 @@
+"""Inputs and outputs of activities: plain dataclasses, safe to import from workflow code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class MessageRequest:
+    """One intended message. ``key`` makes it idempotent: the same key is sent at most once."""
+
+    key: str
+    customer_id: str
+    template: str
+    channel: str | None = None  # None: the customer's preferred consented channel
+    journey: str | None = None
+    campaign: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MessageOutcome:
+    key: str
+    state: str
+    channel: str = ""
+    reason: str = ""
+    provider_id: str = ""
+
+
+@dataclass
+class SendMessagesInput:
+    messages: list[MessageRequest]
+    #: Return each message's outcome (journeys) or only counts (large batches).
+    detail: bool = True
+
+
+@dataclass
+class SendMessagesResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    outcomes: list[MessageOutcome] = field(default_factory=list)
+
+
+@dataclass
+class CustomerBrief:
+    customer_id: str
+    tier: str | None
+    locale: str
+    preferred_channel: str | None

@@ -1,0 +1,356 @@
+"""The sending protocol: how a message goes out at most once, and is not lost on the way.
+
+Per message, keyed by its idempotency key in the ledger (``models.ledger.Message``):
+
+1. Reserve: insert the ledger row as ``queued`` unless the key exists. A final row
+   (sent, delivered, failed, suppressed) is returned as it is: nothing is sent again.
+2. Decide: consent, suppression and an address for the channel; otherwise the row becomes
+   ``suppressed`` with the reason. Render the template; a template error makes it ``failed``.
+3. Claim: compare-and-set ``queued -> sending`` with this attempt's id, committed *before* the
+   provider is called. Only one attempt can hold a claim.
+4. Send, then record in one transaction: ``sent`` with the provider id (and the contact in the
+   customer's history), ``failed`` for a permanent refusal (suppressing the address where the
+   provider says it is unusable), or back to ``queued`` for a transient one.
+5. A row found in ``sending`` whose claim is older than the lease belongs to an attempt that
+   died, perhaps after the provider accepted the message. It is reconciled with the provider:
+   accepted -> ``sent``; not there -> claimed again and sent; the provider cannot tell (a
+   plain SMTP relay) -> ``failed`` as ``in doubt``, never resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from activities.contracts import MessageOutcome, MessageRequest
+from clientela.channels import InDoubt, Permanent, SendAccepted, Transient
+from clientela.channels.email import EmailTransport, build_email, message_id_for
+from clientela.channels.sms import SmsTransport
+from clientela.customers import UnknownCustomer, consents, get_customer, is_suppressed, suppress
+from clientela.db import session_scope
+from clientela.settings import Settings
+from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templates
+from clientela.timeutil import as_utc, utcnow
+from models import Channel, Customer, Direction, Interaction, Message, MessageState
+
+
+@dataclass
+class Prepared:
+    """A message claimed by this attempt, ready for its provider."""
+
+    key: str
+    customer_pk: int
+    channel: str
+    address: str
+    content: RenderedEmail | RenderedSms
+    reconcile: bool = False  # a dead attempt's claim: ask the provider first
+    claimed_at: Any = None
+
+
+def _outcome(row: Message) -> MessageOutcome:
+    return MessageOutcome(
+        key=row.key,
+        state=row.state,
+        channel=row.channel,
+        reason=row.reason,
+        provider_id=row.provider_id,
+    )
+
+
+def customer_context(customer: Customer) -> dict[str, Any]:
+    """Merge fields a template may use."""
+    return {
+        "customer": {
+            "id": customer.external_id,
+            "first_name": customer.first_name,
+            "last_name": customer.last_name,
+            "full_name": customer.full_name,
+            "email": customer.email,
+            "phone": customer.phone,
+            "locale": customer.locale,
+            "tier": customer.tier,
+            "segments": list(customer.segments),
+            "attributes": dict(customer.attributes),
+        }
+    }
+
+
+def choose_channel(
+    *, session: Session, customer: Customer, requested: str | None
+) -> tuple[str, str] | tuple[None, str]:
+    """(channel, address) allowed for this customer, or (None, why not)."""
+    assert customer.id is not None
+    granted = consents(session=session, customer_id=customer.id)
+    if requested:
+        order = [requested]
+    else:
+        preferred = customer.preferred_channel or Channel.email
+        order = [preferred] + [c.value for c in Channel if c.value != preferred]
+    reasons = []
+    for channel in order:
+        address = customer.email if channel == Channel.email else customer.phone
+        consent = granted.get(channel)
+        if consent is None or not consent.granted:
+            reasons.append(f"{channel}: no consent")
+        elif not address:
+            reasons.append(f"{channel}: no address")
+        elif (hit := is_suppressed(session=session, channel=channel, address=address)) is not None:
+            reasons.append(f"{channel}: {address} suppressed ({hit.reason})")
+        else:
+            return channel, address
+    return None, "; ".join(reasons)
+
+
+class Sender:
+    """Sends messages through the ledger protocol; one instance per batch."""
+
+    def __init__(self, settings: Settings, attempt_id: str) -> None:
+        self.settings = settings
+        self.attempt_id = attempt_id
+        self.templates = Templates(settings.templates_dir, settings.default_locale)
+        self._email: EmailTransport | None = None
+        self._sms: SmsTransport | None = None
+
+    @property
+    def email(self) -> EmailTransport:
+        if self._email is None:
+            self._email = EmailTransport(self.settings)
+        return self._email
+
+    @property
+    def sms(self) -> SmsTransport:
+        if self._sms is None:
+            self._sms = SmsTransport(self.settings)
+        return self._sms
+
+    async def close(self) -> None:
+        for transport in (self._email, self._sms):
+            if transport is not None:
+                await transport.close()
+
+    # -- database steps (run in a thread: the driver blocks) --------------------------------
+
+    def _prepare(self, req: MessageRequest) -> MessageOutcome | Prepared:
+        with session_scope(self.settings.db_url) as session:
+            try:
+                customer = get_customer(session=session, external_id=req.customer_id)
+            except UnknownCustomer as exc:
+                # No ledger row can point at a customer who does not exist.
+                return MessageOutcome(key=req.key, state=MessageState.failed, reason=str(exc))
+            row = self._reserve(session, req, customer)
+            if MessageState(row.state).final:
+                return _outcome(row)
+            content_or_error = self._render(req, customer, row)
+            if isinstance(content_or_error, MessageOutcome):
+                return content_or_error
+            channel, address, content = content_or_error
+            now = utcnow()
+            if row.state == MessageState.sending:
+                claimed_at = as_utc(row.claimed_at) or now
+                if (
+                    now - claimed_at < self.settings.send_lease
+                    and row.claimed_by != self.attempt_id
+                ):
+                    raise Transient(
+                        f"{req.key} is being sent by another attempt ({row.claimed_by})"
+                    )
+                take = update(Message).where(
+                    Message.key == req.key,  # type: ignore[arg-type]
+                    Message.state == MessageState.sending,  # type: ignore[arg-type]
+                    Message.claimed_by == row.claimed_by,  # type: ignore[arg-type]
+                )
+                reconcile = True
+            else:
+                take = update(Message).where(
+                    Message.key == req.key,  # type: ignore[arg-type]
+                    Message.state == MessageState.queued,  # type: ignore[arg-type]
+                )
+                reconcile, claimed_at = False, now
+            claimed = session.execute(
+                take.values(
+                    state=MessageState.sending,
+                    claimed_by=self.attempt_id,
+                    claimed_at=now,
+                    attempts=Message.attempts + 1,
+                    channel=channel,
+                    address=address,
+                    locale=row.locale,
+                    updated_at=now,
+                )
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise Transient(f"{req.key} was claimed concurrently; will look again")
+            assert customer.id is not None
+            return Prepared(
+                key=req.key,
+                customer_pk=customer.id,
+                channel=channel,
+                address=address,
+                content=content,
+                reconcile=reconcile,
+                claimed_at=claimed_at,
+            )
+
+    def _reserve(self, session: Session, req: MessageRequest, customer: Customer) -> Message:
+        row = session.exec(select(Message).where(Message.key == req.key)).first()
+        if row is not None:
+            return row
+        assert customer.id is not None
+        row = Message(
+            key=req.key,
+            customer_id=customer.id,
+            channel=req.channel or customer.preferred_channel or Channel.email,
+            template=req.template,
+            journey=req.journey,
+            campaign=req.campaign,
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            # Another attempt reserved the same key between our read and insert.
+            row = session.exec(select(Message).where(Message.key == req.key)).one()
+        session.commit()
+        return row
+
+    def _render(
+        self, req: MessageRequest, customer: Customer, row: Message
+    ) -> MessageOutcome | tuple[str, str, RenderedEmail | RenderedSms]:
+        channel, address_or_reason = choose_channel(
+            session=Session.object_session(customer),  # type: ignore[arg-type]
+            customer=customer,
+            requested=req.channel,
+        )
+        if channel is None:
+            return self._finish_row(row, MessageState.suppressed, address_or_reason)
+        context = {**customer_context(customer), **req.context}
+        try:
+            if channel == Channel.email:
+                row.locale, content = self.templates.email(req.template, customer.locale, context)
+            else:
+                row.locale, sms = self.templates.sms(req.template, customer.locale, context)
+                content = sms  # type: ignore[assignment]
+        except RenderError as exc:
+            return self._finish_row(row, MessageState.failed, f"template error: {exc}")
+        return channel, address_or_reason, content
+
+    def _finish_row(self, row: Message, state: MessageState, reason: str) -> MessageOutcome:
+        session = Session.object_session(row)
+        assert session is not None
+        row.state, row.reason, row.updated_at = state, reason, utcnow()
+        session.add(row)
+        return _outcome(row)
+
+    def _record(
+        self,
+        p: Prepared,
+        result: SendAccepted | Permanent | Transient,
+        req: MessageRequest,
+    ) -> MessageOutcome:
+        with session_scope(self.settings.db_url) as session:
+            row = session.exec(select(Message).where(Message.key == p.key)).one()
+            if row.state != MessageState.sending or row.claimed_by != self.attempt_id:
+                # Our claim was taken over (we were presumed dead); the taker decides.
+                return _outcome(row)
+            now = utcnow()
+            row.updated_at = now
+            if isinstance(result, SendAccepted):
+                row.state, row.provider_id, row.sent_at, row.reason = (
+                    MessageState.sent,
+                    result.provider_id,
+                    now,
+                    "",
+                )
+            elif isinstance(result, Permanent):
+                row.state, row.reason = MessageState.failed, result.reason
+                if result.suppress:
+                    suppress(
+                        session=session, channel=p.channel, address=p.address, reason=result.reason
+                    )
+            else:
+                row.state, row.reason, row.claimed_by = MessageState.queued, result.reason, ""
+            session.add(row)
+            if row.state in (MessageState.sent, MessageState.failed):
+                session.add(
+                    Interaction(
+                        customer_id=p.customer_pk,
+                        channel=p.channel,
+                        direction=Direction.outbound,
+                        kind="message",
+                        outcome=row.state,
+                        journey=req.journey,
+                        campaign=req.campaign,
+                        message_key=p.key,
+                        detail={"template": req.template, "reason": row.reason}
+                        if row.reason
+                        else {"template": req.template},
+                    )
+                )
+            return _outcome(row)
+
+    def _mark_in_doubt(self, p: Prepared, reason: str) -> MessageOutcome:
+        with session_scope(self.settings.db_url) as session:
+            row = session.exec(select(Message).where(Message.key == p.key)).one()
+            if row.state == MessageState.sending and row.claimed_by == self.attempt_id:
+                row.state = MessageState.failed
+                row.reason = reason
+                row.updated_at = utcnow()
+                session.add(row)
+            return _outcome(row)
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    async def deliver(self, req: MessageRequest) -> MessageOutcome:
+        """Send one message at most once. Raises Transient or InDoubt to ask for a retry."""
+        prepared = await asyncio.to_thread(self._prepare, req)
+        if isinstance(prepared, MessageOutcome):
+            return prepared
+        if prepared.reconcile:
+            found = await self._reconcile(prepared)
+            if found is None:
+                return await asyncio.to_thread(
+                    self._mark_in_doubt,
+                    prepared,
+                    "in doubt: an attempt stopped after handing the message to the provider, "
+                    "which cannot say whether it arrived; not resent so that it is never "
+                    "received twice",
+                )
+            if found:
+                return await asyncio.to_thread(self._record, prepared, SendAccepted(found), req)
+        try:
+            accepted = await self._send(prepared)
+        except (Permanent, Transient) as exc:
+            outcome = await asyncio.to_thread(self._record, prepared, exc, req)
+            if isinstance(exc, Transient):
+                raise
+            return outcome
+        return await asyncio.to_thread(self._record, prepared, accepted, req)
+
+    async def _send(self, p: Prepared) -> SendAccepted:
+        if p.channel == Channel.email:
+            assert isinstance(p.content, RenderedEmail)
+            message = build_email(
+                key=p.key, sender=self.email.sender, to=p.address, content=p.content
+            )
+            return await self.email.send(message)
+        assert isinstance(p.content, RenderedSms)
+        return await self.sms.send(to=p.address, body=p.content.body)
+
+    async def _reconcile(self, p: Prepared) -> str | None:
+        """Provider id if the provider has it, "" if it surely does not, None if unknowable."""
+        if p.channel == Channel.email:
+            message_id = message_id_for(p.key, self.email.sender)
+            held = await self.email.was_accepted(message_id)
+            return None if held is None else (message_id if held else "")
+        assert isinstance(p.content, RenderedSms)
+        since = (as_utc(p.claimed_at) or utcnow()) - timedelta(minutes=1)
+        return await self.sms.find(to=p.address, body=p.content.body, since=since) or ""
+
+
+__all__ = ["InDoubt", "Prepared", "Sender", "choose_channel", "customer_context"]

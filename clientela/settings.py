@@ -1,0 +1,142 @@
+"""All configuration, read from the environment (prefix ``CLIENTELA_``) with local defaults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clientela import ROOT
+
+#: Credentials the local SMS sink accepts; never valid against real Twilio.
+SINK_ACCOUNT_SID = "AC00000000000000000000000000000000"
+SINK_AUTH_TOKEN = "clientela-dev-token"
+#: Twilio's documented "magic" sender that always succeeds with test credentials.
+SINK_FROM_NUMBER = "+15005550006"
+
+PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "password"}
+
+
+class Settings(BaseSettings):
+    """One place for every setting; see README "Configuration" for the table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLIENTELA_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(Path(".clientela"), description="State folder: databases, outbox, logs")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in home")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = "clientela"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # Email. An empty smtp_host means the built-in catcher on 127.0.0.1:catcher_port.
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_timeout: float = 30.0
+    catcher_port: int = 1025
+    mail_from: str = "Clientela <hello@clientela.example>"
+
+    # SMS. Without Twilio credentials the built-in sink on 127.0.0.1:sms_sink_port answers.
+    twilio_account_sid: str = Field(
+        "", validation_alias=AliasChoices("CLIENTELA_TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID")
+    )
+    twilio_auth_token: str = Field(
+        "", validation_alias=AliasChoices("CLIENTELA_TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN")
+    )
+    twilio_from: str = Field(
+        "", validation_alias=AliasChoices("CLIENTELA_TWILIO_FROM", "TWILIO_FROM_NUMBER")
+    )
+    sms_sink_port: int = 8025
+    sms_base_url: str = Field("", description="Override of Twilio's API address")
+
+    templates_dir: Path = ROOT / "templates"
+    default_locale: str = "en"
+    public_url: str = Field("", description="Base URL recipients reach; default: the local API")
+
+    # Journeys. Durations accept seconds or ISO 8601 (P2D, PT30S).
+    welcome_follow_up: timedelta = timedelta(days=2)
+    # A claim on a message older than this is "in doubt" and may be reconciled.
+    send_lease: timedelta = timedelta(seconds=30)
+    send_heartbeat_timeout: timedelta = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        for name in ("twilio_auth_token", "smtp_password"):
+            if getattr(self, name).strip().lower() in PLACEHOLDERS:
+                raise ValueError(
+                    f"{name} is set to a placeholder value; set the real secret or unset it"
+                )
+        if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
+            raise ValueError(
+                "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set together (or neither, "
+                "to use the local SMS sink)"
+            )
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'clientela.db').resolve()}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def sms_dir(self) -> Path:
+        return self.home / "sms"
+
+    @property
+    def uses_catcher(self) -> bool:
+        return not self.smtp_host
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        if self.uses_catcher:
+            return "127.0.0.1", self.catcher_port
+        return self.smtp_host, self.smtp_port or (587 if self.smtp_starttls else 25)
+
+    @property
+    def uses_sms_sink(self) -> bool:
+        return not self.twilio_account_sid
+
+    @property
+    def twilio_credentials(self) -> tuple[str, str, str]:
+        if self.uses_sms_sink:
+            return SINK_ACCOUNT_SID, SINK_AUTH_TOKEN, self.twilio_from or SINK_FROM_NUMBER
+        if not self.twilio_from:
+            raise ValueError("TWILIO_FROM_NUMBER (or CLIENTELA_TWILIO_FROM) must name the sender")
+        return self.twilio_account_sid, self.twilio_auth_token, self.twilio_from
+
+    @property
+    def twilio_base_url(self) -> str:
+        if self.sms_base_url:
+            return self.sms_base_url
+        if self.uses_sms_sink:
+            return f"http://127.0.0.1:{self.sms_sink_port}"
+        return "https://api.twilio.com"
+
+    @property
+    def recipient_base_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rsplit(":", 1)[1])
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (used by tests and the CLI)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

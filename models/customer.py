@@ -1,0 +1,76 @@
+"""The customer: profile, consent per channel, and suppressed addresses."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.base import utcnow
+
+
+class Channel(StrEnum):
+    email = "email"
+    sms = "sms"
+
+
+class CustomerBase(SQLModel):
+    external_id: str = Field(index=True, unique=True, max_length=128)
+    first_name: str = Field(default="", max_length=128)
+    last_name: str = Field(default="", max_length=128)
+    email: str | None = Field(default=None, index=True, max_length=320)
+    phone: str | None = Field(default=None, index=True, max_length=16)
+    locale: str = Field(default="en", max_length=8)
+    timezone: str = Field(default="UTC", max_length=64)
+    birthday: date | None = None
+    signup_date: date | None = None
+    preferred_channel: str | None = Field(default=None, max_length=16)
+
+
+class Customer(CustomerBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    tier: str | None = Field(default=None, index=True, max_length=32)
+    segments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class Consent(SQLModel, table=True):
+    """Whether a customer agreed to be contacted on a channel, who said so, and when."""
+
+    __table_args__ = (UniqueConstraint("customer_id", "channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=16)
+    granted: bool
+    source: str = Field(max_length=128)
+    recorded_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class Suppression(SQLModel, table=True):
+    """An address no message may go to (opted out at the provider, invalid, unsubscribed)."""
+
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=320, index=True)
+    reason: str = Field(max_length=512)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

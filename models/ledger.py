@@ -1,0 +1,49 @@
+"""The message ledger: one row per intended message, the one answer to "was this sent?"."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, DateTime
+from sqlmodel import Field, SQLModel
+
+from models.base import utcnow
+
+
+class MessageState(StrEnum):
+    queued = "queued"  # intended, not yet handed to a provider
+    sending = "sending"  # claimed by one attempt; may have been handed over (in doubt)
+    sent = "sent"  # the provider accepted it
+    delivered = "delivered"  # the provider reported delivery
+    failed = "failed"  # will not be sent; reason says why
+    suppressed = "suppressed"  # deliberately not sent (consent, suppression list); reason says why
+
+    @property
+    def final(self) -> bool:
+        return self not in (MessageState.queued, MessageState.sending)
+
+
+class Message(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True, max_length=255, description="idempotency key")
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=16)
+    address: str = Field(default="", max_length=320)
+    template: str = Field(max_length=128)
+    locale: str = Field(default="", max_length=8)
+    journey: str | None = Field(default=None, max_length=64, index=True)
+    campaign: str | None = Field(default=None, max_length=128, index=True)
+    state: str = Field(default=MessageState.queued, max_length=16, index=True)
+    reason: str = Field(default="", max_length=1000)
+    provider_id: str = Field(default="", max_length=255)
+    attempts: int = 0
+    claimed_by: str = Field(default="", max_length=255)
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

@@ -1,0 +1,37 @@
+"""Test data builders: each test makes the customers it needs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from clientela.customers import upsert_customer
+from clientela.db import session_scope
+from models.schemas import CustomerIn
+
+_ids = itertools.count(1)
+
+
+def customer_data(**overrides: Any) -> CustomerIn:
+    n = next(_ids)
+    data: dict[str, Any] = {
+        "external_id": f"C{n:05d}",
+        "first_name": f"Ana{n}",
+        "last_name": "García",
+        "email": f"ana{n}@example.com",
+        "phone": f"+3460000{n:04d}",
+        "locale": "es",
+        "timezone": "Europe/Madrid",
+        "email_consent": True,
+        "sms_consent": True,
+        "consent_source": "test",
+    }
+    data.update(overrides)
+    return CustomerIn.model_validate(data)
+
+
+def make_customer(db_url: str, **overrides: Any) -> str:
+    data = customer_data(**overrides)
+    with session_scope(db_url) as session:
+        upsert_customer(session=session, data=data)
+    return data.external_id

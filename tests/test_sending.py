@@ -1,0 +1,237 @@
+"""The sending protocol against the real SMTP catcher and SMS sink, on both databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from activities.contracts import MessageRequest
+from clientela.channels import Transient
+from clientela.channels.email import message_id_for
+from clientela.db import session_scope
+from clientela.devstack.sms_sink import SmsFault, SmsSink
+from clientela.devstack.smtp_catcher import Fault, SmtpCatcher, read_outbox
+from clientela.sending import Sender
+from clientela.settings import Settings
+from clientela.timeutil import utcnow
+from models import Interaction, Message, Suppression
+from tests.factories import make_customer
+
+
+def ledger(settings: Settings, key: str) -> Message:
+    with session_scope(settings.db_url) as session:
+        return session.exec(select(Message).where(Message.key == key)).one()
+
+
+async def deliver(settings: Settings, req: MessageRequest, attempt: str = "t/1/1"):
+    sender = Sender(settings, attempt)
+    try:
+        return await sender.deliver(req)
+    finally:
+        await sender.close()
+
+
+def request(customer: str, key: str = "k1", **kw) -> MessageRequest:
+    return MessageRequest(key=key, customer_id=customer, template="welcome", journey="test", **kw)
+
+
+async def test_email_is_sent_once_and_recorded(settings: Settings, catcher: SmtpCatcher) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email", first_name="Lucía")
+    first = await deliver(settings, request(cid))
+    again = await deliver(settings, request(cid), attempt="t/1/2")
+    assert first.state == again.state == "sent"
+    outbox = read_outbox(settings.outbox_dir)
+    assert len(outbox) == 1
+    assert outbox[0]["subject"] == "¡Bienvenido/a, Lucía!"  # Spanish customer, Spanish template
+    assert outbox[0]["message_id"] == message_id_for("k1", settings.mail_from)
+    raw = (settings.outbox_dir / outbox[0]["file"]).read_text()
+    assert "multipart/alternative" in raw
+    with session_scope(settings.db_url) as session:
+        history = session.exec(select(Interaction).where(Interaction.kind == "message")).all()
+    assert [(h.channel, h.outcome, h.journey) for h in history] == [("email", "sent", "test")]
+
+
+async def test_sms_goes_through_the_twilio_client(settings: Settings, sms_sink: SmsSink) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="sms", phone="+34611222333")
+    outcome = await deliver(settings, request(cid))
+    assert outcome.state == "sent" and outcome.channel == "sms"
+    assert outcome.provider_id.startswith("SM")
+    assert [m["to"] for m in sms_sink.messages] == ["+34611222333"]
+    assert "Responde STOP" in sms_sink.messages[0]["body"]
+
+
+async def test_no_consent_means_no_message_and_a_recorded_reason(settings: Settings) -> None:
+    cid = make_customer(settings.db_url, email_consent=False, sms_consent=False)
+    outcome = await deliver(settings, request(cid))
+    assert outcome.state == "suppressed"
+    assert "email: no consent" in outcome.reason and "sms: no consent" in outcome.reason
+    assert read_outbox(settings.outbox_dir) == []
+    assert ledger(settings, "k1").state == "suppressed"
+
+
+async def test_falls_back_to_the_other_consented_channel(
+    settings: Settings, sms_sink: SmsSink
+) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email", email_consent=False)
+    outcome = await deliver(settings, request(cid))
+    assert outcome.channel == "sms" and outcome.state == "sent"
+    assert len(sms_sink.messages) == 1
+
+
+async def test_smtp_5xx_is_permanent(settings: Settings, catcher: SmtpCatcher) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email", email="gone@example.com")
+    catcher.handler.faults.append(Fault(pattern="gone@", code=550, message="5.1.1 no mailbox"))
+    outcome = await deliver(settings, request(cid))
+    assert outcome.state == "failed"
+    assert "SMTP 550" in outcome.reason and "no mailbox" in outcome.reason
+    # Recorded once, never retried.
+    assert (await deliver(settings, request(cid), attempt="t/1/2")).state == "failed"
+    assert read_outbox(settings.outbox_dir) == []
+
+
+async def test_smtp_4xx_is_transient_then_succeeds(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email", email="busy@example.com")
+    catcher.handler.faults.append(Fault(pattern="busy@", code=451, message="try later", times=1))
+    with pytest.raises(Transient, match="SMTP 451"):
+        await deliver(settings, request(cid))
+    assert ledger(settings, "k1").state == "queued"
+    assert (await deliver(settings, request(cid), attempt="t/1/2")).state == "sent"
+    assert len(read_outbox(settings.outbox_dir)) == 1
+
+
+async def test_unreachable_smtp_server_is_transient(settings: Settings) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email")
+    closed = settings.model_copy(update={"catcher_port": 1})
+    with pytest.raises(Transient, match="cannot reach SMTP server"):
+        await deliver(closed, request(cid))
+    assert ledger(settings, "k1").state == "queued"
+
+
+async def test_twilio_opt_out_suppresses_the_number(settings: Settings, sms_sink: SmsSink) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="sms", phone="+15005550004")
+    outcome = await deliver(settings, request(cid))
+    assert outcome.state == "failed" and "21610" in outcome.reason
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(select(Suppression)).all()
+    assert [(r.channel, r.address) for r in rows] == [("sms", "+15005550004")]
+    # The next message to that number is not attempted on SMS: email is used instead.
+    second = await deliver(settings, request(cid, key="k2"))
+    assert second.channel == "email" and second.state == "sent"
+    assert sms_sink.messages == []
+
+
+async def test_invalid_number_is_permanent(settings: Settings, sms_sink: SmsSink) -> None:
+    cid = make_customer(
+        settings.db_url, preferred_channel="sms", phone="+15005550001", email_consent=False
+    )
+    outcome = await deliver(settings, request(cid, channel="sms"))
+    assert outcome.state == "failed" and "21211" in outcome.reason
+
+
+async def test_twilio_429_is_transient(settings: Settings, sms_sink: SmsSink) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="sms", phone="+34699000111")
+    sms_sink.faults.append(SmsFault(pattern=r"\+34699", status=429, code=20429, times=1))
+    with pytest.raises(Transient, match="429"):
+        await deliver(settings, request(cid))
+    assert (await deliver(settings, request(cid), attempt="t/1/2")).state == "sent"
+    assert len(sms_sink.messages) == 1
+
+
+async def test_missing_merge_field_fails_with_file_and_line(settings: Settings) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email", locale="en")
+    broken = settings.templates_dir.parent / "tests" / "templates"
+    custom = settings.model_copy(update={"templates_dir": broken})
+    outcome = await deliver(custom, MessageRequest(key="kb", customer_id=cid, template="broken"))
+    assert outcome.state == "failed"
+    assert "broken/en/body.txt:3" in outcome.reason and "'coupon' is undefined" in outcome.reason
+
+
+async def test_a_live_claim_is_not_taken_over(settings: Settings) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email")
+    await _leave_claimed(settings, cid, "k1", age=timedelta(0))
+    with pytest.raises(Transient, match="being sent by another attempt"):
+        await deliver(settings, request(cid), attempt="t/1/9")
+    assert read_outbox(settings.outbox_dir) == []
+
+
+async def test_dead_claim_already_accepted_is_reconciled_not_resent(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """An attempt died after the server accepted the message: found, recorded, not resent."""
+    cid = make_customer(settings.db_url, preferred_channel="email")
+    await deliver(settings, request(cid))
+    with session_scope(settings.db_url) as session:
+        row = session.exec(select(Message).where(Message.key == "k1")).one()
+        row.state, row.claimed_by, row.claimed_at = (
+            "sending",
+            "dead/1/1",
+            utcnow() - timedelta(minutes=5),
+        )
+        session.add(row)
+    outcome = await deliver(settings, request(cid), attempt="t/1/2")
+    assert outcome.state == "sent"
+    assert len(read_outbox(settings.outbox_dir)) == 1
+
+
+async def test_dead_claim_never_accepted_is_sent_once(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="email")
+    await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5))
+    outcome = await deliver(settings, request(cid), attempt="t/1/2")
+    assert outcome.state == "sent"
+    assert len(read_outbox(settings.outbox_dir)) == 1
+
+
+async def test_dead_sms_claim_is_reconciled_through_the_api(
+    settings: Settings, sms_sink: SmsSink
+) -> None:
+    cid = make_customer(settings.db_url, preferred_channel="sms", phone="+34622333444")
+    first = await deliver(settings, request(cid))
+    with session_scope(settings.db_url) as session:
+        row = session.exec(select(Message).where(Message.key == "k1")).one()
+        row.state, row.claimed_by, row.claimed_at = (
+            "sending",
+            "dead/1/1",
+            utcnow() - timedelta(minutes=5),
+        )
+        session.add(row)
+    outcome = await deliver(settings, request(cid), attempt="t/1/2")
+    assert outcome.state == "sent" and outcome.provider_id == first.provider_id
+    assert len(sms_sink.messages) == 1
+
+
+async def test_in_doubt_on_a_plain_relay_is_never_resent(settings: Settings) -> None:
+    """Against an SMTP server that cannot be asked, a dead claim is failed as in doubt."""
+    cid = make_customer(settings.db_url, preferred_channel="email")
+    await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5))
+    relay = settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": settings.catcher_port}
+    )
+    outcome = await deliver(relay, request(cid), attempt="t/1/2")
+    assert outcome.state == "failed" and outcome.reason.startswith("in doubt")
+    assert read_outbox(settings.outbox_dir) == []
+
+
+async def _leave_claimed(settings: Settings, cid: str, key: str, age: timedelta) -> None:
+    """A ledger row as an attempt leaves it when it dies right after claiming."""
+    from clientela.customers import get_customer
+
+    with session_scope(settings.db_url) as session:
+        customer = get_customer(session=session, external_id=cid)
+        assert customer.id is not None
+        session.add(
+            Message(
+                key=key,
+                customer_id=customer.id,
+                channel="email",
+                template="welcome",
+                state="sending",
+                claimed_by="dead/1/1",
+                claimed_at=utcnow() - age,
+            )
+        )

@@ -1,0 +1,56 @@
+"""The Temporal worker: every workflow and activity of Clientela on one task queue.
+
+Run with ``python worker.py`` (or ``clientela worker``); settings come from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.customers import CustomerActivities
+from activities.messaging import MessagingActivities
+from clientela.db import get_engine
+from clientela.settings import Settings, load_settings
+from clientela.temporal import connect
+from workflows.welcome import WelcomeJourney
+
+WORKFLOWS = [WelcomeJourney]
+
+
+def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+    messaging = MessagingActivities(settings)
+    customers = CustomerActivities(settings)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[messaging.send_messages, customers.load_customer],
+        max_concurrent_activities=50,
+    )
+
+
+async def run(settings: Settings) -> None:
+    get_engine(settings.db_url)  # create the schema before the first activity needs it
+    client = await connect(settings)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        logging.info("worker polling task queue %r", worker.task_queue)
+        await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    asyncio.run(run(load_settings()))
+
+
+if __name__ == "__main__":
+    main()

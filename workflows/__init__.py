@@ -1,0 +1,1 @@
+"""Temporal workflows: journeys and, later, campaigns. Deterministic code only."""

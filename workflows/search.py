@@ -1,0 +1,10 @@
+"""Typed search attributes the project registers on the Temporal server."""
+
+from temporalio.common import SearchAttributeKey
+
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+JOURNEY = SearchAttributeKey.for_keyword("Journey")
+TIER = SearchAttributeKey.for_keyword("Tier")
+STAGE = SearchAttributeKey.for_keyword("Stage")
+
+ALL = (CUSTOMER_ID, JOURNEY, TIER, STAGE)

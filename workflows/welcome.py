@@ -1,0 +1,127 @@
+"""The welcome journey: a welcome at once, a wait, and a follow-up that depends on the response."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.contracts import (
+        CustomerBrief,
+        MessageOutcome,
+        MessageRequest,
+        SendMessagesInput,
+        SendMessagesResult,
+    )
+    from workflows import search
+
+JOURNEY = "welcome"
+
+
+def workflow_id(customer_id: str) -> str:
+    return f"welcome-{customer_id}"
+
+
+@dataclass
+class WelcomeInput:
+    customer_id: str
+    follow_up_after_seconds: float = 2 * 24 * 3600
+    send_heartbeat_timeout_seconds: float = 30
+
+
+@dataclass
+class ResponseSignal:
+    kind: str  # open, click, reply, ...
+    channel: str = ""
+
+
+@dataclass
+class WelcomeStatus:
+    customer_id: str
+    stage: str = "starting"
+    responded: bool = False
+    response_kinds: list[str] = field(default_factory=list)
+    welcome: MessageOutcome | None = None
+    follow_up: MessageOutcome | None = None
+    follow_up_due: str | None = None
+
+
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+)
+
+
+@workflow.defn(name="WelcomeJourney")
+class WelcomeJourney:
+    def __init__(self) -> None:
+        self._status = WelcomeStatus(customer_id="")
+
+    @workflow.run
+    async def run(self, params: WelcomeInput) -> WelcomeStatus:
+        self._status.customer_id = params.customer_id
+        brief: CustomerBrief = await workflow.execute_activity(
+            "load_customer",
+            params.customer_id,
+            result_type=CustomerBrief,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        workflow.upsert_search_attributes(
+            [
+                search.CUSTOMER_ID.value_set(params.customer_id),
+                search.JOURNEY.value_set(JOURNEY),
+                search.TIER.value_set(brief.tier or "unassigned"),
+            ]
+        )
+        self._stage("welcome")
+        self._status.welcome = await self._send(params, "welcome", "welcome")
+
+        self._stage("waiting")
+        due = workflow.now() + timedelta(seconds=params.follow_up_after_seconds)
+        self._status.follow_up_due = due.isoformat()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._status.responded,
+                timeout=timedelta(seconds=params.follow_up_after_seconds),
+            )
+
+        self._stage("follow_up")
+        template = "welcome_engaged" if self._status.responded else "welcome_reminder"
+        self._status.follow_up = await self._send(params, "follow_up", template)
+        self._stage("done")
+        return self._status
+
+    async def _send(self, params: WelcomeInput, step: str, template: str) -> MessageOutcome:
+        request = MessageRequest(
+            key=f"{JOURNEY}:{params.customer_id}:{step}",
+            customer_id=params.customer_id,
+            template=template,
+            journey=JOURNEY,
+        )
+        result: SendMessagesResult = await workflow.execute_activity(
+            "send_messages",
+            SendMessagesInput(messages=[request]),
+            result_type=SendMessagesResult,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=params.send_heartbeat_timeout_seconds),
+            retry_policy=SEND_RETRY,
+        )
+        return result.outcomes[0]
+
+    def _stage(self, stage: str) -> None:
+        self._status.stage = stage
+        workflow.upsert_search_attributes([search.STAGE.value_set(f"{JOURNEY}:{stage}")])
+
+    @workflow.signal
+    def respond(self, signal: ResponseSignal) -> None:
+        self._status.responded = True
+        self._status.response_kinds.append(signal.kind)
+
+    @workflow.query
+    def status(self) -> WelcomeStatus:
+        return self._status
