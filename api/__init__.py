@@ -1,0 +1,1 @@
+"""The HTTP API: event intake now; recipient endpoints later."""

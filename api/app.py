@@ -1,0 +1,142 @@
+"""FastAPI application: ``POST /events`` takes sign-ups and responses; customers can be read."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.client import Client
+
+from clientela.customers import (
+    UnknownCustomer,
+    customer_view,
+    get_customer,
+    record_interaction,
+    upsert_customer,
+)
+from clientela.db import get_engine, session_scope
+from clientela.journeys import signal_response, start_welcome
+from clientela.settings import Settings, load_settings
+from clientela.temporal import connect
+from models import Direction
+from models.schemas import CustomerIn
+
+RESPONSE_KINDS = ("open", "click", "reply", "response")
+
+
+class SignupEvent(CustomerIn):
+    """A new customer signed up: create or update the record and welcome them."""
+
+    type: Literal["signup"]
+    consent_source: str = Field("signup", max_length=128)
+
+
+class ResponseEvent(BaseModel):
+    """A customer responded to a message (opened, clicked, replied)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["open", "click", "reply", "response"]
+    customer_id: str = Field(min_length=1, max_length=128)
+    channel: Literal["email", "sms"] = "email"
+    journey: str | None = Field(None, max_length=64)
+    campaign: str | None = Field(None, max_length=128)
+
+
+Event = Annotated[SignupEvent | ResponseEvent, Field(discriminator="type")]
+
+
+async def temporal_client(request: Request) -> Client:
+    """The app's Temporal client, connected on first use; 503 while Temporal is down."""
+    state = request.app.state
+    if state.client is None:
+        async with state.client_lock:
+            if state.client is None:
+                try:
+                    state.client = await connect(state.settings)
+                except ConnectionError as exc:
+                    raise HTTPException(503, str(exc)) from None
+    return state.client  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(get_engine, settings.db_url)
+        yield
+
+    app = FastAPI(title="Clientela", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.client = client
+    app.state.client_lock = asyncio.Lock()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/events", status_code=202)
+    async def events(event: Event, request: Request) -> dict[str, Any]:
+        # Connect only once the body is valid: bad input is a 422 even while Temporal is down.
+        client = await temporal_client(request)
+        if isinstance(event, SignupEvent):
+            fields = event.model_dump(exclude={"type"}, exclude_unset=True)
+            fields["consent_source"] = event.consent_source
+            data = CustomerIn.model_validate(fields)
+            created = await asyncio.to_thread(_upsert, settings, data)
+            wid, started = await start_welcome(client, settings, data.external_id)
+            return {
+                "customer_id": data.external_id,
+                "created": created,
+                "journey": {"workflow_id": wid, "started": started},
+            }
+        try:
+            await asyncio.to_thread(_record_response, settings, event)
+        except UnknownCustomer as exc:
+            raise HTTPException(404, f"customer_id: {exc}") from None
+        signalled = await signal_response(client, event.customer_id, event.type, event.channel)
+        return {"customer_id": event.customer_id, "recorded": True, "journey_signalled": signalled}
+
+    @app.get("/customers/{customer_id}")
+    async def customer(customer_id: str) -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(_view, settings, customer_id)
+        except UnknownCustomer as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    return app
+
+
+def _upsert(settings: Settings, data: CustomerIn) -> bool:
+    with session_scope(settings.db_url) as session:
+        _, created = upsert_customer(session=session, data=data)
+        return created
+
+
+def _record_response(settings: Settings, event: ResponseEvent) -> None:
+    with session_scope(settings.db_url) as session:
+        customer = get_customer(session=session, external_id=event.customer_id)
+        assert customer.id is not None
+        record_interaction(
+            session=session,
+            customer_id=customer.id,
+            channel=event.channel,
+            direction=Direction.inbound,
+            kind=event.type,
+            outcome="responded",
+            journey=event.journey,
+            campaign=event.campaign,
+        )
+
+
+def _view(settings: Settings, customer_id: str) -> dict[str, Any]:
+    with session_scope(settings.db_url) as session:
+        return customer_view(session=session, external_id=customer_id)
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for uvicorn (``--factory``)."""
+    return create_app()

@@ -1,0 +1,101 @@
+"""HTTP intake: sign-ups start the welcome journey, responses reach it, bad input is named."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from api.app import create_app
+from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
+from clientela.settings import Settings
+from workflows.welcome import WelcomeJourney
+
+
+@pytest.fixture
+async def http(client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    fast = settings.model_copy(update={"welcome_follow_up": timedelta(seconds=30)})
+    app = create_app(fast, client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        yield c
+
+
+SIGNUP = {
+    "type": "signup",
+    "external_id": "W1",
+    "first_name": "Marta",
+    "email": "marta@example.com",
+    "locale": "es",
+    "email_consent": True,
+}
+
+
+async def test_signup_creates_customer_and_starts_journey(
+    http: httpx.AsyncClient, client: Client, worker: None, catcher: SmtpCatcher
+) -> None:
+    cid = f"W-{uuid.uuid4().hex[:8]}"
+    signup = {**SIGNUP, "external_id": cid}
+    r = await http.post("/events", json=signup)
+    assert r.status_code == 202, r.text
+    assert r.json() == {
+        "customer_id": cid,
+        "created": True,
+        "journey": {"workflow_id": f"welcome-{cid}", "started": True},
+    }
+    again = await http.post("/events", json=signup)
+    assert again.json()["created"] is False
+    assert again.json()["journey"]["started"] is False
+    for _ in range(100):
+        if read_outbox(catcher.handler.outbox):
+            break
+        await asyncio.sleep(0.1)
+    click = await http.post(
+        "/events", json={"type": "click", "customer_id": cid, "channel": "email"}
+    )
+    assert click.status_code == 202 and click.json()["journey_signalled"] is True
+    result = await client.get_workflow_handle_for(WelcomeJourney.run, f"welcome-{cid}").result()
+    assert result.responded is True
+    view = (await http.get(f"/customers/{cid}")).json()
+    assert view["profile"]["first_name"] == "Marta"
+    assert view["consent"]["email"]["granted"] is True
+    assert view["consent"]["email"]["source"] == "signup"
+    kinds = [(h["direction"], h["kind"]) for h in view["history"]]
+    assert ("inbound", "click") in kinds and ("outbound", "message") in kinds
+    assert [m["template"] for m in view["messages"]] == ["welcome", "welcome_engaged"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**SIGNUP, "email": "not-an-email"}, "email"),
+        ({**SIGNUP, "phone": "600 123"}, "phone"),
+        ({**SIGNUP, "locale": "xx"}, "locale"),
+        ({**SIGNUP, "timezone": "Mars/Olympus"}, "timezone"),
+        ({**SIGNUP, "birthday": "31/02/1990"}, "birthday"),
+        ({k: v for k, v in SIGNUP.items() if k != "external_id"}, "external_id"),
+        ({**SIGNUP, "favourite": "blue"}, "favourite"),
+        ({"type": "click"}, "customer_id"),
+        ({"type": "purchase!", "customer_id": "W1"}, "type"),
+    ],
+)
+async def test_bad_events_are_422_naming_the_field(
+    http: httpx.AsyncClient, body: dict, field: str
+) -> None:
+    r = await http.post("/events", json=body)
+    assert r.status_code == 422
+    # The field is named in the error's location, or in its message for a bad "type".
+    named = [f"{err['loc']} {err['msg']}" for err in r.json()["detail"]]
+    assert any(f"'{field}'" in text for text in named), named
+
+
+async def test_response_for_unknown_customer_is_404(http: httpx.AsyncClient) -> None:
+    r = await http.post("/events", json={"type": "open", "customer_id": "ghost"})
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
