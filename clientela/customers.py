@@ -6,13 +6,14 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from clientela.timeutil import utcnow
+from clientela.timeutil import as_utc, utcnow
 from models import (
     Channel,
     Complaint,
@@ -92,11 +93,14 @@ def set_consent(
     ).first()
     if row is not None and row.granted == granted:
         return False
+    first = row is None
     if row is None:
         row = Consent(customer_id=customer_id, channel=channel, granted=granted, source=source)
     else:
         row.granted, row.source, row.recorded_at = granted, source, utcnow()
     session.add(row)
+    if first and not granted:
+        return True  # never asked is not a withdrawal: nothing to log
     session.add(
         Interaction(
             customer_id=customer_id,
@@ -242,6 +246,8 @@ def customer_view(*, session: Session, external_id: str, history: int = 50) -> d
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()  # type: ignore[union-attr]
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 

@@ -39,6 +39,8 @@ from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templa
 from clientela.timeutil import as_utc, utcnow
 from models import Channel, Customer, Direction, Interaction, Message, MessageState
 
+RECONCILED = "reconciled: the provider had accepted it before an attempt was interrupted"
+
 
 @dataclass
 class Prepared:
@@ -265,7 +267,7 @@ class Sender:
                     MessageState.sent,
                     result.provider_id,
                     now,
-                    "",
+                    result.note,
                 )
             elif isinstance(result, Permanent):
                 row.state, row.reason = MessageState.failed, result.reason
@@ -322,7 +324,9 @@ class Sender:
                     "received twice",
                 )
             if found:
-                return await asyncio.to_thread(self._record, prepared, SendAccepted(found), req)
+                return await asyncio.to_thread(
+                    self._record, prepared, SendAccepted(found, note=RECONCILED), req
+                )
         try:
             accepted = await self._send(prepared)
         except (Permanent, Transient) as exc:

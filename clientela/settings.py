@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clientela import ROOT
@@ -16,6 +18,22 @@ SINK_ACCOUNT_SID = "AC00000000000000000000000000000000"
 SINK_AUTH_TOKEN = "clientela-dev-token"
 #: Twilio's documented "magic" sender that always succeeds with test credentials.
 SINK_FROM_NUMBER = "+15005550006"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds (``30``), a number with a unit (``90s``, ``15m``, ``2h``, ``2d``) or ISO 8601."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text):
+            return timedelta(seconds=float(m[1]) * _UNITS[m[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "password"}
 
@@ -65,11 +83,11 @@ class Settings(BaseSettings):
     default_locale: str = "en"
     public_url: str = Field("", description="Base URL recipients reach; default: the local API")
 
-    # Journeys. Durations accept seconds or ISO 8601 (P2D, PT30S).
-    welcome_follow_up: timedelta = timedelta(days=2)
+    # Journeys. Durations: seconds (30), with a unit (90s, 15m, 2h, 2d) or ISO 8601 (P2D).
+    welcome_follow_up: Duration = timedelta(days=2)
     # A claim on a message older than this is "in doubt" and may be reconciled.
-    send_lease: timedelta = timedelta(seconds=30)
-    send_heartbeat_timeout: timedelta = timedelta(seconds=30)
+    send_lease: Duration = timedelta(seconds=30)
+    send_heartbeat_timeout: Duration = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class SendAccepted:
     provider_id: str
+    note: str = ""  # recorded as the ledger row's reason (e.g. how it was reconciled)
 
 
 class SendError(Exception):

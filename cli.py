@@ -1,0 +1,260 @@
+"""The ``clientela`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Clientela: CRM rules, campaigns and journeys.", no_args_is_help=True)
+customers_app = typer.Typer(help="The customer base.", no_args_is_help=True)
+journey_app = typer.Typer(help="Customer journeys.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
+app.add_typer(journey_app, name="journey")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings() -> Any:
+    from clientela.settings import load_settings
+
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise fail(f"configuration: {problems}") from None
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
+) -> None:
+    """Start Temporal, the SMTP catcher, the SMS sink, the API and the worker."""
+    from clientela.devstack import stack
+
+    s = settings()
+    try:
+        if detach:
+            pid = stack.start_detached(s)
+            out.print(f"Clientela is up in the background (pid {pid}); `clientela down` stops it.")
+        else:
+            out.print("Starting Clientela...")
+            stack.run_foreground(s, log=out.print)
+    except stack.StackError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def down() -> None:
+    """Stop a stack started with `clientela up --detach` or by `clientela demo`."""
+    from clientela.devstack import stack
+
+    try:
+        stopped = stack.stop_detached(settings())
+    except stack.StackError as exc:
+        raise fail(str(exc)) from None
+    out.print("Stopped." if stopped else "Nothing was running.")
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker in the foreground."""
+    import worker as worker_module
+
+    worker_module.main()
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="Generated customers to import")] = 60,
+    signups: Annotated[int, typer.Option(min=1, help="How many of them sign up")] = 15,
+    follow_up: Annotated[
+        float, typer.Option(min=1, help="Seconds before the welcome follow-up (stack it starts)")
+    ] = 10,
+) -> None:
+    """The main job: import a sample base, sign customers up, run their welcome journeys."""
+    from clientela.demo import run_demo
+    from clientela.devstack.stack import StackError
+
+    s = settings()
+    try:
+        report = run_demo(
+            s, customers=customers, signups=signups, follow_up_seconds=follow_up, log=out.print
+        )
+    except (StackError, ConnectionError) as exc:
+        raise fail(str(exc)) from None
+    table = Table(title="Welcome messages in this demo")
+    for col in ("channel", "state", "messages"):
+        table.add_column(col)
+    for (channel, state), n in sorted(report.messages.items()):
+        table.add_row(channel, state, str(n))
+    out.print(table)
+    out.print(
+        f"Journeys: {report.journeys_started} started, {report.journeys_finished} finished "
+        f"({report.responses} customers responded).\n"
+        f"Email outbox: {s.outbox_dir.resolve()} ({report.outbox_files} messages in all)\n"
+        f"SMS sink:     {s.sms_dir.resolve() / 'messages.jsonl'} ({report.sms_stored} in all)\n"
+        f"Temporal UI:  http://127.0.0.1:{s.temporal_ui_port}  "
+        f"(temporal workflow list --query \"Journey='welcome'\")\n"
+        f"The stack keeps running for you to look around; `clientela down` stops it."
+    )
+
+
+@customers_app.command("import")
+def customers_import(
+    path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
+) -> None:
+    """Import customers; bad rows are reported with line and field, good rows imported."""
+    from clientela.customers import ImportFileError, import_customers
+    from clientela.db import session_scope
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            result = import_customers(session=session, path=path)
+    except ImportFileError as exc:
+        raise fail(str(exc)) from None
+    for problem in result.errors:
+        err.print(str(problem), highlight=False)
+    out.print(
+        f"{result.created} created, {result.updated} updated, "
+        f"{len({e.line for e in result.errors})} rows rejected"
+    )
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@customers_app.command("show")
+def customers_show(
+    customer_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The single customer view: profile, consent, messages and contact history."""
+    from clientela.customers import UnknownCustomer, customer_view
+    from clientela.db import session_scope
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            view = customer_view(session=session, external_id=customer_id)
+    except UnknownCustomer as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(view, indent=2, ensure_ascii=False))
+        return
+    p = view["profile"]
+    out.print(f"[bold]{p['first_name']} {p['last_name']}[/bold]  ({p['id']})")
+    for key in ("email", "phone", "locale", "timezone", "birthday", "signup_date", "tier"):
+        out.print(f"  {key:<12} {p[key] if p[key] is not None else '-'}")
+    out.print(f"  {'segments':<12} {', '.join(p['segments']) or '-'}")
+    for name, value in p["attributes"].items():
+        out.print(f"  {name:<12} {value}")
+    consent = Table(title="Consent")
+    for col in ("channel", "granted", "source", "at"):
+        consent.add_column(col)
+    for ch, c in view["consent"].items():
+        consent.add_row(ch, "yes" if c["granted"] else "no", c["source"], c["at"])
+    out.print(consent)
+    messages = Table(title="Messages")
+    for col in ("key", "channel", "state", "reason", "sent_at"):
+        messages.add_column(col)
+    for m in view["messages"]:
+        messages.add_row(m["key"], m["channel"], m["state"], m["reason"], m["sent_at"] or "")
+    out.print(messages)
+    history = Table(title="Contact history (newest first)")
+    for col in ("at", "channel", "direction", "kind", "outcome", "journey/campaign"):
+        history.add_column(col)
+    for h in view["history"]:
+        history.add_row(
+            h["at"],
+            h["channel"],
+            h["direction"],
+            h["kind"],
+            h["outcome"],
+            h["journey"] or h["campaign"] or "",
+        )
+    out.print(history)
+
+
+@journey_app.command("start")
+def journey_start(journey: str, customer_id: str) -> None:
+    """Start a journey for a customer (one per customer: a second start is refused)."""
+    from clientela.customers import UnknownCustomer, get_customer
+    from clientela.db import session_scope
+    from clientela.journeys import UnknownJourney, journey_workflow_id, start_welcome
+    from clientela.temporal import connect
+
+    s = settings()
+    try:
+        journey_workflow_id(journey, customer_id)
+        with session_scope(s.db_url) as session:
+            get_customer(session=session, external_id=customer_id)
+    except (UnknownJourney, UnknownCustomer) as exc:
+        raise fail(str(exc)) from None
+
+    async def start() -> tuple[str, bool]:
+        return await start_welcome(await connect(s), s, customer_id)
+
+    try:
+        wid, started = asyncio.run(start())
+    except ConnectionError as exc:
+        raise fail(str(exc)) from None
+    if not started:
+        raise fail(f"{wid} already exists: a customer gets one {journey} journey", code=2)
+    out.print(f"Started {wid}")
+
+
+@journey_app.command("status")
+def journey_status_cmd(
+    journey: str,
+    customer_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Where a customer's journey stands."""
+    from clientela.journeys import JourneyNotFound, UnknownJourney, journey_status
+    from clientela.temporal import connect
+
+    s = settings()
+
+    async def status() -> dict[str, Any]:
+        return await journey_status(await connect(s), journey, customer_id)
+
+    try:
+        data = asyncio.run(status())
+    except (UnknownJourney, JourneyNotFound, ConnectionError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    out.print(f"[bold]{data['workflow_id']}[/bold]: {data['execution']}, stage {data['stage']}")
+    kinds = ", ".join(data["response_kinds"])
+    out.print(f"  responded: {f'yes ({kinds})' if data['responded'] else 'no'}")
+    for step in ("welcome", "follow_up"):
+        m = data[step]
+        if m:
+            out.print(f"  {step:<10} {m['state']} on {m['channel'] or '-'} {m['reason']}")
+    if data["stage"] == "waiting":
+        out.print(f"  follow-up due {data['follow_up_due']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

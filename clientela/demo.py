@@ -1,0 +1,123 @@
+"""``clientela demo``: the main job on the embedded defaults, end to end on the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlmodel import col, select
+from temporalio.client import WorkflowExecutionStatus
+
+from clientela.customers import import_customers
+from clientela.db import session_scope
+from clientela.devstack import stack
+from clientela.devstack.smtp_catcher import read_outbox
+from clientela.sample import sample_rows, write_sample_csv
+from clientela.settings import Settings
+from clientela.temporal import connect
+from models import Message
+
+
+@dataclass
+class DemoReport:
+    customers_file: Path
+    imported: int = 0
+    rejected: int = 0
+    signups: list[str] = field(default_factory=list)
+    journeys_started: int = 0
+    journeys_finished: int = 0
+    responses: int = 0
+    messages: Counter[tuple[str, str]] = field(default_factory=Counter)
+    outbox_files: int = 0
+    sms_stored: int = 0
+    stack_started: bool = False
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    customers: int,
+    signups: int,
+    follow_up_seconds: float,
+    log: Callable[[str], None] = print,
+) -> DemoReport:
+    if not stack.is_up(settings):
+        log("Starting the stack (Temporal, SMTP catcher, SMS sink, API, worker)...")
+        os.environ.setdefault("CLIENTELA_WELCOME_FOLLOW_UP", f"PT{follow_up_seconds:g}S")
+        stack.start_detached(settings)
+        started = True
+    else:
+        log("The stack is already running; using it.")
+        started = False
+
+    run = datetime.now(UTC).strftime("%y%m%d%H%M%S")
+    rows = sample_rows(customers, prefix=f"D{run}-", seed=int(run))
+    path = write_sample_csv(settings.home / "demo" / f"customers-{run}.csv", rows)
+    report = DemoReport(customers_file=path, stack_started=started)
+    with session_scope(settings.db_url) as session:
+        result = import_customers(session=session, path=path)
+    report.imported, report.rejected = result.imported, len(result.errors)
+    log(f"Imported {result.imported} generated customers from {path}")
+
+    chosen = random.Random(run).sample(rows, min(signups, len(rows)))
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    with httpx.Client(base_url=api, timeout=30) as http:
+        for row in chosen:
+            body = {
+                "type": "signup",
+                "external_id": row["external_id"],
+                "first_name": row["first_name"],
+                "email_consent": row["email_consent"] == "true",
+                "sms_consent": row["sms_consent"] == "true",
+            }
+            r = http.post("/events", json=body)
+            r.raise_for_status()
+            report.signups.append(row["external_id"])
+            report.journeys_started += int(r.json()["journey"]["started"])
+        log(f"Signed up {len(chosen)} customers through POST {api}/events")
+        # A third of them respond to the welcome, which changes their follow-up.
+        time.sleep(2)
+        for cid in report.signups[::3]:
+            r = http.post("/events", json={"type": "click", "customer_id": cid})
+            report.responses += int(r.status_code == 202)
+    log(f"{report.responses} of them clicked; waiting for the journeys to finish...")
+    report.journeys_finished = asyncio.run(
+        _wait_finished(settings, report.signups, within=follow_up_seconds + 60)
+    )
+    with session_scope(settings.db_url) as session:
+        rows_ = session.exec(
+            select(Message.channel, Message.state).where(
+                col(Message.journey) == "welcome",
+                col(Message.key).contains(f"D{run}-"),
+            )
+        ).all()
+    report.messages = Counter((channel, state) for channel, state in rows_)
+    report.outbox_files = len(read_outbox(settings.outbox_dir))
+    store = settings.sms_dir / "messages.jsonl"
+    report.sms_stored = sum(1 for _ in store.open()) if store.is_file() else 0
+    return report
+
+
+async def _wait_finished(settings: Settings, customer_ids: list[str], within: float) -> int:
+    client = await connect(settings)
+    deadline = time.monotonic() + within
+    done: set[str] = set()
+    while time.monotonic() < deadline:
+        for cid in customer_ids:
+            if cid in done:
+                continue
+            desc = await client.get_workflow_handle(f"welcome-{cid}").describe()
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                done.add(cid)
+        if len(done) == len(customer_ids):
+            break
+        await asyncio.sleep(1)
+    return len(done)

@@ -1,0 +1,54 @@
+"""Running the project's own programs as separate processes, configured like production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from clientela import ROOT
+from clientela.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process use exactly these settings."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CLIENTELA_")},
+        "CLIENTELA_HOME": str(settings.home),
+        "CLIENTELA_DATABASE_URL": settings.db_url,
+        "CLIENTELA_TEMPORAL_ADDRESS": settings.temporal_address,
+        "CLIENTELA_TASK_QUEUE": settings.task_queue,
+        "CLIENTELA_CATCHER_PORT": str(settings.catcher_port),
+        "CLIENTELA_SMS_SINK_PORT": str(settings.sms_sink_port),
+        "CLIENTELA_SEND_LEASE": str(int(settings.send_lease.total_seconds())),
+        "CLIENTELA_SEND_HEARTBEAT_TIMEOUT": str(
+            int(settings.send_heartbeat_timeout.total_seconds())
+        ),
+        "CLIENTELA_WELCOME_FOLLOW_UP": str(int(settings.welcome_follow_up.total_seconds())),
+    }
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+def run_cli(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        env={**settings_env(settings), "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        cwd=ROOT,
+    )

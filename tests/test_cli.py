@@ -1,0 +1,70 @@
+"""The command line, run as a user runs it: a separate process configured by environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+
+from clientela.devstack.smtp_catcher import SmtpCatcher
+from clientela.settings import Settings
+from tests.factories import make_customer
+from tests.processes import run_cli
+from workflows.welcome import WelcomeJourney
+
+
+def test_import_reports_bad_rows_and_exits_non_zero(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("external_id,email,locale\nX1,x1@example.com,es\nX2,bad,en\nX3,,fr\n")
+    r = run_cli(settings, "customers", "import", str(path))
+    assert r.returncode == 1
+    assert f"{path}:3: email: 'bad' is not an email address" in r.stderr
+    assert f"{path}:4: locale: 'fr' is not a supported locale" in r.stderr
+    assert "1 created, 0 updated, 2 rows rejected" in r.stdout
+    shown = run_cli(settings, "customers", "show", "X1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["profile"]["email"] == "x1@example.com"
+
+
+def test_bad_file_and_unknown_customer_are_one_line_errors(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("customer,email\n1,a@example.com\n")
+    r = run_cli(settings, "customers", "import", str(path))
+    assert r.returncode == 1 and "unknown column(s) 'customer'" in r.stderr
+    r = run_cli(settings, "customers", "show", "nobody")
+    assert r.returncode == 1 and "no customer with id 'nobody'" in r.stderr
+    r = run_cli(settings, "journey", "start", "birthday-party", "nobody")
+    assert r.returncode == 1 and "no journey named 'birthday-party'" in r.stderr
+
+
+def test_bad_configuration_names_the_setting(settings: Settings) -> None:
+    r = run_cli(settings, "customers", "show", "x", env={"CLIENTELA_SEND_LEASE": "soon"})
+    assert r.returncode == 1
+    assert "configuration: send_lease:" in r.stderr
+
+
+async def test_journey_start_and_status(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher
+) -> None:
+    settings = settings.model_copy(update={"welcome_follow_up": timedelta(seconds=1)})
+    cid = make_customer(settings.db_url, external_id=f"CLI-{uuid.uuid4().hex[:6]}")
+    r = await asyncio.to_thread(run_cli, settings, "journey", "start", "welcome", cid)
+    assert r.returncode == 0, r.stderr
+    assert f"Started welcome-{cid}" in r.stdout
+    again = await asyncio.to_thread(run_cli, settings, "journey", "start", "welcome", cid)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    await client.get_workflow_handle_for(WelcomeJourney.run, f"welcome-{cid}").result()
+    status = await asyncio.to_thread(
+        run_cli, settings, "journey", "status", "welcome", cid, "--json"
+    )
+    data = json.loads(status.stdout)
+    assert data["execution"] == "COMPLETED" and data["stage"] == "done"
+    assert data["welcome"]["state"] == "sent"
+    missing = await asyncio.to_thread(run_cli, settings, "journey", "status", "welcome", "zzz")
+    assert missing.returncode == 1 and "no welcome journey for customer 'zzz'" in missing.stderr
