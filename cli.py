@@ -203,12 +203,12 @@ def journey_start(journey: str, customer_id: str) -> None:
     try:
         journey_workflow_id(journey, customer_id)
         with session_scope(s.db_url) as session:
-            get_customer(session=session, external_id=customer_id)
+            tier = get_customer(session=session, external_id=customer_id).tier
     except (UnknownJourney, UnknownCustomer) as exc:
         raise fail(str(exc)) from None
 
     async def start() -> tuple[str, bool]:
-        return await start_welcome(await connect(s), s, customer_id)
+        return await start_welcome(await connect(s), s, customer_id, tier)
 
     try:
         wid, started = asyncio.run(start())

@@ -12,7 +12,6 @@ import signal
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.customers import CustomerActivities
 from activities.messaging import MessagingActivities
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
@@ -24,12 +23,11 @@ WORKFLOWS = [WelcomeJourney]
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
     messaging = MessagingActivities(settings)
-    customers = CustomerActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[messaging.send_messages, customers.load_customer],
+        activities=[messaging.send_messages],
         max_concurrent_activities=50,
     )
 

@@ -39,11 +39,3 @@ class SendMessagesInput:
 class SendMessagesResult:
     counts: dict[str, int] = field(default_factory=dict)
     outcomes: list[MessageOutcome] = field(default_factory=list)
-
-
-@dataclass
-class CustomerBrief:
-    customer_id: str
-    tier: str | None
-    locale: str
-    preferred_channel: str | None

@@ -19,12 +19,14 @@ from clientela.channels import InDoubt, Transient
 from clientela.db import session_scope
 from clientela.sending import Sender
 from clientela.settings import Settings
+from clientela.templating import Templates
 from models import Message
 
 
 class MessagingActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.templates = Templates(settings.templates_dir, settings.default_locale)
 
     @activity.defn(name="send_messages")
     async def send_messages(self, batch: SendMessagesInput) -> SendMessagesResult:
@@ -40,7 +42,7 @@ class MessagingActivities:
             )
             for i, m in enumerate(batch.messages[:resume]):
                 outcomes[i] = earlier.get(m.key)
-        sender = Sender(self.settings, attempt_id)
+        sender = Sender(self.settings, attempt_id, self.templates)
         pending: list[str] = []
         retry_after: float | None = None
         done_prefix = resume

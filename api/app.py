@@ -86,8 +86,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source
             data = CustomerIn.model_validate(fields)
-            created = await asyncio.to_thread(_upsert, settings, data)
-            wid, started = await start_welcome(client, settings, data.external_id)
+            created, tier = await asyncio.to_thread(_upsert, settings, data)
+            wid, started = await start_welcome(client, settings, data.external_id, tier)
             return {
                 "customer_id": data.external_id,
                 "created": created,
@@ -110,10 +110,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     return app
 
 
-def _upsert(settings: Settings, data: CustomerIn) -> bool:
+def _upsert(settings: Settings, data: CustomerIn) -> tuple[bool, str | None]:
     with session_scope(settings.db_url) as session:
-        _, created = upsert_customer(session=session, data=data)
-        return created
+        customer, created = upsert_customer(session=session, data=data)
+        return created, customer.tier
 
 
 def _record_response(settings: Settings, event: ResponseEvent) -> None:

@@ -33,7 +33,9 @@ def journey_workflow_id(journey: str, customer_id: str) -> str:
     return JOURNEYS[journey](customer_id)
 
 
-async def start_welcome(client: Client, settings: Settings, customer_id: str) -> tuple[str, bool]:
+async def start_welcome(
+    client: Client, settings: Settings, customer_id: str, tier: str | None = None
+) -> tuple[str, bool]:
     """Start the customer's welcome journey; (workflow id, False) if it ever ran before."""
     wid = welcome_id(customer_id)
     try:
@@ -41,6 +43,7 @@ async def start_welcome(client: Client, settings: Settings, customer_id: str) ->
             WelcomeJourney.run,
             WelcomeInput(
                 customer_id=customer_id,
+                tier=tier,
                 follow_up_after_seconds=settings.welcome_follow_up.total_seconds(),
                 send_heartbeat_timeout_seconds=settings.send_heartbeat_timeout.total_seconds(),
             ),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -53,6 +53,31 @@ class Prepared:
     content: RenderedEmail | RenderedSms
     reconcile: bool = False  # a dead attempt's claim: ask the provider first
     claimed_at: Any = None
+
+
+@dataclass
+class Refusal:
+    state: MessageState
+    reason: str
+
+
+@dataclass
+class Decision:
+    channel: str
+    address: str
+    locale: str
+    content: RenderedEmail | RenderedSms
+
+    def prepared(self, key: str, customer_pk: int, reconcile: bool, claimed_at: Any) -> Prepared:
+        return Prepared(
+            key=key,
+            customer_pk=customer_pk,
+            channel=self.channel,
+            address=self.address,
+            content=self.content,
+            reconcile=reconcile,
+            claimed_at=claimed_at,
+        )
 
 
 def _outcome(row: Message) -> MessageOutcome:
@@ -112,10 +137,13 @@ def choose_channel(
 class Sender:
     """Sends messages through the ledger protocol; one instance per batch."""
 
-    def __init__(self, settings: Settings, attempt_id: str) -> None:
+    def __init__(
+        self, settings: Settings, attempt_id: str, templates: Templates | None = None
+    ) -> None:
         self.settings = settings
         self.attempt_id = attempt_id
-        self.templates = Templates(settings.templates_dir, settings.default_locale)
+        # Share one Templates per process where possible: it caches compiled templates.
+        self.templates = templates or Templates(settings.templates_dir, settings.default_locale)
         self._email: EmailTransport | None = None
         self._sms: SmsTransport | None = None
 
@@ -140,19 +168,23 @@ class Sender:
 
     def _prepare(self, req: MessageRequest) -> MessageOutcome | Prepared:
         with session_scope(self.settings.db_url) as session:
+            row = session.exec(select(Message).where(Message.key == req.key)).first()
+            if row is not None and MessageState(row.state).final:
+                return _outcome(row)
             try:
                 customer = get_customer(session=session, external_id=req.customer_id)
             except UnknownCustomer as exc:
                 # No ledger row can point at a customer who does not exist.
                 return MessageOutcome(key=req.key, state=MessageState.failed, reason=str(exc))
-            row = self._reserve(session, req, customer)
-            if MessageState(row.state).final:
-                return _outcome(row)
-            content_or_error = self._render(req, customer, row)
-            if isinstance(content_or_error, MessageOutcome):
-                return content_or_error
-            channel, address, content = content_or_error
+            assert customer.id is not None
+            decision = self._decide(session, req, customer)
             now = utcnow()
+            if row is None:
+                return self._reserve(session, req, customer.id, decision, now)
+            if isinstance(decision, Refusal):
+                row.state, row.reason, row.updated_at = decision.state, decision.reason, now
+                session.add(row)
+                return _outcome(row)
             if row.state == MessageState.sending:
                 claimed_at = as_utc(row.claimed_at) or now
                 if (
@@ -162,92 +194,85 @@ class Sender:
                     raise Transient(
                         f"{req.key} is being sent by another attempt ({row.claimed_by})"
                     )
-                take = update(Message).where(
-                    Message.key == req.key,  # type: ignore[arg-type]
-                    Message.state == MessageState.sending,  # type: ignore[arg-type]
-                    Message.claimed_by == row.claimed_by,  # type: ignore[arg-type]
-                )
+                held_by = Message.claimed_by == row.claimed_by  # type: ignore[arg-type]
                 reconcile = True
             else:
-                take = update(Message).where(
-                    Message.key == req.key,  # type: ignore[arg-type]
-                    Message.state == MessageState.queued,  # type: ignore[arg-type]
-                )
+                held_by = Message.state == MessageState.queued  # type: ignore[arg-type]
                 reconcile, claimed_at = False, now
             claimed = session.execute(
-                take.values(
+                update(Message)
+                .where(Message.key == req.key, held_by)  # type: ignore[arg-type]
+                .values(
                     state=MessageState.sending,
                     claimed_by=self.attempt_id,
                     claimed_at=now,
                     attempts=Message.attempts + 1,
-                    channel=channel,
-                    address=address,
-                    locale=row.locale,
+                    channel=decision.channel,
+                    address=decision.address,
+                    locale=decision.locale,
                     updated_at=now,
                 )
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 raise Transient(f"{req.key} was claimed concurrently; will look again")
-            assert customer.id is not None
-            return Prepared(
-                key=req.key,
-                customer_pk=customer.id,
-                channel=channel,
-                address=address,
-                content=content,
-                reconcile=reconcile,
-                claimed_at=claimed_at,
-            )
+            return decision.prepared(req.key, customer.id, reconcile, claimed_at)
 
-    def _reserve(self, session: Session, req: MessageRequest, customer: Customer) -> Message:
-        row = session.exec(select(Message).where(Message.key == req.key)).first()
-        if row is not None:
-            return row
-        assert customer.id is not None
+    def _reserve(
+        self,
+        session: Session,
+        req: MessageRequest,
+        customer_pk: int,
+        decision: Decision | Refusal,
+        now: datetime,
+    ) -> MessageOutcome | Prepared:
+        """A new key: its row is written already claimed (or already refused), in one commit."""
         row = Message(
             key=req.key,
-            customer_id=customer.id,
-            channel=req.channel or customer.preferred_channel or Channel.email,
+            customer_id=customer_pk,
             template=req.template,
             journey=req.journey,
             campaign=req.campaign,
+            created_at=now,
+            updated_at=now,
         )
+        if isinstance(decision, Refusal):
+            row.channel = req.channel or Channel.email
+            row.state, row.reason = decision.state, decision.reason
+        else:
+            row.channel, row.address, row.locale = (
+                decision.channel,
+                decision.address,
+                decision.locale,
+            )
+            row.state, row.claimed_by, row.claimed_at = MessageState.sending, self.attempt_id, now
+            row.attempts = 1
         try:
             with session.begin_nested():
                 session.add(row)
         except IntegrityError:
-            # Another attempt reserved the same key between our read and insert.
-            row = session.exec(select(Message).where(Message.key == req.key)).one()
-        session.commit()
-        return row
+            raise Transient(f"{req.key} was reserved concurrently; will look again") from None
+        if isinstance(decision, Refusal):
+            return _outcome(row)
+        return decision.prepared(req.key, customer_pk, False, now)
 
-    def _render(
-        self, req: MessageRequest, customer: Customer, row: Message
-    ) -> MessageOutcome | tuple[str, str, RenderedEmail | RenderedSms]:
+    def _decide(
+        self, session: Session, req: MessageRequest, customer: Customer
+    ) -> Decision | Refusal:
+        """Which channel and address, and the rendered content; or why nothing is sent."""
         channel, address_or_reason = choose_channel(
-            session=Session.object_session(customer),  # type: ignore[arg-type]
-            customer=customer,
-            requested=req.channel,
+            session=session, customer=customer, requested=req.channel
         )
         if channel is None:
-            return self._finish_row(row, MessageState.suppressed, address_or_reason)
+            return Refusal(MessageState.suppressed, address_or_reason)
         context = {**customer_context(customer), **req.context}
         try:
             if channel == Channel.email:
-                row.locale, content = self.templates.email(req.template, customer.locale, context)
-            else:
-                row.locale, sms = self.templates.sms(req.template, customer.locale, context)
-                content = sms  # type: ignore[assignment]
+                locale, content = self.templates.email(req.template, customer.locale, context)
+                return Decision(channel, address_or_reason, locale, content)
+            locale, sms = self.templates.sms(req.template, customer.locale, context)
+            return Decision(channel, address_or_reason, locale, sms)
         except RenderError as exc:
-            return self._finish_row(row, MessageState.failed, f"template error: {exc}")
-        return channel, address_or_reason, content
-
-    def _finish_row(self, row: Message, state: MessageState, reason: str) -> MessageOutcome:
-        session = Session.object_session(row)
-        assert session is not None
-        row.state, row.reason, row.updated_at = state, reason, utcnow()
-        session.add(row)
-        return _outcome(row)
+            return Refusal(MessageState.failed, f"template error: {exc}")
 
     def _record(
         self,

@@ -11,7 +11,6 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
-        CustomerBrief,
         MessageOutcome,
         MessageRequest,
         SendMessagesInput,
@@ -29,6 +28,7 @@ def workflow_id(customer_id: str) -> str:
 @dataclass
 class WelcomeInput:
     customer_id: str
+    tier: str | None = None  # the customer's tier when the journey started (search attribute)
     follow_up_after_seconds: float = 2 * 24 * 3600
     send_heartbeat_timeout_seconds: float = 30
 
@@ -65,17 +65,11 @@ class WelcomeJourney:
     @workflow.run
     async def run(self, params: WelcomeInput) -> WelcomeStatus:
         self._status.customer_id = params.customer_id
-        brief: CustomerBrief = await workflow.execute_activity(
-            "load_customer",
-            params.customer_id,
-            result_type=CustomerBrief,
-            start_to_close_timeout=timedelta(seconds=30),
-        )
         workflow.upsert_search_attributes(
             [
                 search.CUSTOMER_ID.value_set(params.customer_id),
                 search.JOURNEY.value_set(JOURNEY),
-                search.TIER.value_set(brief.tier or "unassigned"),
+                search.TIER.value_set(params.tier or "unassigned"),
             ]
         )
         self._stage("welcome")

@@ -1,0 +1,60 @@
+"""Record the histories the replay test checks: ``python -m tests.histories.record``.
+
+Run it when a workflow gains a new shape that running executions will have, and commit the
+JSON. Old files stay: executions started under them may still be running somewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from clientela.devstack.smtp_catcher import SmtpCatcher
+from clientela.journeys import signal_response, start_welcome
+from clientela.settings import Settings
+from tests.conftest import TEMPORAL_BIN, free_port
+from tests.factories import make_customer
+from worker import build_worker
+from workflows import search
+from workflows.welcome import WelcomeJourney
+
+HERE = Path(__file__).parent
+
+
+async def main(tag: str) -> None:
+    home = Path(tempfile.mkdtemp())
+    catcher = SmtpCatcher(home / "outbox", port=free_port()).start()
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL_BIN), search_attributes=search.ALL
+    )
+    settings = Settings(
+        home=home,
+        temporal_address=env.client.service_client.config.target_host,
+        task_queue="record",
+        catcher_port=catcher.port,
+        welcome_follow_up=timedelta(seconds=2),
+    )
+    try:
+        async with build_worker(env.client, settings):
+            for name, respond in (("responded", True), ("silent", False)):
+                cid = make_customer(settings.db_url, external_id=f"H-{name}")
+                wid, _ = await start_welcome(env.client, settings, cid, tier="A")
+                if respond:
+                    await asyncio.sleep(0.5)
+                    await signal_response(env.client, cid, "click", "email")
+                handle = env.client.get_workflow_handle_for(WelcomeJourney.run, wid)
+                await handle.result()
+                history = await handle.fetch_history()
+                (HERE / f"welcome-{tag}-{name}.json").write_text(history.to_json())
+    finally:
+        catcher.stop()
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "v1"))

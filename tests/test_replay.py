@@ -1,0 +1,24 @@
+"""Saved histories replay against today's workflow code: a change that would break running
+journeys fails here, before it reaches a worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from worker import WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_saved_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
+
+
+def test_there_are_histories_to_replay() -> None:
+    assert {p.stem.rsplit("-", 1)[-1] for p in HISTORIES} >= {"responded", "silent"}
