@@ -14,9 +14,11 @@ from worker import WORKFLOWS
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_saved_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+@pytest.mark.parametrize(
+    ("name", "text"), [(p.stem, p.read_text()) for p in HISTORIES], ids=[p.stem for p in HISTORIES]
+)
+async def test_saved_history_replays(name: str, text: str) -> None:
+    history = WorkflowHistory.from_json(name, text)
     await Replayer(workflows=WORKFLOWS).replay_workflow(history)
 
 
