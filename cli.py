@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -253,8 +254,18 @@ def journey_status_cmd(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal client's Rust threads can abort CPython's finalisation with "PyGILState_
+    # Release: thread state must be current" (temporalio/sdk-python#300). Everything is
+    # flushed and closed by now, so skip the interpreter's teardown.
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

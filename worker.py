@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -48,6 +50,12 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     asyncio.run(run(load_settings()))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the Temporal client's threads can abort it
+    # (temporalio/sdk-python#300). The worker has shut down cleanly by now.
+    os._exit(0)
 
 
 if __name__ == "__main__":
