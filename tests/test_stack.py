@@ -1,0 +1,90 @@
+"""`clientela up` as a user runs it: every service starts, a sign-up becomes an email, and
+`clientela down` stops it all."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clientela.devstack.smtp_catcher import read_outbox
+from clientela.devstack.stack import port_open
+from clientela.settings import Settings
+from tests.conftest import free_port
+from tests.processes import run_cli
+
+
+@pytest.fixture
+def stack_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        temporal_address=f"127.0.0.1:{free_port()}",
+        temporal_ui_port=free_port(),
+        api_port=free_port(),
+        catcher_port=free_port(),
+        sms_sink_port=free_port(),
+        welcome_follow_up=1,  # type: ignore[arg-type]
+    )
+
+
+def stack_env(s: Settings) -> dict[str, str]:
+    return {
+        "CLIENTELA_TEMPORAL_UI_PORT": str(s.temporal_ui_port),
+        "CLIENTELA_API_PORT": str(s.api_port),
+        "CLIENTELA_DATABASE_URL": "",
+    }
+
+
+def test_up_runs_the_whole_stack_and_down_stops_it(stack_settings: Settings) -> None:
+    s = stack_settings
+    env = stack_env(s)
+    up = run_cli(s, "up", "--detach", env=env)
+    try:
+        assert up.returncode == 0, up.stderr + (s.home / "logs" / "up.log").read_text()
+        ports = [s.temporal_port, s.temporal_ui_port, s.api_port, s.catcher_port, s.sms_sink_port]
+        assert all(port_open(p) for p in ports)
+        signup = {
+            "type": "signup",
+            "external_id": "STACK-1",
+            "first_name": "Noa",
+            "email": "noa@example.com",
+            "phone": "+34612000111",
+            "locale": "es",
+            "email_consent": True,
+            "sms_consent": True,
+            "preferred_channel": "sms",
+        }
+        r = httpx.post(f"http://127.0.0.1:{s.api_port}/events", json=signup, timeout=30)
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        sms_store = s.sms_dir / "messages.jsonl"
+        while time.monotonic() < deadline:
+            if sms_store.is_file() and len(sms_store.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        texts = [json.loads(line)["body"] for line in sms_store.read_text().splitlines()]
+        assert texts[0].startswith("¡Bienvenido/a Noa!")
+        assert texts[1].startswith("Noa, tu cuenta está lista")  # no response: the reminder
+        status = run_cli(s, "journey", "status", "welcome", "STACK-1", "--json", env=env)
+        assert json.loads(status.stdout)["stage"] == "done"
+        assert read_outbox(s.outbox_dir) == []  # SMS was preferred; no email went out
+        again = run_cli(s, "up", "--detach", env=env)
+        assert again.returncode == 1 and "is already in use" in again.stderr
+    finally:
+        down = run_cli(s, "down", env=env)
+    assert down.returncode == 0 and "Stopped." in down.stdout, down.stderr
+    assert not any(port_open(p) for p in ports)
+
+
+def test_a_port_in_use_is_named(stack_settings: Settings) -> None:
+    s = stack_settings
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", s.api_port))
+        blocker.listen()
+        r = run_cli(s, "up", env=stack_env(s))
+    assert r.returncode == 1
+    assert f"port {s.api_port} (api) is already in use" in r.stderr.replace("\n", " ")
