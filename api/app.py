@@ -4,10 +4,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
+from twilio.request_validator import RequestValidator
 
 from clientela.customers import (
     UnknownCustomer,
@@ -17,8 +19,9 @@ from clientela.customers import (
     upsert_customer,
 )
 from clientela.db import get_engine, session_scope
+from clientela.delivery import UnknownStatus, record_sms_status
 from clientela.journeys import signal_response, start_welcome
-from clientela.settings import Settings, load_settings
+from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
 from models import Direction
 from models.schemas import CustomerIn
@@ -100,6 +103,27 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         signalled = await signal_response(client, event.customer_id, event.type, event.channel)
         return {"customer_id": event.customer_id, "recorded": True, "journey_signalled": signalled}
 
+    @app.post("/webhooks/twilio/status", status_code=204)
+    async def twilio_status(request: Request) -> Response:
+        """Twilio's status callback: signed with the account's auth token."""
+        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        url = f"{settings.recipient_base_url}{STATUS_CALLBACK_PATH}"
+        token = settings.twilio_credentials[1]
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not RequestValidator(token).validate(url, params, signature):
+            raise HTTPException(403, "X-Twilio-Signature does not match this request")
+        sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
+        if not sid or not status:
+            raise HTTPException(422, "MessageSid and MessageStatus are required")
+        code = params.get("ErrorCode", "")
+        try:
+            await asyncio.to_thread(
+                _record_status, settings, sid, status, int(code) if code.isdigit() else None
+            )
+        except UnknownStatus as exc:
+            raise HTTPException(422, f"MessageStatus: {exc}") from None
+        return Response(status_code=204)
+
     @app.get("/customers/{customer_id}")
     async def customer(customer_id: str) -> dict[str, Any]:
         try:
@@ -130,6 +154,11 @@ def _record_response(settings: Settings, event: ResponseEvent) -> None:
             journey=event.journey,
             campaign=event.campaign,
         )
+
+
+def _record_status(settings: Settings, sid: str, status: str, code: int | None) -> None:
+    with session_scope(settings.db_url) as session:
+        record_sms_status(session=session, sid=sid, status=status, error_code=code)
 
 
 def _view(settings: Settings, customer_id: str) -> dict[str, Any]:

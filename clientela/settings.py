@@ -35,6 +35,9 @@ def parse_duration(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+#: Where Twilio reports delivery, relative to the API's public address.
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+
 PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "password"}
 
 
@@ -149,6 +152,13 @@ class Settings(BaseSettings):
     @property
     def recipient_base_url(self) -> str:
         return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def sms_status_callback(self) -> str | None:
+        """Where providers report delivery; None when no public address is known."""
+        if self.public_url or self.uses_sms_sink:
+            return f"{self.recipient_base_url}{STATUS_CALLBACK_PATH}"
+        return None
 
     @property
     def temporal_port(self) -> int:

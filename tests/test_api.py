@@ -10,10 +10,15 @@ from datetime import timedelta
 import httpx
 import pytest
 from temporalio.client import Client
+from twilio.request_validator import RequestValidator
 
+from activities.contracts import MessageRequest
 from api.app import create_app
+from clientela.devstack.sms_sink import SmsSink
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.settings import Settings
+from clientela.sending import Sender
+from clientela.settings import STATUS_CALLBACK_PATH, Settings
+from tests.factories import make_customer
 from workflows.welcome import WelcomeJourney
 
 
@@ -99,3 +104,45 @@ async def test_bad_events_are_422_naming_the_field(
 async def test_response_for_unknown_customer_is_404(http: httpx.AsyncClient) -> None:
     r = await http.post("/events", json={"type": "open", "customer_id": "ghost"})
     assert r.status_code == 404 and "ghost" in r.json()["detail"]
+
+
+def signed(settings: Settings, params: dict[str, str]) -> dict[str, str]:
+    url = f"{settings.recipient_base_url}{STATUS_CALLBACK_PATH}"
+    token = settings.twilio_credentials[1]
+    return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, params)}
+
+
+async def test_twilio_status_callbacks_move_the_ledger(
+    http: httpx.AsyncClient, settings: Settings, sms_sink: SmsSink
+) -> None:
+    ok = make_customer(settings.db_url, preferred_channel="sms", phone="+34655000001")
+    lost = make_customer(settings.db_url, preferred_channel="sms", phone="+34655000002")
+    sender = Sender(settings, "t/1/1")
+    try:
+        sent_ok = await sender.deliver(MessageRequest(key="d1", customer_id=ok, template="welcome"))
+        sent_lost = await sender.deliver(
+            MessageRequest(key="d2", customer_id=lost, template="welcome")
+        )
+    finally:
+        await sender.close()
+
+    async def report(sid: str, status: str, **extra: str) -> httpx.Response:
+        params = {"MessageSid": sid, "MessageStatus": status, **extra}
+        return await http.post(STATUS_CALLBACK_PATH, data=params, headers=signed(settings, params))
+
+    assert (await report(sent_ok.provider_id, "sent")).status_code == 204
+    assert (await report(sent_ok.provider_id, "delivered")).status_code == 204
+    assert (
+        await report(sent_lost.provider_id, "undelivered", ErrorCode="30003")
+    ).status_code == 204
+    # A late "sent" never moves a delivered message back.
+    assert (await report(sent_ok.provider_id, "sent")).status_code == 204
+    states = {m["key"]: m for m in (await http.get(f"/customers/{ok}")).json()["messages"]}
+    assert states["d1"]["state"] == "delivered"
+    lost_row = (await http.get(f"/customers/{lost}")).json()["messages"][0]
+    assert lost_row["state"] == "failed" and "error 30003" in lost_row["reason"]
+
+    forged = {"MessageSid": sent_ok.provider_id, "MessageStatus": "failed"}
+    r = await http.post(STATUS_CALLBACK_PATH, data=forged, headers={"X-Twilio-Signature": "AAAA"})
+    assert r.status_code == 403
+    assert (await report(sent_ok.provider_id, "exploded")).status_code == 422

@@ -72,6 +72,15 @@ def test_up_runs_the_whole_stack_and_down_stops_it(stack_settings: Settings) -> 
         status = run_cli(s, "journey", "status", "welcome", "STACK-1", "--json", env=env)
         assert json.loads(status.stdout)["stage"] == "done"
         assert read_outbox(s.outbox_dir) == []  # SMS was preferred; no email went out
+        # The sink reported delivery to the API's status callback, signed as Twilio signs.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            shown = run_cli(s, "customers", "show", "STACK-1", "--json", env=env)
+            states = [m["state"] for m in json.loads(shown.stdout)["messages"]]
+            if states == ["delivered", "delivered"]:
+                break
+            time.sleep(0.3)
+        assert states == ["delivered", "delivered"]
         again = run_cli(s, "up", "--detach", env=env)
         assert again.returncode == 1 and "is already in use" in again.stderr
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import aiohttp
+from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
@@ -41,13 +42,19 @@ class SmsTransport:
     def __init__(self, settings: Settings) -> None:
         sid, token, sender = settings.twilio_credentials
         self.sender = sender
+        self.status_callback = settings.sms_status_callback
         self._http = AsyncTwilioHttpClient(timeout=30)
         self.client = Client(sid, token, http_client=self._http)
         self.client.api.base_url = settings.twilio_base_url
 
     async def send(self, *, to: str, body: str) -> SendAccepted:
         try:
-            message = await self.client.messages.create_async(to=to, from_=self.sender, body=body)
+            message = await self.client.messages.create_async(
+                to=to,
+                from_=self.sender,
+                body=body,
+                status_callback=self.status_callback or values.unset,
+            )
         except TwilioRestException as exc:
             raise classify_twilio_error(exc) from None
         except aiohttp.ClientConnectorError as exc:

@@ -25,11 +25,14 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
 from clientela.settings import SINK_ACCOUNT_SID, SINK_AUTH_TOKEN
 
 API = "/2010-04-01/Accounts/{account}"
+log = logging.getLogger(__name__)
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 #: Twilio's test numbers (https://www.twilio.com/docs/iam/test-credentials) and their errors.
@@ -85,6 +88,11 @@ class SmsSink:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.faults: list[SmsFault] = []
+        #: Recipients (regex) whose messages are accepted but then reported undelivered,
+        #: with Twilio's error code (e.g. 30003, unreachable handset).
+        self.undeliverable: dict[str, int] = {}
+        self.callbacks_sent: list[dict[str, str]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.messages: list[dict[str, Any]] = self._load()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -179,13 +187,52 @@ class SmsSink:
             "_created": now.isoformat(),
         }
         created = self._resource(message)
-        # The sink "delivers" at once: later reads show the message as delivered.
-        stored = {**message, "status": "delivered", "date_sent": _rfc2822(now)}
+        code = next((c for p, c in self.undeliverable.items() if re.search(p, to)), None)
+        final = "undelivered" if code else "delivered"
+        # The sink settles at once: later reads show the final status.
+        stored = {
+            **message,
+            "status": final,
+            "date_sent": _rfc2822(now),
+            "error_code": code,
+        }
         with self._lock:
             self.messages.append(stored)
             with self.store.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(stored) + "\n")
+        callback = str(form.get("StatusCallback", "")).strip()
+        if callback:
+            task = asyncio.create_task(self._report(callback, stored))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return web.json_response(created, status=201)
+
+    async def _report(self, url: str, message: dict[str, Any]) -> None:
+        """POST Twilio-style, signed status callbacks: sent, then the final status."""
+        validator = RequestValidator(self.auth_token)
+        async with aiohttp.ClientSession() as http:
+            for status in ("sent", message["status"]):
+                params = {
+                    "AccountSid": self.account_sid,
+                    "ApiVersion": "2010-04-01",
+                    "From": message["from"] or "",
+                    "MessageSid": message["sid"],
+                    "SmsSid": message["sid"],
+                    "MessageStatus": status,
+                    "SmsStatus": status,
+                    "To": message["to"],
+                }
+                if status == "undelivered":
+                    params["ErrorCode"] = str(message["error_code"])
+                signature = validator.compute_signature(url, params)
+                try:
+                    async with http.post(
+                        url, data=params, headers={"X-Twilio-Signature": signature}
+                    ) as response:
+                        self.callbacks_sent.append({**params, "_http": str(response.status)})
+                except aiohttp.ClientError as exc:
+                    log.warning("status callback to %s failed: %s", url, exc)
+                    return
 
     async def list(self, request: web.Request) -> web.Response:
         if (denied := self._authorised(request)) is not None:
