@@ -61,7 +61,7 @@ async def temporal_client(request: Request) -> Client:
                     state.client = await connect(state.settings)
                 except ConnectionError as exc:
                     raise HTTPException(503, str(exc)) from None
-    return state.client  # type: ignore[no-any-return]
+    return state.client
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:

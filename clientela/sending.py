@@ -194,10 +194,10 @@ class Sender:
                     raise Transient(
                         f"{req.key} is being sent by another attempt ({row.claimed_by})"
                     )
-                held_by = Message.claimed_by == row.claimed_by  # type: ignore[arg-type]
+                held_by = Message.claimed_by == row.claimed_by
                 reconcile = True
             else:
-                held_by = Message.state == MessageState.queued  # type: ignore[arg-type]
+                held_by = Message.state == MessageState.queued
                 reconcile, claimed_at = False, now
             claimed = session.execute(
                 update(Message)
@@ -229,6 +229,7 @@ class Sender:
         row = Message(
             key=req.key,
             customer_id=customer_pk,
+            channel=req.channel or Channel.email,
             template=req.template,
             journey=req.journey,
             campaign=req.campaign,
@@ -236,7 +237,6 @@ class Sender:
             updated_at=now,
         )
         if isinstance(decision, Refusal):
-            row.channel = req.channel or Channel.email
             row.state, row.reason = decision.state, decision.reason
         else:
             row.channel, row.address, row.locale = (

@@ -290,7 +290,7 @@ class SmsSink:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> SmsSink:
         """Serve on a background thread (tests, and the stack supervisor's child)."""

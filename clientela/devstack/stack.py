@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def is_up(settings: Settings) -> bool:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, log: callable = print) -> None:  # type: ignore[valid-type]
+    def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
         self.settings = settings
         self.services = services(settings)
         self.log = log
@@ -239,7 +240,7 @@ class Supervisor:
             self.log(f"  {service.name:<8} stopped")
 
 
-def run_foreground(settings: Settings, log: callable = print) -> None:  # type: ignore[valid-type]
+def run_foreground(settings: Settings, log: Callable[[str], None] = print) -> None:
     sup = Supervisor(settings, log)
 
     def _stop(_sig: int, _frame: object) -> None:
