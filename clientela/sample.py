@@ -7,6 +7,8 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+from clientela.customers import PROFILE_FIELDS
+
 FIRST_ES = ["Lucía", "Mateo", "Sofía", "Hugo", "Martina", "Diego", "Valentina", "Pablo", "Elena"]
 FIRST_EN = ["Olivia", "James", "Amelia", "Noah", "Isla", "Oliver", "Ava", "Jack", "Emily"]
 LAST_ES = ["García", "Rodríguez", "Martínez", "López", "Sánchez", "Pérez", "Gómez", "Díaz"]
@@ -16,15 +18,7 @@ ZONES_EN = ["Europe/London", "America/New_York", "America/Chicago", "America/Los
 
 COLUMNS = [
     "external_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "locale",
-    "timezone",
-    "birthday",
-    "signup_date",
-    "preferred_channel",
+    *PROFILE_FIELDS,
     "email_consent",
     "sms_consent",
     "consent_source",

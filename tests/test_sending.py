@@ -164,14 +164,7 @@ async def test_dead_claim_already_accepted_is_reconciled_not_resent(
     """An attempt died after the server accepted the message: found, recorded, not resent."""
     cid = make_customer(settings.db_url, preferred_channel="email")
     await deliver(settings, request(cid))
-    with session_scope(settings.db_url) as session:
-        row = session.exec(select(Message).where(Message.key == "k1")).one()
-        row.state, row.claimed_by, row.claimed_at = (
-            "sending",
-            "dead/1/1",
-            utcnow() - timedelta(minutes=5),
-        )
-        session.add(row)
+    _as_if_the_sender_died_before_recording(settings, "k1")
     outcome = await deliver(settings, request(cid), attempt="t/1/2")
     assert outcome.state == "sent"
     assert len(read_outbox(settings.outbox_dir)) == 1
@@ -192,14 +185,7 @@ async def test_dead_sms_claim_is_reconciled_through_the_api(
 ) -> None:
     cid = make_customer(settings.db_url, preferred_channel="sms", phone="+34622333444")
     first = await deliver(settings, request(cid))
-    with session_scope(settings.db_url) as session:
-        row = session.exec(select(Message).where(Message.key == "k1")).one()
-        row.state, row.claimed_by, row.claimed_at = (
-            "sending",
-            "dead/1/1",
-            utcnow() - timedelta(minutes=5),
-        )
-        session.add(row)
+    _as_if_the_sender_died_before_recording(settings, "k1")
     outcome = await deliver(settings, request(cid), attempt="t/1/2")
     assert outcome.state == "sent" and outcome.provider_id == first.provider_id
     assert len(sms_sink.messages) == 1
@@ -235,3 +221,12 @@ async def _leave_claimed(settings: Settings, cid: str, key: str, age: timedelta)
                 claimed_at=utcnow() - age,
             )
         )
+
+
+def _as_if_the_sender_died_before_recording(settings: Settings, key: str) -> None:
+    """Put a sent row back to how it stood between the provider's answer and our commit."""
+    with session_scope(settings.db_url) as session:
+        row = session.exec(select(Message).where(Message.key == key)).one()
+        row.state, row.claimed_by = "sending", "dead/1/1"
+        row.claimed_at = utcnow() - timedelta(minutes=5)
+        session.add(row)
