@@ -92,18 +92,27 @@ def run_demo(
     report.journeys_finished = asyncio.run(
         _wait_finished(settings, report.signups, within=follow_up_seconds + 60)
     )
-    with session_scope(settings.db_url) as session:
-        rows_ = session.exec(
-            select(Message.channel, Message.state).where(
-                col(Message.journey) == "welcome",
-                col(Message.key).contains(f"D{run}-"),
-            )
-        ).all()
-    report.messages = Counter((channel, state) for channel, state in rows_)
+    # Delivery reports for SMS arrive a moment after the send; give them a few seconds.
+    deadline = time.monotonic() + 5
+    while True:
+        report.messages = _message_counts(settings, f"D{run}-")
+        if report.messages[("sms", "sent")] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     report.outbox_files = len(read_outbox(settings.outbox_dir))
     store = settings.sms_dir / "messages.jsonl"
     report.sms_stored = sum(1 for _ in store.open()) if store.is_file() else 0
     return report
+
+
+def _message_counts(settings: Settings, key_part: str) -> Counter[tuple[str, str]]:
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(
+            select(Message.channel, Message.state).where(
+                col(Message.journey) == "welcome", col(Message.key).contains(key_part)
+            )
+        ).all()
+    return Counter((channel, state) for channel, state in rows)
 
 
 async def _wait_finished(settings: Settings, customer_ids: list[str], within: float) -> int:
