@@ -1,12 +1,14 @@
 """FastAPI application: ``POST /events`` takes sign-ups and responses; customers can be read."""
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
@@ -51,6 +53,26 @@ class ResponseEvent(BaseModel):
 Event = Annotated[SignupEvent | ResponseEvent, Field(discriminator="type")]
 
 
+bearer = HTTPBearer(auto_error=False)
+
+
+async def require_api_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """With CLIENTELA_API_KEY set, every call needs ``Authorization: Bearer <key>``."""
+    expected = request.app.state.settings.api_key
+    if not expected:
+        return
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            401, "a valid API key is required: Authorization: Bearer <CLIENTELA_API_KEY>"
+        )
+
+
+Authorised = [Depends(require_api_key)]
+
+
 async def temporal_client(request: Request) -> Client:
     """The app's Temporal client, connected on first use; 503 while Temporal is down."""
     state = request.app.state
@@ -81,7 +103,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/events", status_code=202)
+    @app.post("/events", status_code=202, dependencies=Authorised)
     async def events(event: Event, request: Request) -> dict[str, Any]:
         # Connect only once the body is valid: bad input is a 422 even while Temporal is down.
         client = await temporal_client(request)
@@ -124,7 +146,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             raise HTTPException(422, f"MessageStatus: {exc}") from None
         return Response(status_code=204)
 
-    @app.get("/customers/{customer_id}")
+    @app.get("/customers/{customer_id}", dependencies=Authorised)
     async def customer(customer_id: str) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(_view, settings, customer_id)

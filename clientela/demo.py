@@ -69,7 +69,8 @@ def run_demo(
 
     chosen = random.Random(run).sample(rows, min(signups, len(rows)))
     api = f"http://{settings.api_host}:{settings.api_port}"
-    with httpx.Client(base_url=api, timeout=30) as http:
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    with httpx.Client(base_url=api, timeout=30, headers=headers) as http:
         for row in chosen:
             body = {
                 "type": "signup",

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_key: str = Field("", description="Bearer token the API requires; required off loopback")
 
     # Email. An empty smtp_host means the built-in catcher on 127.0.0.1:catcher_port.
     smtp_host: str = ""
@@ -94,7 +95,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
-        for name in ("twilio_auth_token", "smtp_password"):
+        if not self.api_key and self.api_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"api_host is {self.api_host!r}, reachable from other machines: set "
+                "CLIENTELA_API_KEY so that the API does not serve customer data to anyone"
+            )
+        for name in ("twilio_auth_token", "smtp_password", "api_key"):
             if getattr(self, name).strip().lower() in PLACEHOLDERS:
                 raise ValueError(
                     f"{name} is set to a placeholder value; set the real secret or unset it"

@@ -146,3 +146,22 @@ async def test_twilio_status_callbacks_move_the_ledger(
     r = await http.post(STATUS_CALLBACK_PATH, data=forged, headers={"X-Twilio-Signature": "AAAA"})
     assert r.status_code == 403
     assert (await report(sent_ok.provider_id, "exploded")).status_code == 422
+
+
+async def test_api_key_is_required_when_set(client: Client, settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"api_key": "k-123456"}), client)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as anonymous:
+        assert (await anonymous.get("/customers/x")).status_code == 401
+        assert (await anonymous.post("/events", json=SIGNUP)).status_code == 401
+        wrong = await anonymous.get("/customers/x", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = await anonymous.get("/customers/x", headers={"Authorization": "Bearer k-123456"})
+        assert right.status_code == 404  # authorised; the customer just does not exist
+        assert (await anonymous.get("/health")).status_code == 200
+
+
+def test_an_exposed_api_needs_a_key() -> None:
+    with pytest.raises(ValueError, match="set CLIENTELA_API_KEY"):
+        Settings(api_host="0.0.0.0")
+    assert Settings(api_host="0.0.0.0", api_key="k-123456").api_key == "k-123456"
