@@ -51,6 +51,7 @@ async def start_welcome(
             task_queue=settings.task_queue,
             # One welcome per customer, ever: a finished journey is not started again.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"Welcome journey of customer {customer_id}",
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(search.CUSTOMER_ID, customer_id),

@@ -110,11 +110,24 @@ class WelcomeJourney:
     def _stage(self, stage: str) -> None:
         self._status.stage = stage
         workflow.upsert_search_attributes([search.STAGE.value_set(f"{JOURNEY}:{stage}")])
+        # What an operator reads on the workflow's page in the Web UI.
+        details = f"**stage:** {stage}"
+        if stage == "waiting":
+            details += f"  \n**follow-up due:** {self._status.follow_up_due}"
+        if self._status.welcome:
+            welcome = self._status.welcome
+            details += f"  \n**welcome:** {welcome.state} on {welcome.channel or '-'}"
+            if welcome.reason:
+                details += f" ({welcome.reason})"
+        workflow.set_current_details(details)
 
     @workflow.signal
     def respond(self, signal: ResponseSignal) -> None:
         self._status.responded = True
         self._status.response_kinds.append(signal.kind)
+        workflow.set_current_details(
+            f"**stage:** {self._status.stage}  \n**responded:** {signal.kind}"
+        )
 
     @workflow.query
     def status(self) -> WelcomeStatus:
