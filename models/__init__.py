@@ -3,16 +3,22 @@
 from models.customer import Channel, Consent, Customer, Suppression
 from models.history import Complaint, Direction, Interaction, Transaction
 from models.ledger import Message, MessageState
+from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
     "Channel",
     "Complaint",
     "Consent",
     "Customer",
+    "CustomerDecision",
     "Direction",
     "Interaction",
     "Message",
     "MessageState",
+    "RankingValue",
+    "RuleRun",
+    "RuleVersion",
     "Suppression",
+    "TierChange",
     "Transaction",
 ]

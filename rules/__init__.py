@@ -1,0 +1,1 @@
+"""Business rules: tiers, segments and offers in versioned rule files, decided by durable_rules."""

@@ -1,0 +1,108 @@
+"""Reading customers and their history in bulk, for the rules."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func
+from sqlmodel import Session, col, select
+
+from clientela.timeutil import as_utc
+from models import Complaint, Consent, Customer, Direction, Interaction, Transaction
+from rules.features import History
+
+RESPONSE_KINDS = ("open", "click", "reply", "conversion", "response")
+
+
+def customer_page(session: Session, *, after_id: int, limit: int) -> list[Customer]:
+    """The next customers by primary key: a cursor that survives restarts."""
+    return list(
+        session.exec(
+            select(Customer)
+            .where(col(Customer.id) > after_id)
+            .order_by(col(Customer.id))
+            .limit(limit)
+        ).all()
+    )
+
+
+def profile_of(customer: Customer) -> dict[str, Any]:
+    return {
+        "locale": customer.locale,
+        "timezone": customer.timezone,
+        "preferred_channel": customer.preferred_channel,
+        "email": customer.email,
+        "phone": customer.phone,
+        "birthday": customer.birthday,
+        "signup_date": customer.signup_date,
+        "created_at": as_utc(customer.created_at),
+        "attributes": customer.attributes or {},
+    }
+
+
+def consents_of(session: Session, ids: list[int]) -> dict[int, dict[str, bool]]:
+    out: dict[int, dict[str, bool]] = defaultdict(dict)
+    rows = session.exec(
+        select(Consent.customer_id, Consent.channel, Consent.granted).where(
+            col(Consent.customer_id).in_(ids)
+        )
+    ).all()
+    for customer_id, channel, granted in rows:
+        out[customer_id][channel] = bool(granted)
+    return out
+
+
+def histories_of(session: Session, ids: list[int], today: date) -> dict[int, History]:
+    """Purchases, contacts and complaints of many customers in four grouped queries."""
+    since = datetime.combine(today - timedelta(days=365), datetime.min.time())
+    out: dict[int, History] = defaultdict(History)
+    recent = col(Transaction.occurred_at) >= since
+    for customer_id, count, spend, last in session.exec(
+        select(
+            Transaction.customer_id,
+            func.sum(case((recent, 1), else_=0)),
+            func.sum(case((recent, Transaction.amount), else_=0)),
+            func.max(Transaction.occurred_at),
+        )
+        .where(col(Transaction.customer_id).in_(ids))
+        .group_by(col(Transaction.customer_id))
+    ).all():
+        h = out[customer_id]
+        h.purchases_12m, h.spend_12m = int(count or 0), float(spend or 0)
+        last_at = as_utc(last) if isinstance(last, datetime) else None
+        h.last_purchase = last_at.date() if last_at else None
+    window = col(Interaction.occurred_at) >= since
+    for customer_id, count in session.exec(
+        select(Interaction.customer_id, func.count())
+        .where(
+            col(Interaction.customer_id).in_(ids),
+            window,
+            Interaction.direction == Direction.outbound,
+            Interaction.kind == "message",
+            Interaction.outcome != "failed",
+        )
+        .group_by(col(Interaction.customer_id))
+    ).all():
+        out[customer_id].messages_12m = int(count)
+    for customer_id, channel, count in session.exec(
+        select(Interaction.customer_id, Interaction.channel, func.count())
+        .where(
+            col(Interaction.customer_id).in_(ids),
+            window,
+            Interaction.direction == Direction.inbound,
+            col(Interaction.kind).in_(RESPONSE_KINDS),
+        )
+        .group_by(col(Interaction.customer_id), col(Interaction.channel))
+    ).all():
+        h = out[customer_id]
+        h.responses_12m += int(count)
+        h.responses_by_channel[channel] = int(count)
+    for customer_id, count in session.exec(
+        select(Complaint.customer_id, func.count())
+        .where(col(Complaint.customer_id).in_(ids), col(Complaint.resolved_at).is_(None))
+        .group_by(col(Complaint.customer_id))
+    ).all():
+        out[customer_id].complaints_open = int(count)
+    return out

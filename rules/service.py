@@ -1,0 +1,350 @@
+"""Applying rules to customers: versions, runs, rankings, decisions and tier history."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
+
+from clientela.timeutil import utcnow
+from models import Customer, CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
+from rules.data import consents_of, customer_page, histories_of, profile_of
+from rules.decide import Decision, decide, explain
+from rules.engine import DEFAULT_RULE, Engine
+from rules.features import compute, with_attributes
+from rules.language import Compare, Value, value_of
+from rules.model import Rules, loads
+
+_lock = threading.Lock()
+_rules: dict[str, Rules] = {}
+_engines: dict[str, Engine] = {}
+
+
+def rules_of(version: RuleVersion) -> Rules:
+    with _lock:
+        if version.digest not in _rules:
+            _rules[version.digest] = loads(version.source, version.path or version.ruleset)
+        return _rules[version.digest]
+
+
+def engine_for(rules: Rules) -> Engine:
+    """One engine per rule version per process (durable_rules rulesets live for the process)."""
+    with _lock:
+        if rules.digest not in _engines:
+            _engines[rules.digest] = Engine(rules)
+        return _engines[rules.digest]
+
+
+def register(session: Session, rules: Rules, created_by: str = "") -> RuleVersion:
+    """Store this version of the rule file (once: versions are keyed by content)."""
+    found = session.exec(select(RuleVersion).where(RuleVersion.digest == rules.digest)).first()
+    if found is not None:
+        return found
+    row = RuleVersion(
+        ruleset=rules.name,
+        digest=rules.digest,
+        source=rules.source,
+        path=rules.path,
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def version_by_digest(session: Session, digest: str) -> RuleVersion:
+    row = session.exec(
+        select(RuleVersion).where(col(RuleVersion.digest).startswith(digest))
+    ).first()
+    if row is None:
+        raise LookupError(f"no rule version {digest!r}; apply a rule file first")
+    return row
+
+
+# --- features -------------------------------------------------------------------------------
+
+
+def _ranking_value(rules: Rules, name: str, features: dict[str, Value]) -> Value:
+    tree = rules.rankings[name].tree
+    assert isinstance(tree, Compare)
+    return value_of(tree.left, features)
+
+
+def features_of(
+    session: Session,
+    rules: Rules,
+    customers: list[Customer],
+    today: date,
+    thresholds: dict[str, Any] | None,
+) -> list[tuple[Customer, dict[str, Value]]]:
+    """Every field the rules may use, for each customer (rankings need thresholds)."""
+    ids = [c.id for c in customers if c.id is not None]
+    consents = consents_of(session, ids)
+    histories = histories_of(session, ids, today)
+    out = []
+    for c in customers:
+        assert c.id is not None
+        values = compute(profile_of(c), consents.get(c.id, {}), histories[c.id], today)
+        values = with_attributes(values, c.attributes or {}, rules.spec.attributes)
+        if thresholds is not None:
+            for name in rules.rankings:
+                value, threshold = _ranking_value(rules, name, values), thresholds.get(name)
+                if isinstance(value, int | float) and isinstance(threshold, int | float):
+                    values[name] = value >= threshold
+        out.append((c, values))
+    return out
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def start_run(session: Session, version: RuleVersion) -> RuleRun:
+    assert version.id is not None
+    run = RuleRun(rule_version_id=version.id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def rank(
+    session: Session, run: RuleRun, rules: Rules, today: date, page: int = 2000
+) -> dict[str, Any]:
+    """Compute each ranking's threshold over the whole base; the database does the sorting."""
+    if not rules.rankings:
+        run.thresholds = {}
+        session.add(run)
+        return {}
+    session.execute(delete(RankingValue).where(col(RankingValue.run_id) == run.id))
+    after = 0
+    while batch := customer_page(session, after_id=after, limit=page):
+        after = batch[-1].id or after
+        rows = []
+        for customer, values in features_of(session, rules, batch, today, thresholds=None):
+            for name in rules.rankings:
+                value = _ranking_value(rules, name, values)
+                if isinstance(value, int | float):
+                    rows.append(
+                        {"run_id": run.id, "name": name, "customer_id": customer.id, "value": value}
+                    )
+        if rows:
+            session.execute(RankingValue.__table__.insert(), rows)  # type: ignore[attr-defined]
+        session.commit()
+    thresholds: dict[str, Any] = {}
+    for name, ranking in rules.spec.rankings.items():
+        known = session.exec(
+            select(func.count())
+            .select_from(RankingValue)
+            .where(RankingValue.run_id == run.id, RankingValue.name == name)
+        ).one()
+        top = ranking.top
+        n = top if isinstance(top, int) else math.ceil(known * float(top[:-1]) / 100)
+        threshold = None
+        if known and n:
+            threshold = session.exec(
+                select(RankingValue.value)
+                .where(RankingValue.run_id == run.id, RankingValue.name == name)
+                .order_by(col(RankingValue.value).desc())
+                .offset(min(n, known) - 1)
+                .limit(1)
+            ).first()
+        thresholds[name] = threshold
+        thresholds[f"{name}.ranked"] = int(known)
+    run.thresholds = thresholds
+    session.add(run)
+    session.commit()
+    return thresholds
+
+
+@dataclass
+class PageResult:
+    last_id: int
+    processed: int = 0
+    changed: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+
+
+def _reason(rules: Rules, decision: Decision, values: dict[str, Value]) -> str:
+    if decision.tier_rule == DEFAULT_RULE:
+        return f"no tier rule held; default tier ({rules.name} {rules.version})"
+    parsed = rules.conditions[f"tier:{decision.tier_rule}"]
+    shown = ", ".join(f"{f}={values.get(f, 'unknown')}" for f in sorted(parsed.fields))
+    return f"{decision.tier_rule}: {parsed.text} with {shown} ({rules.name} {rules.version})"
+
+
+def record(
+    session: Session,
+    *,
+    rules: Rules,
+    version: RuleVersion,
+    run: RuleRun | None,
+    evaluated: list[tuple[Customer, dict[str, Value], Decision]],
+    trigger: str,
+) -> int:
+    """Store decisions, keep customers' tier and segments in step, log tier changes."""
+    assert version.id is not None
+    ids = [c.id for c, _, _ in evaluated]
+    existing = {
+        d.customer_id: d
+        for d in session.exec(
+            select(CustomerDecision).where(col(CustomerDecision.customer_id).in_(ids))
+        ).all()
+    }
+    changed = 0
+    now = utcnow()
+    for customer, values, decision in evaluated:
+        assert customer.id is not None
+        if customer.tier != decision.tier:
+            changed += 1
+            session.add(
+                TierChange(
+                    customer_id=customer.id,
+                    from_tier=customer.tier,
+                    to_tier=decision.tier,
+                    rule_version_id=version.id,
+                    rule=decision.tier_rule,
+                    reason=_reason(rules, decision, values)[:1000],
+                    trigger=trigger,
+                    at=now,
+                )
+            )
+        customer.tier, customer.segments = decision.tier, decision.segments
+        session.add(customer)
+        row = existing.get(customer.id) or CustomerDecision(
+            customer_id=customer.id, rule_version_id=version.id, tier=decision.tier, tier_rule=""
+        )
+        row.rule_version_id = version.id
+        row.run_id = run.id if run else None
+        row.tier, row.tier_rule = decision.tier, decision.tier_rule
+        row.segments, row.offers = decision.segments, decision.offers
+        row.features, row.decided_at = dict(values), now
+        session.add(row)
+    return changed
+
+
+def apply_page(
+    session: Session,
+    *,
+    run: RuleRun,
+    rules: Rules,
+    version: RuleVersion,
+    after_id: int,
+    limit: int,
+    today: date,
+    trigger: str = "rules apply",
+) -> PageResult:
+    customers = customer_page(session, after_id=after_id, limit=limit)
+    result = PageResult(last_id=after_id)
+    if not customers:
+        return result
+    evaluated = evaluate(session, rules, customers, today, run.thresholds)
+    result.changed = record(
+        session, rules=rules, version=version, run=run, evaluated=evaluated, trigger=trigger
+    )
+    session.commit()
+    result.last_id = customers[-1].id or after_id
+    result.processed = len(customers)
+    result.tiers = Counter(d.tier for _, _, d in evaluated)
+    return result
+
+
+def evaluate(
+    session: Session,
+    rules: Rules,
+    customers: list[Customer],
+    today: date,
+    thresholds: dict[str, Any] | None,
+) -> list[tuple[Customer, dict[str, Value], Decision]]:
+    with_values = features_of(session, rules, customers, today, thresholds)
+    matches = engine_for(rules).classify([(str(c.id), v) for c, v in with_values])
+    return [(c, v, decide(rules, m)) for (c, v), m in zip(with_values, matches, strict=True)]
+
+
+def finish_run(session: Session, run: RuleRun, counts: dict[str, Any]) -> None:
+    run.state, run.counts, run.finished_at = "finished", counts, utcnow()
+    session.add(run)
+    session.commit()
+
+
+def latest_run(session: Session) -> tuple[RuleRun, RuleVersion] | None:
+    row = session.exec(
+        select(RuleRun, RuleVersion)
+        .join(RuleVersion, col(RuleRun.rule_version_id) == col(RuleVersion.id))
+        .where(RuleRun.state == "finished")
+        .order_by(col(RuleRun.finished_at).desc(), col(RuleRun.id).desc())
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def reevaluate(
+    session: Session, customer: Customer, *, trigger: str, today: date
+) -> tuple[Decision, bool] | None:
+    """Decide again for one customer now (a purchase, a complaint, a profile change).
+
+    Uses the rule version and ranking thresholds of the latest finished ``rules apply``;
+    nothing happens before the first one.
+    """
+    latest = latest_run(session)
+    if latest is None:
+        return None
+    run, version = latest
+    rules = rules_of(version)
+    before = customer.tier
+    [(c, values, decision)] = evaluate(session, rules, [customer], today, run.thresholds)
+    record(
+        session,
+        rules=rules,
+        version=version,
+        run=run,
+        evaluated=[(c, values, decision)],
+        trigger=trigger,
+    )
+    return decision, before != decision.tier
+
+
+def explain_customer(session: Session, customer: Customer) -> dict[str, Any] | None:
+    """The stored decision of a customer, explained with the values the rules saw."""
+    row = session.get(CustomerDecision, customer.id)
+    if row is None:
+        return None
+    version = session.get(RuleVersion, row.rule_version_id)
+    assert version is not None
+    rules = rules_of(version)
+    decision = Decision(
+        key=str(customer.id),
+        version=rules.version,
+        tier=row.tier,
+        tier_rule=row.tier_rule,
+        segments=list(row.segments),
+        offers=list(row.offers),
+    )
+    out = explain(rules, row.features, decision)
+    out["decided_at"] = row.decided_at.isoformat() if row.decided_at else None
+    out["values"] = row.features
+    return out
+
+
+def tier_history(session: Session, customer_id: int) -> list[dict[str, Any]]:
+    rows = session.exec(
+        select(TierChange, RuleVersion.digest)
+        .join(RuleVersion, col(TierChange.rule_version_id) == col(RuleVersion.id))
+        .where(TierChange.customer_id == customer_id)
+        .order_by(col(TierChange.at), col(TierChange.id))
+    ).all()
+    return [
+        {
+            "at": change.at.isoformat(),
+            "from": change.from_tier,
+            "to": change.to_tier,
+            "rule": change.rule,
+            "version": digest[:12],
+            "trigger": change.trigger,
+            "reason": change.reason,
+        }
+        for change, digest in rows
+    ]
