@@ -15,21 +15,24 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.messaging import MessagingActivities
+from activities.rules import RulesActivities
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
+from workflows.rules_apply import RulesApply
 from workflows.welcome import WelcomeJourney
 
-WORKFLOWS = [WelcomeJourney]
+WORKFLOWS = [WelcomeJourney, RulesApply]
 
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
     messaging = MessagingActivities(settings)
+    rules = RulesActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[messaging.send_messages],
+        activities=[messaging.send_messages, rules.prepare, rules.apply_pages, rules.finish],
         max_concurrent_activities=50,
     )
 

@@ -19,13 +19,16 @@ from models import (
     Complaint,
     Consent,
     Customer,
+    CustomerDecision,
     Direction,
     Interaction,
     Message,
+    RuleVersion,
     Suppression,
     Transaction,
 )
 from models.schemas import CustomerIn
+from rules.service import tier_history
 
 PROFILE_FIELDS = (
     "first_name",
@@ -183,6 +186,7 @@ def customer_view(*, session: Session, external_id: str, history: int = 50) -> d
         .order_by(col(Transaction.occurred_at).desc())
     ).all()
     complaints = session.exec(select(Complaint).where(Complaint.customer_id == c.id)).all()
+    decision = session.get(CustomerDecision, c.id)
     return {
         "profile": {
             "id": c.external_id,
@@ -193,6 +197,17 @@ def customer_view(*, session: Session, external_id: str, history: int = 50) -> d
             "created_at": _plain(c.created_at),
             "updated_at": _plain(c.updated_at),
         },
+        "decision": None
+        if decision is None
+        else {
+            "tier": decision.tier,
+            "tier_rule": decision.tier_rule,
+            "segments": decision.segments,
+            "offers": decision.offers,
+            "rule_version": _version_of(session, decision.rule_version_id),
+            "decided_at": _plain(decision.decided_at),
+        },
+        "tier_history": tier_history(session, c.id),
         "consent": {
             ch: {"granted": row.granted, "source": row.source, "at": _plain(row.recorded_at)}
             for ch, row in consents(session=session, customer_id=c.id).items()
@@ -243,6 +258,11 @@ def customer_view(*, session: Session, external_id: str, history: int = 50) -> d
             for k in complaints
         ],
     }
+
+
+def _version_of(session: Session, version_id: int) -> str | None:
+    version = session.get(RuleVersion, version_id)
+    return version.digest[:12] if version else None
 
 
 def _plain(value: Any) -> Any:

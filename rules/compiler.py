@@ -24,10 +24,9 @@ from rules.language import (
     value_of,
 )
 
-#: Every fact carries this key; a constant TRUE is "it exists", FALSE "it does not".
+#: Every fact carries this key; a condition that always holds is "it exists".
 KEY = "__key"
 TRUE: dict[str, Any] = {"$ex": {KEY: 1}}
-FALSE: dict[str, Any] = {"$nex": {KEY: 1}}
 DURABLE_OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
 
 
@@ -82,22 +81,46 @@ def nnf(cond: Cond, negate: bool = False) -> Cond:
     return Compare("!=" if negate else "==", cond.field, Const(True))
 
 
+def fold(cond: Cond) -> Cond | bool:
+    """Constant comparisons folded away (an NNF condition), or plain True / False."""
+    if isinstance(cond, Compare):
+        if isinstance(cond.left, Const) and isinstance(cond.right, Const):
+            return _compare(cond.op, cond.left.value, cond.right.value) is True
+        return cond
+    assert isinstance(cond, And | Or), cond
+    absorbing = isinstance(cond, Or)  # True absorbs an `or`, False an `and`
+    kept: list[Cond] = []
+    for part in cond.parts:
+        folded = fold(part)
+        if folded is absorbing:
+            return absorbing
+        if not isinstance(folded, bool):
+            kept.append(folded)
+    if not kept:
+        return not absorbing
+    if len(kept) == 1:
+        return kept[0]
+    return Or(tuple(kept)) if absorbing else And(tuple(kept))
+
+
 def to_durable(cond: Cond, computed: Computed) -> dict[str, Any]:
-    """A durable_rules condition (JSON form) for an NNF condition."""
+    """A durable_rules condition (JSON form) for a folded NNF condition."""
     if isinstance(cond, And | Or):
         op = "$and" if isinstance(cond, And) else "$or"
         return {op: [to_durable(p, computed) for p in cond.parts]}
     assert isinstance(cond, Compare), cond
     left, right, op = cond.left, cond.right, cond.op
-    if isinstance(left, Const) and isinstance(right, Const):
-        return TRUE if _compare(op, left.value, right.value) else FALSE
     if isinstance(left, Const):
         left, right, op = right, left, FLIPPED[op]
     subject = _operand(left, computed)
-    target: Any = right.value if isinstance(right, Const) else {"$m": _operand(right, computed)}
-    if op == "==":
-        return {subject: target}
-    return {DURABLE_OPS[op]: {subject: target}}
+    if isinstance(right, Const):
+        return {subject: right.value} if op == "==" else {DURABLE_OPS[op]: {subject: right.value}}
+    other = _operand(right, computed)
+    target = {"$m": other}
+    leaf = {subject: target} if op == "==" else {DURABLE_OPS[op]: {subject: target}}
+    # durable_rules can match a comparison between two fields when one of them is missing
+    # (found by the property tests): require both to be present.
+    return {"$and": [{"$ex": {subject: 1}}, {"$ex": {other: 1}}, leaf]}
 
 
 def _operand(expr: Expr, computed: Computed) -> str:
@@ -107,5 +130,12 @@ def _operand(expr: Expr, computed: Computed) -> str:
     return computed.key_for(expr)
 
 
-def compile_condition(cond: Cond, computed: Computed) -> dict[str, Any]:
-    return to_durable(nnf(cond), computed)
+def compile_condition(cond: Cond, computed: Computed) -> dict[str, Any] | None:
+    """The durable_rules condition; None when it can never hold (the rule is left out:
+    durable_rules does not cope with a condition that no fact can meet)."""
+    folded = fold(nnf(cond))
+    if folded is False:
+        return None
+    if folded is True:
+        return TRUE
+    return to_durable(folded, computed)

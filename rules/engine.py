@@ -88,34 +88,41 @@ class Engine:
         ordered = self.rules.tier_rules()
         for rank, rule in enumerate(ordered, start=1):
             cond = compile_condition(self.rules.conditions[f"tier:{rule.name}"].tree, self.computed)
+            if cond is None:
+                continue  # can never hold
             tiers[f"r{rank}"] = {
                 "all": [{"m": cond}],
                 "pri": rank,
-                "run": self._action(self._decide_tier, rule.name),
+                "run": self._action("_decide_tier", rule.name),
             }
         tiers["fallback"] = {
             **_catch_all(len(ordered) + 1),
-            "run": self._action(self._decide_tier, DEFAULT_RULE),
+            "run": self._action("_decide_tier", DEFAULT_RULE),
         }
         matches: dict[str, Any] = {}
         names = [f"segment:{s.name}" for s in self.rules.spec.segments]
         names += [f"offer:{o.name}" for o in self.rules.spec.offers]
         for i, name in enumerate(names):
             cond = compile_condition(self.rules.conditions[name].tree, self.computed)
-            matches[f"r{i}"] = {"all": [{"m": cond}], "run": self._action(self._record_match, name)}
-        matches["seen"] = {**_catch_all(), "run": self._action(lambda _k, _n: None, "")}
+            if cond is None:
+                continue
+            matches[f"r{i}"] = {"all": [{"m": cond}], "run": self._action("_record_match", name)}
+        matches["seen"] = {**_catch_all(), "run": self._action("_seen", "")}
         self._host = _Host({self.tier_ruleset: tiers, self.match_ruleset: matches})
         self._tier = self._host.get_ruleset(self.tier_ruleset)
         self._match = self._host.get_ruleset(self.match_ruleset)
 
-    def _action(self, handler: Callable[[str, str], None], name: str) -> Callable[[Any], None]:
+    def _action(self, handler: str, name: str) -> Callable[[Any], None]:
         def action(c: Any) -> None:  # durable_rules calls it with one argument: synchronous
             try:
-                handler(str(c.m[KEY]), name)
+                getattr(self, handler)(str(c.m[KEY]), name)
             except Exception as exc:  # never let durable_rules swallow it into state
                 self._errors.append(f"{name or 'catch-all'}: {type(exc).__name__}: {exc}")
 
         return action
+
+    def _seen(self, key: str, _name: str) -> None:
+        """The catch-all of the match ruleset: every fact is handled by something."""
 
     def _decide_tier(self, key: str, rule: str) -> None:
         self._current[key].tier_rule = rule

@@ -135,9 +135,14 @@ def parse(text: str, kinds: Mapping[str, Kind]) -> Parsed:
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise ConditionError(
-            f"syntax error: {exc.msg}", exc.lineno or 1, (exc.offset or 1)
-        ) from None
+        line = exc.lineno or 1
+        # An offset of 0 means the text ended too early: point just past its end.
+        column = (
+            exc.offset
+            or len(text.strip().splitlines()[line - 1 : line][0] if text.strip() else "") + 1
+        )
+        message = "the condition ends too early" if not exc.offset else exc.msg
+        raise ConditionError(f"syntax error: {message}", line, column) from None
     parser = _Parser(kinds)
     tree = parser.cond(node)
     return Parsed(text=text, tree=tree, fields=parser.fields)

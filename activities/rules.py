@@ -1,0 +1,135 @@
+"""Activities of ``rules apply``: rank the base, decide page by page, close the run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlmodel import func, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from clientela.db import session_scope
+from clientela.settings import Settings
+from models import Customer, RuleRun, RuleVersion
+from rules import service
+
+
+@dataclass
+class PrepareInput:
+    digest: str
+    today: str  # ISO date: the workflow's, so a retried activity sees the same day
+
+
+@dataclass
+class PrepareResult:
+    run_id: int
+    total: int
+    thresholds: dict[str, float | int | None] = field(default_factory=dict)
+
+
+@dataclass
+class ApplyPagesInput:
+    run_id: int
+    after_id: int
+    today: str
+    page_size: int = 1000
+    pages: int = 5
+
+
+@dataclass
+class ApplyPagesResult:
+    last_id: int
+    processed: int = 0
+    changed: int = 0
+    tiers: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+
+@dataclass
+class FinishInput:
+    run_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class RulesActivities:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @activity.defn(name="rules_prepare")
+    async def prepare(self, params: PrepareInput) -> PrepareResult:
+        return await asyncio.to_thread(self._prepare, params)
+
+    def _prepare(self, params: PrepareInput) -> PrepareResult:
+        with session_scope(self.settings.db_url) as session:
+            try:
+                version = service.version_by_digest(session, params.digest)
+            except LookupError as exc:
+                raise ApplicationError(
+                    str(exc), type="UnknownRuleVersion", non_retryable=True
+                ) from None
+            rules = service.rules_of(version)
+            run = service.start_run(session, version)
+            session.commit()
+            assert run.id is not None
+            activity.heartbeat("ranking")
+            thresholds = service.rank(session, run, rules, date.fromisoformat(params.today))
+            total = session.exec(select(func.count()).select_from(Customer)).one()
+            return PrepareResult(
+                run_id=run.id,
+                total=int(total),
+                thresholds={k: v for k, v in thresholds.items() if not k.endswith(".ranked")},
+            )
+
+    @activity.defn(name="rules_apply_pages")
+    async def apply_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
+        """Decide up to ``pages`` pages after ``after_id``; heartbeats carry the cursor."""
+        details = activity.info().heartbeat_details
+        start = ApplyPagesResult(last_id=params.after_id)
+        if details:
+            start = ApplyPagesResult(**details[0])
+        return await asyncio.to_thread(self._apply_pages, params, start)
+
+    def _apply_pages(self, params: ApplyPagesInput, progress: ApplyPagesResult) -> ApplyPagesResult:
+        today = date.fromisoformat(params.today)
+        tiers = Counter(progress.tiers)
+        with session_scope(self.settings.db_url) as session:
+            run = session.get(RuleRun, params.run_id)
+            if run is None:
+                raise ApplicationError(f"no rule run {params.run_id}", non_retryable=True)
+            version = session.get(RuleVersion, run.rule_version_id)
+            assert version is not None
+            rules = service.rules_of(version)
+            for _ in range(params.pages):
+                page = service.apply_page(
+                    session,
+                    run=run,
+                    rules=rules,
+                    version=version,
+                    after_id=progress.last_id,
+                    limit=params.page_size,
+                    today=today,
+                )
+                if not page.processed:
+                    progress.done = True
+                    break
+                progress.last_id = page.last_id
+                progress.processed += page.processed
+                progress.changed += page.changed
+                tiers.update(page.tiers)
+                progress.tiers = dict(tiers)
+                activity.heartbeat(progress)
+        return progress
+
+    @activity.defn(name="rules_finish")
+    async def finish(self, params: FinishInput) -> None:
+        await asyncio.to_thread(self._finish, params)
+
+    def _finish(self, params: FinishInput) -> None:
+        with session_scope(self.settings.db_url) as session:
+            run = session.get(RuleRun, params.run_id)
+            if run is None:
+                raise ApplicationError(f"no rule run {params.run_id}", non_retryable=True)
+            service.finish_run(session, run, params.counts)

@@ -1,0 +1,243 @@
+"""The condition language and the durable_rules engine against the plain-Python reference."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rules.engine import DEFAULT_RULE, MAX_SESSIONS, Engine, RuleEngineError
+from rules.language import ConditionError, evaluate, holds, parse
+from rules.model import loads
+
+KINDS: dict[str, Any] = {"a": "number", "b": "number", "s": "string", "f": "bool"}
+
+# --- the reference semantics ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "facts", "expected"),
+    [
+        ("a > 1", {"a": 2}, True),
+        ("a > 1", {}, None),
+        ("not a > 1", {}, None),  # unknown stays unknown under not
+        ("a > 1 or b > 1", {"b": 2}, True),
+        ("a > 1 and b > 1", {"b": 0}, False),
+        ("a > 1 and b > 1", {"b": 2}, None),
+        ("1 < a <= 3", {"a": 3}, True),
+        ("a / b > 1", {"a": 1, "b": 0}, None),  # division by zero is unknown
+        ("a + b * 2 == 7", {"a": 1, "b": 3}, True),
+        ("s in ['x', 'y']", {"s": "y"}, True),
+        ("s not in ['x', 'y']", {}, None),
+        ("f", {"f": True}, True),
+        ("not f", {"f": False}, True),
+        ("-a < -1", {"a": 2}, True),
+    ],
+)
+def test_reference_semantics(text: str, facts: dict[str, Any], expected: bool | None) -> None:
+    assert evaluate(parse(text, KINDS).tree, facts) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("a >", "syntax error: the condition ends too early", 4),
+        ("a > > 1", "syntax error: invalid syntax", 5),
+        ("zz > 1", "unknown field 'zz'", 1),
+        ("a > 'x'", "cannot compare number with string", 1),
+        ("s < 'x'", "only be compared with == or !=", 1),
+        ("a", "a is a number, not a condition", 1),
+        ("a in b", "`in` takes a list of values", 6),
+        ("a ** 2 > 1", "arithmetic is + - * / only", 1),
+        ("attr.x > 1", "unknown field 'attr.x'", 1),
+        ("a > 1e20", "out of range", 5),
+        ("f and a.b > 1", "only attr.<name> may use a dot", 7),
+    ],
+)
+def test_condition_errors_name_the_column(text: str, message: str, column: int) -> None:
+    with pytest.raises(ConditionError) as err:
+        parse(text, KINDS)
+    assert message in err.value.message and err.value.column == column
+
+
+# --- engine == reference, on random rules and random customers ------------------------------
+
+number = st.one_of(st.integers(-5, 5), st.sampled_from([0.5, 2.25, -1.5]))
+leaf = st.one_of(
+    st.builds(
+        lambda field, op, n: f"{field} {op} {n}",
+        st.sampled_from(
+            [
+                "attr.a",
+                "attr.b",
+                "attr.a + attr.b",
+                "attr.a * 2",
+                "attr.a - attr.b",
+                "attr.a / attr.b",
+            ]
+        ),
+        st.sampled_from(["==", "!=", "<", "<=", ">", ">="]),
+        number,
+    ),
+    st.builds(lambda op: f"attr.a {op} attr.b", st.sampled_from(["==", "!=", "<", ">="])),
+    st.builds(
+        lambda neg, opts: f"attr.s {'not in' if neg else 'in'} {opts!r}",
+        st.booleans(),
+        st.lists(st.sampled_from(["x", "y", "z"]), max_size=3),
+    ),
+    st.sampled_from(["attr.f", "not attr.f", "attr.f == false", "attr.s == 'x'", "attr.s != 'y'"]),
+)
+condition = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.builds(lambda x, y: f"({x}) and ({y})", inner, inner),
+        st.builds(lambda x, y: f"({x}) or ({y})", inner, inner),
+        st.builds(lambda x: f"not ({x})", inner),
+    ),
+    max_leaves=6,
+)
+customer = st.fixed_dictionaries(
+    {},
+    optional={
+        "attr.a": number,
+        "attr.b": number,
+        "attr.s": st.sampled_from(["x", "y", "w"]),
+        "attr.f": st.booleans(),
+    },
+)
+DECLARED = "attributes: {a: number, b: number, s: string, f: bool}"
+
+
+def rule_file(tiers: list[str], segments: list[str]) -> str:
+    tier_rules = "".join(
+        f"""
+    - name: t{i}
+      owner: test
+      priority: {100 - i}
+      when: "{cond}"
+      tier: {"AB"[i % 2]}"""
+        for i, cond in enumerate(tiers)
+    )
+    segment_rules = "".join(
+        f"""
+  - name: s{i}
+    owner: test
+    when: "{cond}\""""
+        for i, cond in enumerate(segments)
+    )
+    policy = "{channels: [email], service_level: {complaint_response_hours: 1}}"
+    return textwrap.dedent(
+        f"""\
+ruleset: prop
+owner: test
+{DECLARED}
+tiers:
+  levels: [A, B, C]
+  default: C
+  rules:{tier_rules or " []"}
+segments:{segment_rules or " []"}
+policies:
+  A: {policy}
+  B: {policy}
+  C: {policy}
+"""
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tiers=st.lists(condition, min_size=1, max_size=3),
+    segments=st.lists(condition, max_size=3),
+    customers=st.lists(customer, min_size=1, max_size=20),
+)
+def test_engine_decides_as_the_reference(
+    tiers: list[str], segments: list[str], customers: list[dict[str, Any]]
+) -> None:
+    rules = loads(rule_file(tiers, segments))
+    engine = Engine(rules)
+    try:
+        matches = engine.classify([(f"c{i}", facts) for i, facts in enumerate(customers)])
+    finally:
+        engine.close()
+    for facts, match in zip(customers, matches, strict=True):
+        expected_tier = next(
+            (
+                r.name
+                for r in rules.tier_rules()
+                if holds(rules.conditions[f"tier:{r.name}"].tree, facts)
+            ),
+            DEFAULT_RULE,
+        )
+        expected_segments = {
+            f"segment:s{i}"
+            for i in range(len(segments))
+            if holds(rules.conditions[f"segment:s{i}"].tree, facts)
+        }
+        assert match.tier_rule == expected_tier, (facts, tiers)
+        assert set(match.matched) == expected_segments, (facts, segments)
+
+
+# --- the failure modes of durable_rules, made behaviour -------------------------------------
+
+SIMPLE = rule_file(["attr.a > 1"], ["attr.b > 1"])
+
+
+def test_more_customers_than_durable_rules_has_sessions() -> None:
+    engine = Engine(loads(SIMPLE))
+    try:
+        count = MAX_SESSIONS * 2 + 500  # 2,500: past the 1,024 live-session limit
+        customers = [(f"c{i}", {"attr.a": i % 3, "attr.b": i % 4}) for i in range(count)]
+        matches = engine.classify(customers)
+    finally:
+        engine.close()
+    assert len(matches) == count
+    assert [m.key for m in matches] == [k for k, _ in customers]
+    assert sum(m.tier_rule == "t0" for m in matches) == sum(1 for i in range(count) if i % 3 > 1)
+
+
+def test_no_match_is_the_default_tier() -> None:
+    engine = Engine(loads(SIMPLE))
+    try:
+        [match] = engine.classify([("c1", {"attr.a": 0})])
+    finally:
+        engine.close()
+    assert match.tier_rule == DEFAULT_RULE and match.matched == []
+
+
+def test_an_action_error_is_raised_not_swallowed() -> None:
+    engine = Engine(loads(SIMPLE))
+
+    def broken(key: str, name: str) -> None:
+        raise RuntimeError("disk full")
+
+    engine._record_match = broken  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuleEngineError, match="disk full"):
+            engine.classify([("c1", {"attr.a": 5, "attr.b": 5})])
+        # The engine is still usable afterwards, and left no session behind.
+        del engine._record_match  # back to the class's method
+        [match] = engine.classify([("c1", {"attr.a": 5, "attr.b": 5})])
+        assert match.tier_rule == "t0" and match.matched == ["segment:s0"]
+    finally:
+        engine.close()
+
+
+def test_calls_from_many_threads_are_serialised() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = Engine(loads(SIMPLE))
+    try:
+        batches = [[(f"t{t}-{i}", {"attr.a": i % 3}) for i in range(300)] for t in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(engine.classify, batches))
+    finally:
+        engine.close()
+    for batch, matches in zip(batches, results, strict=True):
+        assert [m.key for m in matches] == [k for k, _ in batch]
+        assert all(
+            (m.tier_rule == "t0") == (v["attr.a"] > 1)
+            for (_, v), m in zip(batch, matches, strict=True)
+        )
