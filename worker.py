@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -33,6 +34,8 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
         activities=[messaging.send_messages, rules.prepare, rules.apply_pages, rules.finish],
+        # Synchronous activities (the rules) run here; async ones on the event loop.
+        activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),
         max_concurrent_activities=50,
     )
 

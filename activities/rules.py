@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -58,11 +57,11 @@ class RulesActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    @activity.defn(name="rules_prepare")
-    async def prepare(self, params: PrepareInput) -> PrepareResult:
-        return await asyncio.to_thread(self._prepare, params)
+    # Synchronous activities: they run on the worker's thread pool, where the database driver
+    # may block and heartbeats can be sent from the same thread.
 
-    def _prepare(self, params: PrepareInput) -> PrepareResult:
+    @activity.defn(name="rules_prepare")
+    def prepare(self, params: PrepareInput) -> PrepareResult:
         with session_scope(self.settings.db_url) as session:
             try:
                 version = service.version_by_digest(session, params.digest)
@@ -84,15 +83,12 @@ class RulesActivities:
             )
 
     @activity.defn(name="rules_apply_pages")
-    async def apply_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
+    def apply_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
         """Decide up to ``pages`` pages after ``after_id``; heartbeats carry the cursor."""
         details = activity.info().heartbeat_details
-        start = ApplyPagesResult(last_id=params.after_id)
+        progress = ApplyPagesResult(last_id=params.after_id)
         if details:
-            start = ApplyPagesResult(**details[0])
-        return await asyncio.to_thread(self._apply_pages, params, start)
-
-    def _apply_pages(self, params: ApplyPagesInput, progress: ApplyPagesResult) -> ApplyPagesResult:
+            progress = ApplyPagesResult(**details[0])
         today = date.fromisoformat(params.today)
         tiers = Counter(progress.tiers)
         with session_scope(self.settings.db_url) as session:
@@ -124,10 +120,7 @@ class RulesActivities:
         return progress
 
     @activity.defn(name="rules_finish")
-    async def finish(self, params: FinishInput) -> None:
-        await asyncio.to_thread(self._finish, params)
-
-    def _finish(self, params: FinishInput) -> None:
+    def finish(self, params: FinishInput) -> None:
         with session_scope(self.settings.db_url) as session:
             run = session.get(RuleRun, params.run_id)
             if run is None:

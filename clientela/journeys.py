@@ -45,7 +45,7 @@ async def start_welcome(
                 customer_id=customer_id,
                 tier=tier,
                 follow_up_after_seconds=settings.welcome_follow_up.total_seconds(),
-                send_heartbeat_timeout_seconds=settings.send_heartbeat_timeout.total_seconds(),
+                send_heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
             ),
             id=wid,
             task_queue=settings.task_queue,

@@ -26,7 +26,11 @@ async def start_apply(
     try:
         return await client.start_workflow(
             RulesApply.run,
-            RulesApplyInput(digest=rules.digest, page_size=page_size),
+            RulesApplyInput(
+                digest=rules.digest,
+                page_size=page_size,
+                heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
+            ),
             id=workflow_id(rules.name),
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     welcome_follow_up: Duration = timedelta(days=2)
     # A claim on a message older than this is "in doubt" and may be reconciled.
     send_lease: Duration = timedelta(seconds=30)
-    send_heartbeat_timeout: Duration = timedelta(seconds=30)
+    #: Heartbeat timeout of long activities (sending, rules): how soon a dead worker is noticed.
+    heartbeat_timeout: Duration = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

@@ -121,7 +121,7 @@ def settings(
         catcher_port=catcher.port,
         sms_sink_port=sms_sink.port,
         send_lease=2,  # type: ignore[arg-type]
-        send_heartbeat_timeout=2,  # type: ignore[arg-type]
+        heartbeat_timeout=2,  # type: ignore[arg-type]
         smtp_timeout=5,
     )
 

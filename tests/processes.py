@@ -22,9 +22,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_CATCHER_PORT": str(settings.catcher_port),
         "CLIENTELA_SMS_SINK_PORT": str(settings.sms_sink_port),
         "CLIENTELA_SEND_LEASE": str(int(settings.send_lease.total_seconds())),
-        "CLIENTELA_SEND_HEARTBEAT_TIMEOUT": str(
-            int(settings.send_heartbeat_timeout.total_seconds())
-        ),
+        "CLIENTELA_HEARTBEAT_TIMEOUT": str(int(settings.heartbeat_timeout.total_seconds())),
         "CLIENTELA_WELCOME_FOLLOW_UP": str(int(settings.welcome_follow_up.total_seconds())),
     }
 

@@ -1,0 +1,230 @@
+"""The shipped rule file on hand-built customers, and `rules apply` as a workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlmodel import func, select
+from temporalio.client import Client
+
+from clientela.customers import customer_view, get_customer
+from clientela.db import session_scope
+from clientela.rules_apply import apply_progress, start_apply
+from clientela.settings import Settings
+from models import Customer, CustomerDecision, RuleRun, TierChange, Transaction
+from rules import service
+from rules.model import load
+from tests.factories import make_customer
+from tests.processes import start_worker
+from workflows.rules_apply import RulesApply, workflow_id
+
+CRM = Path(__file__).resolve().parent.parent / "rules" / "crm.yaml"
+TODAY = date(2026, 11, 22)
+
+
+def months_ago(n: int) -> str:
+    return (TODAY - timedelta(days=31 * n)).isoformat()
+
+
+def buy(db_url: str, cid: str, amounts: list[float], days_ago_each: int = 20) -> None:
+    with session_scope(db_url) as session:
+        customer = get_customer(session=session, external_id=cid)
+        assert customer.id is not None
+        for i, amount in enumerate(amounts):
+            session.add(
+                Transaction(
+                    customer_id=customer.id,
+                    amount=Decimal(str(amount)),
+                    occurred_at=datetime.combine(TODAY, datetime.min.time(), UTC)
+                    - timedelta(days=days_ago_each * (i + 1)),
+                )
+            )
+
+
+def apply_directly(db_url: str) -> dict[str, CustomerDecision]:
+    """What the workflow's activities do, run inline: rank, decide every page, finish."""
+    rules = load(CRM)
+    with session_scope(db_url) as session:
+        version = service.register(session, rules)
+        run = service.start_run(session, version)
+        session.commit()
+        service.rank(session, run, rules, TODAY)
+        after = 0
+        while True:
+            page = service.apply_page(
+                session, run=run, rules=rules, version=version, after_id=after, limit=7, today=TODAY
+            )
+            if not page.processed:
+                break
+            after = page.last_id
+        service.finish_run(session, run, {})
+        decisions = session.exec(
+            select(CustomerDecision, Customer.external_id).join(Customer)
+        ).all()
+        return {cid: d for d, cid in decisions}
+
+
+def test_the_seed_definitions_on_hand_built_customers(db_url: str) -> None:
+    # Def. 1: 12 purchases of 150 in the last year, two years with us: 150 a month.
+    a = make_customer(db_url, signup_date=months_ago(24))
+    buy(db_url, a, [150] * 12)
+    # Def. 2: 60 a month over 10 months of tenure.
+    b = make_customer(db_url, signup_date=months_ago(10))
+    buy(db_url, b, [60] * 10, days_ago_each=28)
+    # 60 a month but only 3 months with us: not Def. 2.
+    short = make_customer(db_url, signup_date=months_ago(3))
+    buy(db_url, short, [60] * 3, days_ago_each=25)
+    # Nothing known about income: the default tier.
+    unknown = make_customer(db_url, signup_date=months_ago(30))
+    # Def. 1 from an imported attribute, and paying far above the basic charge.
+    imported = make_customer(
+        db_url,
+        signup_date=months_ago(40),
+        attributes={"monthly_income": 130, "basic_charge": 20, "usage": 130},
+    )
+    # Others to rank against: small excesses over the basic charge.
+    for i in range(18):
+        make_customer(db_url, attributes={"basic_charge": 20, "usage": 20 + i})
+
+    decided = apply_directly(db_url)
+    assert decided[a].tier == "A" and decided[a].tier_rule == "def1_profitable"
+    assert decided[b].tier == "B" and decided[b].tier_rule == "def2_profitable"
+    assert decided[short].tier == "C" and decided[short].tier_rule == "__default__"
+    assert decided[unknown].tier == "C"
+    assert decided[imported].tier == "A"
+    # Def. 3 and 4 rank the base: 23 customers, top 10% = 3; the imported customer is top.
+    assert decided[imported].features["def3_top_excess"] is True
+    assert set(decided[imported].segments) >= {"retain_def1_def3", "retain_def1_def4"}
+    # Offers: ranked by priority, only those the tier allows, at most its max_offers.
+    assert decided[imported].offers == ["plan_right_size", "loyalty_bonus"]
+    # Tier C allows welcome_discount and win_back only; three months in, the first applies.
+    assert decided[short].offers == ["welcome_discount"]
+    assert "welcome_discount" not in decided[a].offers  # not allowed for tier A
+
+
+def test_decisions_are_explained_and_historied(db_url: str) -> None:
+    cid = make_customer(db_url, attributes={"monthly_income": 150})
+    apply_directly(db_url)
+    with session_scope(db_url) as session:
+        customer = get_customer(session=session, external_id=cid)
+        explained = service.explain_customer(session, customer)
+        view = customer_view(session=session, external_id=cid)
+    assert explained is not None
+    assert explained["tier"] == "A" and explained["decided_by"] == "rule 'def1_profitable'"
+    [tried] = explained["tier_rules_tried"]
+    assert tried["conditions"] == [
+        {"condition": "monthly_income > 100", "values": {"monthly_income": 150}, "holds": "true"}
+    ]
+    assert view["profile"]["tier"] == "A"
+    assert view["decision"]["tier_rule"] == "def1_profitable"
+    [change] = view["tier_history"]
+    assert (change["from"], change["to"], change["trigger"]) == (None, "A", "rules apply")
+    assert "monthly_income=150" in change["reason"]
+    # Applying the same rules again changes nothing and writes no new history.
+    apply_directly(db_url)
+    with session_scope(db_url) as session:
+        assert session.exec(select(func.count()).select_from(TierChange)).one() == 1
+
+
+def test_a_purchase_re_tiers_the_customer_at_once(db_url: str) -> None:
+    cid = make_customer(db_url, signup_date=months_ago(24))
+    apply_directly(db_url)
+    buy(db_url, cid, [1500])
+    with session_scope(db_url) as session:
+        customer = get_customer(session=session, external_id=cid)
+        result = service.reevaluate(session, customer, trigger="purchase", today=TODAY)
+    assert result is not None
+    decision, changed = result
+    assert (decision.tier, changed) == ("A", True)
+    with session_scope(db_url) as session:
+        history = customer_view(session=session, external_id=cid)["tier_history"]
+    assert [(h["from"], h["to"], h["trigger"]) for h in history] == [
+        (None, "C", "rules apply"),
+        ("C", "A", "purchase"),
+    ]
+
+
+def bulk_customers(db_url: str, n: int) -> None:
+    with session_scope(db_url) as session:
+        session.add_all(
+            Customer(
+                external_id=f"BULK{i:05d}",
+                first_name="Bulk",
+                attributes={
+                    "monthly_income": (i * 7) % 160,
+                    "basic_charge": 20,
+                    "usage": 20 + i % 50,
+                },
+                signup_date=TODAY - timedelta(days=30 * (i % 20)),
+            )
+            for i in range(n)
+        )
+
+
+async def wait_done(client: Client, ruleset: str) -> object:
+    handle = client.get_workflow_handle_for(RulesApply.run, workflow_id(ruleset))
+    return await asyncio.wait_for(handle.result(), timeout=240)
+
+
+async def test_rules_apply_workflow_over_more_than_1024_customers(
+    client: Client, settings: Settings, worker: None
+) -> None:
+    bulk_customers(settings.db_url, 1100)
+    rules = load(CRM)
+    await start_apply(client, settings, rules, page_size=250)
+    result = await wait_done(client, rules.name)
+    progress, finished = await apply_progress(client, rules.name)
+    assert finished and progress.stage == "done"
+    assert progress.processed == progress.total == 1100
+    assert sum(progress.tiers.values()) == 1100 and set(progress.tiers) == {"A", "B", "C"}
+    assert result == progress
+    with session_scope(settings.db_url) as session:
+        assert session.exec(select(func.count()).select_from(CustomerDecision)).one() == 1100
+        [run] = session.exec(select(RuleRun)).all()
+        assert run.state == "finished" and run.counts["processed"] == 1100
+
+
+@pytest.mark.slow
+async def test_rules_apply_survives_a_worker_restart(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    bulk_customers(settings.db_url, 3000)
+    rules = load(CRM)
+    settings = settings.model_copy(update={"heartbeat_timeout": timedelta(seconds=2)})
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log)
+    try:
+        await start_apply(client, settings, rules, page_size=100)
+        deadline = time.monotonic() + 120
+        while True:
+            with session_scope(settings.db_url) as session:
+                decided = session.exec(select(func.count()).select_from(CustomerDecision)).one()
+            if decided >= 600:
+                break
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert decided < 3000, "the kill came after the apply had finished"
+    second = start_worker(settings, log)
+    try:
+        await wait_done(client, rules.name)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    progress, finished = await apply_progress(client, rules.name)
+    with session_scope(settings.db_url) as session:
+        decisions = session.exec(select(func.count()).select_from(CustomerDecision)).one()
+        changes = session.exec(select(func.count()).select_from(TierChange)).one()
+    assert finished and decisions == 3000
+    assert changes == 3000  # one first tier each: re-done pages wrote no duplicates
+    assert progress.processed >= 3000  # pages re-done after the kill count again
