@@ -130,22 +130,41 @@ class Parsed:
     fields: set[str] = field(default_factory=set)
 
 
-def parse(text: str, kinds: Mapping[str, Kind]) -> Parsed:
-    """Parse and type-check a condition against the known fields and their kinds."""
+def parse(text: str, kinds: Mapping[str, Kind], as_number: bool = False) -> Parsed:
+    """Parse and type-check a condition against the known fields and their kinds.
+
+    With ``as_number``, the text is a number expression instead (a ranking's ``by``); it is
+    returned as ``<expr> == 0`` so that its fields and value can be read the same way.
+    """
+    body = text.strip()
     try:
-        node = ast.parse(text.strip(), mode="eval").body
+        # Parenthesised, so a condition may span lines; positions are mapped back below.
+        node = ast.parse(f"({body}\n)", mode="eval").body
     except SyntaxError as exc:
         line = exc.lineno or 1
-        # An offset of 0 means the text ended too early: point just past its end.
-        column = (
-            exc.offset
-            or len(text.strip().splitlines()[line - 1 : line][0] if text.strip() else "") + 1
-        )
-        message = "the condition ends too early" if not exc.offset else exc.msg
-        raise ConditionError(f"syntax error: {message}", line, column) from None
+        lines = body.splitlines() or [""]
+        if not exc.offset or line > len(lines):
+            # The text ended too early: point just past its end.
+            line, column, message = len(lines), len(lines[-1]) + 1, "the condition ends too early"
+        else:
+            column, message = exc.offset - (1 if line == 1 else 0), exc.msg
+        raise ConditionError(f"syntax error: {message}", line, max(1, column)) from None
+    _shift_first_line(node)
     parser = _Parser(kinds)
+    if as_number:
+        expr = parser.expr(node)
+        if parser.kind(expr) not in ("number", "any"):
+            raise parser.fail(node, f"{render(expr)} is not a number; rank by a number")
+        return Parsed(text=text, tree=Compare("==", expr, Const(0)), fields=parser.fields)
     tree = parser.cond(node)
     return Parsed(text=text, tree=tree, fields=parser.fields)
+
+
+def _shift_first_line(tree: ast.AST) -> None:
+    """Undo the opening parenthesis parse() adds, on the first line's columns."""
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) == 1 and hasattr(node, "col_offset"):
+            node.col_offset -= 1
 
 
 def _at(node: ast.AST) -> tuple[int, int]:

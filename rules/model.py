@@ -278,9 +278,7 @@ def _check(rules: Rules, positions: _Positions) -> None:
     for name, ranking in spec.rankings.items():
         loc = ("rankings", name, "by")
         try:
-            parsed = parse(f"{ranking.by} == 0", kinds)
-            if any(kinds.get(f) not in ("number",) for f in parsed.fields):
-                raise ConditionError("a ranking is by a number", 1, 1)
+            parsed = parse(ranking.by, kinds, as_number=True)
             if name in parsed.fields:
                 raise ConditionError("a ranking cannot rank by itself", 1, 1)
             rules.rankings[name] = parsed
