@@ -4,6 +4,8 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
+from clientela import realtime
 from clientela.customers import (
     UnknownCustomer,
     customer_view,
@@ -50,7 +53,41 @@ class ResponseEvent(BaseModel):
     campaign: str | None = Field(None, max_length=128)
 
 
-Event = Annotated[SignupEvent | ResponseEvent, Field(discriminator="type")]
+class PurchaseEvent(BaseModel):
+    """A purchase: recorded on the customer, whose tier is decided again at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["purchase"]
+    customer_id: str = Field(min_length=1, max_length=128)
+    amount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    product: str = Field("", max_length=128)
+    at: datetime | None = None
+
+
+class ComplaintEvent(BaseModel):
+    """A coded complaint: opened with a due time from the customer's tier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["complaint"]
+    customer_id: str = Field(min_length=1, max_length=128)
+    code: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    description: str = Field("", max_length=2000)
+
+
+class ProfileEvent(CustomerIn):
+    """A change of profile (or consent): the record is updated and decided again."""
+
+    type: Literal["profile"]
+    consent_source: str = Field("profile", max_length=128)
+
+
+Event = Annotated[
+    SignupEvent | ResponseEvent | PurchaseEvent | ComplaintEvent | ProfileEvent,
+    Field(discriminator="type"),
+]
 
 
 bearer = HTTPBearer(auto_error=False)
@@ -107,6 +144,11 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def events(event: Event, request: Request) -> dict[str, Any]:
         # Connect only once the body is valid: bad input is a 422 even while Temporal is down.
         client = await temporal_client(request)
+        if isinstance(event, PurchaseEvent | ComplaintEvent | ProfileEvent):
+            try:
+                return await asyncio.to_thread(_realtime, settings, event)
+            except UnknownCustomer as exc:
+                raise HTTPException(404, f"customer_id: {exc}") from None
         if isinstance(event, SignupEvent):
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source
@@ -176,6 +218,36 @@ def _record_response(settings: Settings, event: ResponseEvent) -> None:
             journey=event.journey,
             campaign=event.campaign,
         )
+
+
+def _realtime(
+    settings: Settings, event: PurchaseEvent | ComplaintEvent | ProfileEvent
+) -> dict[str, Any]:
+    today = datetime.now(UTC).date()
+    with session_scope(settings.db_url) as session:
+        if isinstance(event, PurchaseEvent):
+            outcome = realtime.purchase(
+                session,
+                customer_id=event.customer_id,
+                amount=event.amount,
+                currency=event.currency,
+                product=event.product,
+                at=event.at,
+                today=today,
+            )
+        elif isinstance(event, ComplaintEvent):
+            outcome = realtime.complaint(
+                session,
+                customer_id=event.customer_id,
+                code=event.code,
+                description=event.description,
+                today=today,
+            )
+        else:
+            fields = event.model_dump(exclude={"type"}, exclude_unset=True)
+            fields["consent_source"] = event.consent_source
+            outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
+        return outcome.as_dict()
 
 
 def _record_status(settings: Settings, sid: str, status: str, code: int | None) -> None:

@@ -98,6 +98,7 @@ class Caps(_Strict):
 
 
 class ServiceLevel(_Strict):
+    responsible: str = Field("customer service", min_length=1, description="who answers")
     complaint_response_hours: float = Field(gt=0)
     complaint_resolution_hours: float | None = Field(None, gt=0)
 

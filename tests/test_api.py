@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -165,3 +165,57 @@ def test_an_exposed_api_needs_a_key() -> None:
     with pytest.raises(ValueError, match="set CLIENTELA_API_KEY"):
         Settings(api_host="0.0.0.0")
     assert Settings(api_host="0.0.0.0", api_key="k-123456").api_key == "k-123456"
+
+
+async def test_purchase_complaint_and_profile_events_redecide_the_tier(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    from tests.test_rules_apply import apply_directly
+
+    cid = make_customer(settings.db_url)
+    apply_directly(settings.db_url)
+    bought = await http.post(
+        "/events",
+        json={"type": "purchase", "customer_id": cid, "amount": "1500.00", "product": "tv"},
+    )
+    assert bought.status_code == 202, bought.text
+    assert bought.json() == {"customer_id": cid, "tier": "A", "tier_changed": True}
+    complained = await http.post(
+        "/events", json={"type": "complaint", "customer_id": cid, "code": "BILLING-01"}
+    )
+    body = complained.json()
+    assert body["tier"] == "A" and body["tier_changed"] is False
+    assert body["complaint"]["responsible"] == "customer service"
+    due = datetime.fromisoformat(body["complaint"]["due_at"])
+    assert timedelta(hours=3, minutes=59) < due - datetime.now(due.tzinfo) <= timedelta(hours=4)
+    moved = await http.post("/events", json={"type": "profile", "external_id": cid, "locale": "en"})
+    assert moved.json()["tier"] == "A" and moved.json()["created"] is False
+    view = (await http.get(f"/customers/{cid}")).json()
+    assert [(h["to"], h["trigger"]) for h in view["tier_history"]] == [
+        ("C", "rules apply"),
+        ("A", "purchase"),
+    ]
+    assert view["transactions"][0]["amount"] == "1500.00"
+    assert view["complaints"][0]["code"] == "BILLING-01"
+    assert view["profile"]["locale"] == "en"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "purchase", "customer_id": "x", "amount": "abc"}, "amount"),
+        ({"type": "purchase", "customer_id": "x", "amount": "1.234"}, "amount"),
+        ({"type": "purchase", "customer_id": "x", "amount": 5, "currency": "euro"}, "currency"),
+        ({"type": "complaint", "customer_id": "x", "code": "has space"}, "code"),
+        ({"type": "profile", "external_id": "x", "email": "nope"}, "email"),
+    ],
+)
+async def test_bad_realtime_events_are_422(http: httpx.AsyncClient, body: dict, field: str) -> None:
+    r = await http.post("/events", json=body)
+    assert r.status_code == 422
+    assert any(field in str(err["loc"]) for err in r.json()["detail"]), r.json()
+
+
+async def test_realtime_event_for_unknown_customer_is_404(http: httpx.AsyncClient) -> None:
+    r = await http.post("/events", json={"type": "purchase", "customer_id": "ghost", "amount": 1})
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
