@@ -102,6 +102,12 @@ def demo(
         )
     except (StackError, ConnectionError) as exc:
         raise fail(str(exc)) from None
+    tiers = Table(title=f"Tier mix of the base (rules {report.rules_version})")
+    tiers.add_column("tier")
+    tiers.add_column("customers", justify="right")
+    for tier, n in sorted(report.tiers.items()):
+        tiers.add_row(tier, str(n))
+    out.print(tiers)
     table = Table(title="Welcome messages in this demo")
     for col in ("channel", "state", "messages"):
         table.add_column(col)
@@ -113,6 +119,7 @@ def demo(
         f"({report.responses} customers responded).\n"
         f"Email outbox: {s.outbox_dir.resolve()} ({report.outbox_files} messages in all)\n"
         f"SMS sink:     {s.sms_dir.resolve() / 'messages.jsonl'} ({report.sms_stored} in all)\n"
+        f"Explain a tier: clientela rules explain {report.signups[0] if report.signups else 'ID'}\n"
         f"Temporal UI:  http://127.0.0.1:{s.temporal_ui_port}  "
         f"(temporal workflow list --query \"Journey='welcome'\")\n"
         f"The stack keeps running for you to look around; `clientela down` stops it."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -16,14 +17,19 @@ import httpx
 from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
 
+from clientela import ROOT
 from clientela.customers import import_customers
 from clientela.db import session_scope
 from clientela.devstack import stack
 from clientela.devstack.smtp_catcher import read_outbox
+from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.sample import sample_rows, write_sample_csv
 from clientela.settings import Settings
 from clientela.temporal import connect
 from models import Message
+from rules.model import load
+
+RULES = ROOT / "rules" / "crm.yaml"
 
 
 @dataclass
@@ -39,6 +45,8 @@ class DemoReport:
     outbox_files: int = 0
     sms_stored: int = 0
     stack_started: bool = False
+    tiers: dict[str, int] = field(default_factory=dict)
+    rules_version: str = ""
 
 
 def run_demo(
@@ -66,6 +74,11 @@ def run_demo(
         result = import_customers(session=session, path=path)
     report.imported, report.rejected = result.imported, len(result.errors)
     log(f"Imported {result.imported} generated customers from {path}")
+    report.tiers, report.rules_version = asyncio.run(_apply_rules(settings))
+    log(
+        f"Tiered the base with rules/crm.yaml (version {report.rules_version}): "
+        + ", ".join(f"{t} {n}" for t, n in sorted(report.tiers.items()))
+    )
 
     chosen = random.Random(run).sample(rows, min(signups, len(rows)))
     api = f"http://{settings.api_host}:{settings.api_port}"
@@ -114,6 +127,20 @@ def _message_counts(settings: Settings, key_part: str) -> Counter[tuple[str, str
             )
         ).all()
     return Counter((channel, state) for channel, state in rows)
+
+
+async def _apply_rules(settings: Settings) -> tuple[dict[str, int], str]:
+    """Run `rules apply` with the shipped rule file and wait for it."""
+    rules = load(RULES)
+    client = await connect(settings)
+    # Someone else's apply of the same rule set may be running: then wait for that one.
+    with contextlib.suppress(ApplyRunning):
+        await start_apply(client, settings, rules, started_by="demo")
+    while True:
+        progress, finished = await apply_progress(client, rules.name)
+        if finished:
+            return progress.tiers, progress.version
+        await asyncio.sleep(0.5)
 
 
 async def _wait_finished(settings: Settings, customer_ids: list[str], within: float) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
-from clientela.timeutil import utcnow
+from clientela.timeutil import as_utc, utcnow
 from models import Customer, CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 from rules.data import consents_of, customer_page, histories_of, profile_of
 from rules.decide import Decision, decide, explain
@@ -324,7 +324,8 @@ def explain_customer(session: Session, customer: Customer) -> dict[str, Any] | N
         offers=list(row.offers),
     )
     out = explain(rules, row.features, decision)
-    out["decided_at"] = row.decided_at.isoformat() if row.decided_at else None
+    decided_at = as_utc(row.decided_at)
+    out["decided_at"] = decided_at.isoformat() if decided_at else None
     out["values"] = row.features
     return out
 
@@ -338,7 +339,7 @@ def tier_history(session: Session, customer_id: int) -> list[dict[str, Any]]:
     ).all()
     return [
         {
-            "at": change.at.isoformat(),
+            "at": (as_utc(change.at) or change.at).isoformat(),
             "from": change.from_tier,
             "to": change.to_tier,
             "rule": change.rule,
