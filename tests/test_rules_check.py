@@ -140,3 +140,11 @@ def test_the_cli_exits_non_zero_on_errors_and_touches_nothing(tmp_path: Path) ->
     missing = run_cli(settings, "rules", "check", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     assert not (tmp_path / "home").exists()  # validating wrote nothing
+
+
+def test_every_field_is_documented() -> None:
+    from rules.features import FEATURES
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+    missing = [name for name in FEATURES if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/rules.md does not describe {missing}"
