@@ -37,7 +37,17 @@ from clientela.db import session_scope
 from clientela.settings import Settings
 from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templates
 from clientela.timeutil import as_utc, utcnow
-from models import Channel, Customer, Direction, Interaction, Message, MessageState
+from models import (
+    Channel,
+    Customer,
+    CustomerDecision,
+    Direction,
+    Interaction,
+    Message,
+    MessageState,
+    RuleVersion,
+)
+from rules.service import rules_of
 
 RECONCILED = "reconciled: the provider had accepted it before an attempt was interrupted"
 
@@ -108,6 +118,18 @@ def customer_context(customer: Customer) -> dict[str, Any]:
     }
 
 
+def tier_channels(*, session: Session, customer: Customer) -> tuple[str, list[str]] | None:
+    """(tier, channels) its tier's policy allows; None before the rules decided a tier."""
+    decision = session.get(CustomerDecision, customer.id)
+    if decision is None:
+        return None
+    version = session.get(RuleVersion, decision.rule_version_id)
+    if version is None:
+        return None
+    policy = rules_of(version).spec.policies.get(decision.tier)
+    return (decision.tier, list(policy.channels)) if policy else None
+
+
 def choose_channel(
     *, session: Session, customer: Customer, requested: str | None
 ) -> tuple[str, str] | tuple[None, str]:
@@ -119,11 +141,14 @@ def choose_channel(
     else:
         preferred = customer.preferred_channel or Channel.email
         order = [preferred] + [c.value for c in Channel if c.value != preferred]
+    allowed = tier_channels(session=session, customer=customer)
     reasons = []
     for channel in order:
         address = customer.email if channel == Channel.email else customer.phone
         consent = granted.get(channel)
-        if consent is None or not consent.granted:
+        if allowed is not None and channel not in allowed[1]:
+            reasons.append(f"{channel}: not a channel of tier {allowed[0]}")
+        elif consent is None or not consent.granted:
             reasons.append(f"{channel}: no consent")
         elif not address:
             reasons.append(f"{channel}: no address")

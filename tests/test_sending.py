@@ -230,3 +230,19 @@ def _as_if_the_sender_died_before_recording(settings: Settings, key: str) -> Non
         row.state, row.claimed_by = "sending", "dead/1/1"
         row.claimed_at = utcnow() - timedelta(minutes=5)
         session.add(row)
+
+
+async def test_the_tier_policy_limits_the_channels(settings: Settings, sms_sink: SmsSink) -> None:
+    """Tier C of the shipped rules may be contacted by email only."""
+    from tests.test_rules_apply import apply_directly
+
+    cid = make_customer(settings.db_url, preferred_channel="sms")
+    only_sms = make_customer(settings.db_url, preferred_channel="sms", email_consent=False)
+    decided = apply_directly(settings.db_url)
+    assert decided[cid].tier == decided[only_sms].tier == "C"
+    outcome = await deliver(settings, request(cid))
+    assert outcome.channel == "email" and outcome.state == "sent"
+    refused = await deliver(settings, request(only_sms, key="k2"))
+    assert refused.state == "suppressed"
+    assert "sms: not a channel of tier C" in refused.reason
+    assert sms_sink.messages == []
