@@ -131,8 +131,9 @@ def customers_import(
     path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
 ) -> None:
     """Import customers; bad rows are reported with line and field, good rows imported."""
-    from clientela.customers import ImportFileError, import_customers
+    from clientela.customers import import_customers
     from clientela.db import session_scope
+    from clientela.tables import ImportFileError
 
     s = settings()
     try:

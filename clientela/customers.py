@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from clientela.tables import RowError, read_rows, validated
 from clientela.timeutil import as_utc, utcnow
 from models import (
     Channel,
@@ -274,24 +272,6 @@ def _plain(value: Any) -> Any:
 # --- import files --------------------------------------------------------------------------
 
 
-class ImportFileError(ValueError):
-    """The file cannot be imported at all (unreadable, unknown format, bad header)."""
-
-
-@dataclass
-class RowError:
-    path: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
-
-
 @dataclass
 class ImportResult:
     created: int = 0
@@ -306,98 +286,10 @@ class ImportResult:
 KNOWN_COLUMNS = set(CustomerIn.model_fields)
 
 
-def _from_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        unknown = [
-            h for h in header if h not in KNOWN_COLUMNS and not h.startswith(ATTRIBUTE_PREFIX)
-        ]
-        if unknown or "external_id" not in header:
-            problem = (
-                f"unknown column(s) {', '.join(map(repr, unknown))}"
-                if unknown
-                else "missing the column 'external_id'"
-            )
-            raise ImportFileError(
-                f"{path}:1: {problem}; columns are {', '.join(sorted(KNOWN_COLUMNS))} "
-                f"and {ATTRIBUTE_PREFIX}<name> for free attributes"
-            )
-        line = 1
-        for row in reader:
-            start, line = line + 1, reader.line_num
-            record: dict[str, Any] = {}
-            attributes: dict[str, Any] = {}
-            for key, value in row.items():
-                if key is None:
-                    record["__extra__"] = value
-                    continue
-                if value is None or value == "":
-                    continue
-                if key.startswith(ATTRIBUTE_PREFIX):
-                    attributes[key[len(ATTRIBUTE_PREFIX) :]] = _number_or_text(value)
-                else:
-                    record[key] = value
-            if attributes:
-                record["attributes"] = attributes
-            yield start, record
-
-
-def _number_or_text(value: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
-def _from_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield number, {"__json__": f"not valid JSON ({exc.msg} at column {exc.colno})"}
-                continue
-            if not isinstance(record, dict):
-                yield number, {"__json__": "each line must be a JSON object"}
-                continue
-            attributes = dict(record.pop("attributes", None) or {})
-            for key in [k for k in record if k.startswith(ATTRIBUTE_PREFIX)]:
-                attributes[key[len(ATTRIBUTE_PREFIX) :]] = record.pop(key)
-            if attributes:
-                record["attributes"] = attributes
-            yield number, record
-
-
 def read_customer_file(path: Path) -> Iterator[tuple[int, CustomerIn | RowError]]:
     """Each row of a CSV or JSON Lines file, validated, with its line number."""
-    if not path.is_file():
-        raise ImportFileError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows: Iterable[tuple[int, dict[str, Any]]] = _from_csv(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _from_jsonl(path)
-    else:
-        raise ImportFileError(f"{path}: unknown format {suffix!r}; use .csv or .jsonl")
-    for line, record in rows:
-        if "__json__" in record:
-            yield line, RowError(str(path), line, "", record["__json__"])
-            continue
-        if "__extra__" in record:
-            yield line, RowError(str(path), line, "", "more values than columns in the header")
-            continue
-        try:
-            yield line, CustomerIn.model_validate(record)
-        except ValidationError as exc:
-            for err in exc.errors():
-                name = ".".join(str(p) for p in err["loc"]) or "row"
-                message = err["msg"].removeprefix("Value error, ")
-                yield line, RowError(str(path), line, name, message)
+    rows = read_rows(path, columns=KNOWN_COLUMNS, required={"external_id"}, prefix=ATTRIBUTE_PREFIX)
+    return validated(path, rows, CustomerIn)
 
 
 def import_customers(*, session: Session, path: Path, batch_size: int = 500) -> ImportResult:
@@ -405,13 +297,9 @@ def import_customers(*, session: Session, path: Path, batch_size: int = 500) -> 
     result = ImportResult()
     seen: dict[str, int] = {}
     good: list[CustomerIn] = []
-    bad_lines: set[int] = set()
     for line, item in read_customer_file(path):
         if isinstance(item, RowError):
             result.errors.append(item)
-            bad_lines.add(line)
-            continue
-        if line in bad_lines:
             continue
         if item.external_id in seen:
             result.errors.append(

@@ -1,11 +1,14 @@
 """The single customer record and everything recorded against it."""
 
+from models.campaign import Campaign, CampaignMember
 from models.customer import Channel, Consent, Customer, Suppression
 from models.history import Complaint, Direction, Interaction, Transaction
 from models.ledger import Message, MessageState
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
+    "Campaign",
+    "CampaignMember",
     "Channel",
     "Complaint",
     "Consent",

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from clientela.customers import ImportFileError, customer_view, import_customers
+from clientela.customers import customer_view, import_customers
 from clientela.db import session_scope
+from clientela.tables import ImportFileError
 from models import Customer
 
 CSV = """external_id,first_name,email,phone,locale,birthday,email_consent,attr_spend,attr_plan
@@ -83,7 +84,7 @@ def test_jsonl_import(db_url: str, tmp_path: Path) -> None:
     ("name", "text", "expected"),
     [
         ("c.csv", "id,first_name\n1,x\n", "unknown column(s) 'id'"),
-        ("c.csv", "first_name\nx\n", "missing the column 'external_id'"),
+        ("c.csv", "first_name\nx\n", "missing the column(s) 'external_id'"),
         ("c.xlsx", "", "unknown format '.xlsx'"),
     ],
 )

@@ -1,0 +1,1 @@
+"""Campaigns: specs, audiences, control groups, execution and honest reports."""
