@@ -18,6 +18,10 @@ app = typer.Typer(help="Clientela: CRM rules, campaigns and journeys.", no_args_
 customers_app = typer.Typer(help="The customer base.", no_args_is_help=True)
 journey_app = typer.Typer(help="Customer journeys.", no_args_is_help=True)
 rules_app = typer.Typer(help="Business rules: tiers, segments, offers.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Campaigns and their reports.", no_args_is_help=True)
+events_app = typer.Typer(help="Responses and other customer events.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(events_app, name="events")
 app.add_typer(customers_app, name="customers")
 app.add_typer(journey_app, name="journey")
 app.add_typer(rules_app, name="rules")
@@ -449,6 +453,181 @@ def rules_explain(
         f"{policy['service_level']['complaint_response_hours']}h",
         highlight=False,
     )
+
+
+def _report_problems(errors: list[Any]) -> None:
+    for problem in errors:
+        err.print(str(problem), highlight=False, soft_wrap=True)
+
+
+@campaign_app.command("register")
+def campaign_register(
+    campaign_id: Annotated[str, typer.Argument(help="A slug: letters, digits, -")],
+    name: Annotated[str, typer.Option(help="The campaign's name")],
+    objective: Annotated[str, typer.Option(help="What it is for")] = "",
+    cost: Annotated[
+        list[str], typer.Option(help="Cost per message, CHANNEL=AMOUNT (repeatable)")
+    ] = [],  # noqa: B006 - typer reads the default
+) -> None:
+    """Record a campaign run elsewhere, to import its members and responses and report it."""
+    import re
+
+    from clientela.db import session_scope
+    from models import Campaign
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", campaign_id):
+        raise fail(f"campaign id {campaign_id!r}: use lower-case letters, digits and -")
+    costs: dict[str, float] = {}
+    for item in cost:
+        channel, _, amount = item.partition("=")
+        try:
+            costs[channel] = float(amount)
+        except ValueError:
+            raise fail(f"--cost {item!r}: write CHANNEL=AMOUNT, e.g. email=0.002") from None
+    s = settings()
+    with session_scope(s.db_url) as session:
+        if session.get(Campaign, campaign_id) is not None:
+            raise fail(f"campaign {campaign_id!r} already exists", code=2)
+        session.add(
+            Campaign(
+                id=campaign_id,
+                name=name,
+                objective=objective,
+                stage="imported",
+                cost_per_message=costs,
+            )
+        )
+    out.print(f"Registered campaign {campaign_id}")
+
+
+@campaign_app.command("import-members")
+def campaign_import_members(campaign_id: str, path: Path) -> None:
+    """Arms and control groups decided elsewhere (customer_id, arm, group[, variant])."""
+    from clientela.campaigns.imports import import_members
+    from clientela.db import session_scope
+    from clientela.tables import ImportFileError
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            result = import_members(session, campaign_id=campaign_id, path=path)
+    except (ImportFileError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    _report_problems(result.errors)
+    out.print(f"{result.imported} members imported, {len(result.errors)} problems")
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@events_app.command("import")
+def events_import(path: Path) -> None:
+    """Responses after the fact (type, customer_id[, campaign, channel, value, at])."""
+    from clientela.campaigns.imports import import_events
+    from clientela.db import session_scope
+    from clientela.tables import ImportFileError
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            result = import_events(session, path=path)
+    except ImportFileError as exc:
+        raise fail(str(exc)) from None
+    _report_problems(result.errors)
+    out.print(
+        f"{result.imported} events imported, {result.skipped} already there, "
+        f"{len(result.errors)} problems"
+    )
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@campaign_app.command("list")
+def campaign_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every campaign with its id, name and stage."""
+    from sqlmodel import col, select
+
+    from clientela.db import session_scope
+    from models import Campaign
+
+    s = settings()
+    with session_scope(s.db_url) as session:
+        rows = [
+            {"id": c.id, "name": c.name, "stage": c.stage}
+            for c in session.exec(select(Campaign).order_by(col(Campaign.created_at))).all()
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for heading in ("id", "name", "stage"):
+        table.add_column(heading)
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["stage"])
+    out.print(table)
+
+
+@campaign_app.command("report")
+def campaign_report(
+    campaign_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="The documented JSON report")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="One row per arm and group")] = False,
+) -> None:
+    """Per arm: treated against control, responses, conversions, revenue, cost, uplift."""
+    from clientela.campaigns import report
+    from clientela.db import session_scope
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            data = report.build(session, campaign_id)
+    except report.UnknownCampaign as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    if as_csv:
+        print(report.to_csv(data), end="")
+        return
+    out.print(
+        f"[bold]{data['campaign']['name']}[/bold] ({campaign_id}, {data['campaign']['stage']})"
+    )
+    for arm in data["arms"]:
+        table = Table(title=f"arm {arm['arm']} against its {arm['control']} control")
+        table.add_column("")
+        table.add_column("treated", justify="right")
+        table.add_column("control", justify="right")
+        table.add_column("uplift", justify="right")
+        t, c, u = arm["treated"], arm["control_group"], arm["uplift"]
+        table.add_row("customers", str(t["targeted"]), str(c["targeted"]), "")
+        table.add_row("sent", str(t["sent"]), str(c["sent"]), "")
+        for label, rate, key in (
+            ("responded", "response_rate", "response"),
+            ("visited", "visit_rate", "visit"),
+            ("converted", "conversion_rate", "conversion"),
+        ):
+            table.add_row(label, _pct(t[rate]), _pct(c[rate]), _uplift_text(u[key], "pp"))
+        table.add_row(
+            "revenue per customer",
+            f"{t['revenue_per_customer']:.4f}",
+            f"{c['revenue_per_customer']:.4f}",
+            _uplift_text(u["revenue_per_customer"], ""),
+        )
+        table.add_row("revenue", f"{t['revenue']:.2f}", f"{c['revenue']:.2f}", "")
+        table.add_row("cost", f"{t['cost']:.2f}", f"{c['cost']:.2f}", "")
+        table.add_row("ROI", "-" if t["roi"] is None else f"{t['roi']:.2f}", "", "")
+        out.print(table)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _uplift_text(u: dict[str, Any], unit: str) -> str:
+    if "insufficient" in u:
+        return "too little data"
+    diff = u["uplift_pp"] if unit == "pp" else u["diff"]
+    low, high = u["ci95"]
+    return f"{diff:+.2f}{unit} [{low:+.2f}, {high:+.2f}] p={u['p_value']:.2g}"
 
 
 def main() -> None:

@@ -208,3 +208,36 @@ def _messages(session: Session, campaign_id: str) -> dict[int, list[tuple[str, s
     ):
         out[customer_id].append((state, reason, channel))
     return out
+
+
+CSV_FIELDS = [
+    "targeted", "sent", "delivered", "failed", "responded", "response_rate", "visits",
+    "visit_rate", "conversions", "conversion_rate", "revenue", "revenue_per_customer", "cost",
+    "roi",
+]  # fmt: skip
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    """One row per arm and group, with the uplift of the treated rows."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["arm", "group", *CSV_FIELDS, "conversion_uplift_pp", "ci95_low", "ci95_high", "p_value"]
+    )
+    for arm in data["arms"]:
+        conversion = arm["uplift"]["conversion"]
+        for group, block in (("treated", arm["treated"]), ("control", arm["control_group"])):
+            extra = (
+                [
+                    conversion.get("uplift_pp"),
+                    *(conversion.get("ci95") or [None, None]),
+                    conversion.get("p_value"),
+                ]
+                if group == "treated"
+                else [None, None, None, None]
+            )
+            writer.writerow([arm["arm"], group, *(block[f] for f in CSV_FIELDS), *extra])
+    return buffer.getvalue()

@@ -1,0 +1,179 @@
+"""Campaign data made elsewhere: who was in which arm or control group, and their responses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlmodel import Session, col, select
+
+from clientela.tables import RowError, read_rows, validated
+from models import Campaign, CampaignMember, Customer, Direction, Interaction
+
+BATCH = 2000
+
+
+class MemberRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    customer_id: str = Field(min_length=1, max_length=128)
+    arm: str = Field("", max_length=64, description="'' for a control shared by every arm")
+    group: Literal["treated", "control"]
+    variant: str = Field("", max_length=64)
+
+    @model_validator(mode="after")
+    def _treated_have_an_arm(self) -> MemberRow:
+        if self.group == "treated" and not self.arm:
+            raise ValueError("a treated customer needs an arm")
+        return self
+
+
+class EventRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: Literal["open", "click", "visit", "reply", "conversion", "unsubscribe"]
+    customer_id: str = Field(min_length=1, max_length=128)
+    campaign: str | None = Field(None, max_length=64)
+    channel: Literal["email", "sms", "web", "phone", "store"] = "email"
+    value: Decimal | None = Field(None, ge=0, max_digits=14, decimal_places=2)
+    at: datetime | None = None
+
+
+@dataclass
+class Imported:
+    imported: int = 0
+    skipped: int = 0  # already there (the same row imported before)
+    errors: list[RowError] = field(default_factory=list)
+
+
+def _ids(session: Session, external_ids: set[str]) -> dict[str, int]:
+    rows = session.exec(
+        select(Customer.external_id, Customer.id).where(col(Customer.external_id).in_(external_ids))
+    ).all()
+    return {e: i for e, i in rows if i is not None}
+
+
+def import_members(session: Session, *, campaign_id: str, path: Path) -> Imported:
+    """Arms and control groups as given; a customer already in the campaign is updated."""
+    if session.get(Campaign, campaign_id) is None:
+        raise LookupError(f"no campaign {campaign_id!r}")
+    result = Imported()
+    rows = validated(
+        path,
+        read_rows(path, columns=set(MemberRow.model_fields), required={"customer_id", "group"}),
+        MemberRow,
+    )
+    batch: list[tuple[int, MemberRow]] = []
+
+    def flush() -> None:
+        ids = _ids(session, {r.customer_id for _, r in batch})
+        existing = {
+            m.customer_id: m
+            for m in session.exec(
+                select(CampaignMember).where(
+                    CampaignMember.campaign_id == campaign_id,
+                    col(CampaignMember.customer_id).in_(list(ids.values())),
+                )
+            ).all()
+        }
+        for line, r in batch:
+            pk = ids.get(r.customer_id)
+            if pk is None:
+                result.errors.append(
+                    RowError(str(path), line, "customer_id", f"no customer {r.customer_id!r}")
+                )
+                continue
+            member = existing.get(pk) or CampaignMember(campaign_id=campaign_id, customer_id=pk)
+            member.arm, member.group, member.variant = r.arm, r.group, r.variant
+            session.add(member)
+            existing[pk] = member
+            result.imported += 1
+        session.commit()
+        batch.clear()
+
+    for line, row in rows:
+        if isinstance(row, RowError):
+            result.errors.append(row)
+            continue
+        batch.append((line, row))
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    return result
+
+
+def _event_key(row: EventRow) -> str:
+    """The same event imported twice is recorded once."""
+    canonical = json.dumps(row.model_dump(mode="json"), sort_keys=True)
+    return "event:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+def import_events(session: Session, *, path: Path) -> Imported:
+    """Responses recorded against customers (and campaigns), idempotently."""
+    result = Imported()
+    rows = validated(
+        path,
+        read_rows(path, columns=set(EventRow.model_fields), required={"type", "customer_id"}),
+        EventRow,
+    )
+    campaigns = set(session.exec(select(Campaign.id)).all())
+    batch: list[tuple[int, EventRow]] = []
+
+    def flush() -> None:
+        ids = _ids(session, {r.customer_id for _, r in batch})
+        keys = {_event_key(r): (line, r) for line, r in batch}
+        seen = set(
+            session.exec(
+                select(Interaction.message_key).where(col(Interaction.message_key).in_(list(keys)))
+            ).all()
+        )
+        for key, (line, r) in keys.items():
+            if key in seen:
+                result.skipped += 1
+                continue
+            pk = ids.get(r.customer_id)
+            if pk is None:
+                result.errors.append(
+                    RowError(str(path), line, "customer_id", f"no customer {r.customer_id!r}")
+                )
+                continue
+            if r.campaign is not None and r.campaign not in campaigns:
+                result.errors.append(
+                    RowError(str(path), line, "campaign", f"no campaign {r.campaign!r}")
+                )
+                continue
+            detail = {} if r.value is None else {"value": float(r.value)}
+            interaction = Interaction(
+                customer_id=pk,
+                channel=r.channel,
+                direction=Direction.inbound,
+                kind=r.type,
+                outcome="responded",
+                campaign=r.campaign,
+                message_key=key,
+                detail=detail,
+            )
+            if r.at is not None:
+                interaction.occurred_at = r.at
+            session.add(interaction)
+            result.imported += 1
+        session.commit()
+        batch.clear()
+
+    for line, row in rows:
+        if isinstance(row, RowError):
+            result.errors.append(row)
+            continue
+        batch.append((line, row))
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    return result
