@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, col, select
@@ -17,6 +18,7 @@ from clientela.tables import RowError, read_rows, validated
 from models import Campaign, CampaignMember, Customer, Direction, Interaction
 
 BATCH = 2000
+Row = TypeVar("Row")
 
 
 class MemberRow(BaseModel):
@@ -50,6 +52,24 @@ class Imported:
     imported: int = 0
     skipped: int = 0  # already there (the same row imported before)
     errors: list[RowError] = field(default_factory=list)
+
+
+def _in_batches(
+    rows: Iterator[tuple[int, Row | RowError]],
+    result: Imported,
+    batch: list[tuple[int, Row]],
+    flush: Callable[[], None],
+) -> None:
+    """Collect good rows into ``batch`` and flush every BATCH of them; errors are kept."""
+    for line, row in rows:
+        if isinstance(row, RowError):
+            result.errors.append(row)
+            continue
+        batch.append((line, row))
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
 
 
 def _ids(session: Session, external_ids: set[str]) -> dict[str, int]:
@@ -97,15 +117,7 @@ def import_members(session: Session, *, campaign_id: str, path: Path) -> Importe
         session.commit()
         batch.clear()
 
-    for line, row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        batch.append((line, row))
-        if len(batch) >= BATCH:
-            flush()
-    if batch:
-        flush()
+    _in_batches(rows, result, batch, flush)
     return result
 
 
@@ -167,13 +179,5 @@ def import_events(session: Session, *, path: Path) -> Imported:
         session.commit()
         batch.clear()
 
-    for line, row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        batch.append((line, row))
-        if len(batch) >= BATCH:
-            flush()
-    if batch:
-        flush()
+    _in_batches(rows, result, batch, flush)
     return result
