@@ -13,33 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from clientela.yamlfile import Positions, Problem, SpecError, load_model, read_source
 from rules.features import FEATURES
 from rules.language import ConditionError, Kind, Parsed, parse
 
 NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 
 
-class RuleFileError(ValueError):
+class RuleFileError(SpecError):
     """Problems that make a rule file unusable; each names file, line and column."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    line: int
-    column: int
-    message: str
-    severity: Literal["error", "warning"] = "error"
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}: {self.severity}: {self.message}"
 
 
 # --- the schema -----------------------------------------------------------------------------
@@ -159,70 +143,20 @@ class Rules:
         return [r for _, r in sorted(indexed, key=lambda ir: (-ir[1].priority, ir[0]))]
 
 
-class _Positions:
-    """Line and column of every node of a YAML document, by path."""
-
-    def __init__(self) -> None:
-        self.marks: dict[tuple[Any, ...], tuple[int, int]] = {}
-        self.styles: dict[tuple[Any, ...], str | None] = {}
-
-    def build(self, node: yaml.Node, path: tuple[Any, ...] = ()) -> Any:
-        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in node.value:
-                key = yaml.safe_load(yaml.serialize(key_node))
-                self.marks[(*path, key, "__key__")] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                )
-                out[key] = self.build(value_node, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(v, (*path, i)) for i, v in enumerate(node.value)]
-        self.styles[path] = node.style if isinstance(node, yaml.ScalarNode) else None
-        return yaml.safe_load(yaml.serialize(node))
-
-    def at(self, path: tuple[Any, ...]) -> tuple[int, int]:
-        while path and path not in self.marks:
-            path = path[:-1]
-        return self.marks.get(path, (1, 1))
-
-
 def load(path: Path) -> Rules:
     """Read, validate and parse a rule file; raises RuleFileError listing every problem."""
     try:
-        source = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuleFileError([Problem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from None
+        source = read_source(path)
+    except SpecError as exc:
+        raise RuleFileError(exc.problems) from None
     return loads(source, str(path))
 
 
 def loads(source: str, path: str = "<rules>") -> Rules:
     try:
-        node = yaml.compose(source)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise RuleFileError([Problem(path, line, col, f"YAML: {exc.problem}")]) from None
-    if node is None:
-        raise RuleFileError([Problem(path, 1, 1, "the file is empty")])
-    positions = _Positions()
-    data = positions.build(node)
-    try:
-        spec = RuleFile.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line, col = positions.at(loc)
-            where = ".".join(str(p) for p in loc)
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                line, col = positions.at((*loc, "__key__"))
-                message = f"unknown key {loc[-1]!r}; check the spelling (see docs/rules.md)"
-            problems.append(Problem(path, line, col, f"{where}: {message}"))
-        raise RuleFileError(problems) from None
+        spec, positions = load_model(source, path, RuleFile, "docs/rules.md")
+    except SpecError as exc:
+        raise RuleFileError(exc.problems) from None
     rules = Rules(
         spec=spec,
         source=source,
@@ -234,7 +168,7 @@ def loads(source: str, path: str = "<rules>") -> Rules:
 
 
 def _condition_position(
-    positions: _Positions, path: tuple[Any, ...], error: ConditionError, source_lines: list[str]
+    positions: Positions, path: tuple[Any, ...], error: ConditionError, source_lines: list[str]
 ) -> tuple[int, int]:
     """Where, in the file, a position inside a condition's text is."""
     line, col = positions.at(path)
@@ -251,7 +185,7 @@ def _condition_position(
     )
 
 
-def _check(rules: Rules, positions: _Positions) -> None:
+def _check(rules: Rules, positions: Positions) -> None:
     spec, path = rules.spec, rules.path
     problems: list[Problem] = []
     lines = rules.source.splitlines()

@@ -1,0 +1,97 @@
+"""YAML documents validated against a model, every problem placed at its file, line and column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int
+    column: int
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.severity}: {self.message}"
+
+
+class SpecError(ValueError):
+    """Problems that make a document unusable; each names file, line and column."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class Positions:
+    """Line and column of every node of a YAML document, by path."""
+
+    def __init__(self) -> None:
+        self.marks: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self.styles: dict[tuple[Any, ...], str | None] = {}
+
+    def build(self, node: yaml.Node, path: tuple[Any, ...] = ()) -> Any:
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out = {}
+            for key_node, value_node in node.value:
+                key = yaml.safe_load(yaml.serialize(key_node))
+                self.marks[(*path, key, "__key__")] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(v, (*path, i)) for i, v in enumerate(node.value)]
+        self.styles[path] = node.style if isinstance(node, yaml.ScalarNode) else None
+        return yaml.safe_load(yaml.serialize(node))
+
+    def at(self, path: tuple[Any, ...]) -> tuple[int, int]:
+        while path and path not in self.marks:
+            path = path[:-1]
+        return self.marks.get(path, (1, 1))
+
+
+def read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([Problem(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from None
+
+
+def load_model(source: str, path: str, model: type[M], docs: str) -> tuple[M, Positions]:
+    """Parse YAML keeping positions, then validate; every error is placed in the file."""
+    try:
+        node = yaml.compose(source)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise SpecError([Problem(path, line, col, f"YAML: {exc.problem}")]) from None
+    if node is None:
+        raise SpecError([Problem(path, 1, 1, "the file is empty")])
+    positions = Positions()
+    data = positions.build(node)
+    try:
+        return model.model_validate(data), positions
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line, col = positions.at(loc)
+            where = ".".join(str(p) for p in loc)
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                line, col = positions.at((*loc, "__key__"))
+                message = f"unknown key {loc[-1]!r}; check the spelling (see {docs})"
+            problems.append(Problem(path, line, col, f"{where}: {message}"))
+        raise SpecError(problems) from None
