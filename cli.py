@@ -460,6 +460,50 @@ def _report_problems(errors: list[Any]) -> None:
         err.print(str(problem), highlight=False, soft_wrap=True)
 
 
+@campaign_app.command("preview")
+def campaign_preview(
+    spec_path: Annotated[Path, typer.Argument(help="A campaign spec (YAML)")],
+    rules_path: Annotated[Path, typer.Option("--rules", help="The rule file")] = DEFAULT_RULES,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate a campaign spec and show whom it would reach, what it would cost."""
+    from clientela.campaigns import audience, spec
+    from clientela.db import session_scope
+    from clientela.templating import Templates
+    from clientela.yamlfile import SpecError
+
+    s = settings()
+    rules = _load_rules(rules_path)
+    try:
+        campaign = spec.load(spec_path, rules, Templates(s.templates_dir, s.default_locale))
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        raise fail(f"{spec_path}: {len(exc.problems)} error(s)") from None
+    with session_scope(s.db_url) as session:
+        result = audience.preview(session, campaign)
+    data = {"campaign": campaign.spec.id, **result.as_dict()}
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(
+        f"[bold]{campaign.spec.name}[/bold] ({campaign.spec.id}): {result.audience} in the audience"
+    )
+    for title, counts in (
+        ("by tier", result.by_tier),
+        ("by segment", result.by_segment),
+        ("by channel (treated)", result.by_channel),
+    ):
+        out.print(
+            f"  {title}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-")
+        )
+    for arm, groups in result.by_arm.items():
+        out.print(f"  arm {arm}: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())))
+    for reason, n in result.excluded.most_common():
+        out.print(f"  excluded {n}: {reason}", highlight=False)
+    verdict = "[red]over budget[/red]" if result.over_budget else "within budget"
+    out.print(f"  estimated cost {result.cost:.2f} of budget {result.budget:.2f}: {verdict}")
+
+
 @campaign_app.command("register")
 def campaign_register(
     campaign_id: Annotated[str, typer.Argument(help="A slug: letters, digits, -")],

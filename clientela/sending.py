@@ -153,7 +153,7 @@ def choose_channel(
         elif not address:
             reasons.append(f"{channel}: no address")
         elif (hit := is_suppressed(session=session, channel=channel, address=address)) is not None:
-            reasons.append(f"{channel}: {address} suppressed ({hit.reason})")
+            reasons.append(f"{channel}: address suppressed ({hit.reason})")
         else:
             return channel, address
     return None, "; ".join(reasons)

@@ -1,0 +1,174 @@
+"""Campaign specs: YAML a marketer writes, validated with file, line and field.
+
+``campaigns/spring-loyalty.yaml`` is a documented example; ``docs/campaigns.md`` lists keys.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from clientela.settings import Duration
+from clientela.templating import Templates
+from clientela.yamlfile import Positions, Problem, SpecError, load_model, read_source
+from rules.language import ConditionError, Parsed, parse
+from rules.model import Rules
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Kpi(_Strict):
+    metric: Literal["response_rate", "conversion_rate", "revenue_per_customer"]
+    uplift: float = Field(description="the uplift that would make it a success")
+
+
+class Audience(_Strict):
+    tiers: list[str] = Field(default_factory=list, description="any of; empty: every tier")
+    segments: list[str] = Field(default_factory=list, description="any of; empty: no filter")
+    when: str | None = Field(None, description="a rule condition over customer fields")
+
+
+class Arm(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    when: str | None = Field(None, description="how this arm selects; none: the rest")
+    description: str = ""
+
+
+class Variant(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    template: str
+
+
+class Control(_Strict):
+    share: float = Field(0.1, ge=0, lt=1, description="held out, never contacted")
+
+
+class Pilot(_Strict):
+    share: float = Field(gt=0, lt=1)
+    max_failure_rate: float = Field(0.05, ge=0, le=1)
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class Proof(_Strict):
+    emails: list[str] = Field(default_factory=list)
+    phones: list[str] = Field(default_factory=list)
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        for e in v:
+            if not EMAIL.match(e):
+                raise ValueError(f"{e!r} is not an email address")
+        return v
+
+
+class CampaignSpec(_Strict):
+    id: str = Field(pattern=SLUG)
+    name: str = Field(min_length=1, max_length=200)
+    objective: str = ""
+    owner: str = Field(min_length=1)
+    target_kpi: Kpi
+    stakeholders: list[str] = Field(default_factory=list)
+    budget: float = Field(ge=0)
+    cost_per_message: dict[Literal["email", "sms"], float]
+    audience: Audience = Field(default_factory=Audience)
+    channel: Literal["preferred", "email", "sms"] = "preferred"
+    offer: str | None = None
+    template: str
+    variants: list[Variant] = Field(default_factory=list)
+    arms: list[Arm] = Field(default_factory=lambda: [Arm(name="main")])
+    control: Control = Field(default_factory=Control)
+    start: datetime | None = None
+    response_window: Duration = timedelta(days=14)
+    pilot: Pilot | None = None
+    proof: Proof = Field(default_factory=Proof)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> CampaignSpec:
+        for kind, names in (
+            ("arm", [a.name for a in self.arms]),
+            ("variant", [v.name for v in self.variants]),
+        ):
+            dupes = {n for n in names if names.count(n) > 1}
+            if dupes:
+                raise ValueError(f"{kind} names must be unique: {', '.join(sorted(dupes))}")
+        return self
+
+
+class Spec:
+    """A valid campaign spec, its conditions parsed against the rules' fields."""
+
+    def __init__(self, spec: CampaignSpec, path: str, conditions: dict[str, Parsed]) -> None:
+        self.spec, self.path, self.conditions = spec, path, conditions
+
+
+def load(path: Path, rules: Rules, templates: Templates) -> Spec:
+    return loads(read_source(path), str(path), rules, templates)
+
+
+def loads(source: str, path: str, rules: Rules, templates: Templates) -> Spec:
+    spec, positions = load_model(source, path, CampaignSpec, "docs/campaigns.md")
+    problems: list[Problem] = []
+
+    def problem(loc: tuple[Any, ...], message: str) -> None:
+        line, col = positions.at(loc)
+        problems.append(Problem(path, line, col, f"{'.'.join(map(str, loc))}: {message}"))
+
+    conditions: dict[str, Parsed] = {}
+
+    def condition(loc: tuple[Any, ...], text: str | None, key: str) -> None:
+        if text is None:
+            return
+        try:
+            conditions[key] = parse(text, rules.kinds)
+        except ConditionError as exc:
+            line, col = _position(positions, loc, exc)
+            problems.append(Problem(path, line, col, f"{'.'.join(map(str, loc))}: {exc.message}"))
+
+    levels = rules.spec.tiers.levels
+    for i, tier in enumerate(spec.audience.tiers):
+        if tier not in levels:
+            problem(
+                ("audience", "tiers", i), f"no tier {tier!r} in rule set {rules.name} ({levels})"
+            )
+    segments = [s.name for s in rules.spec.segments]
+    for i, segment in enumerate(spec.audience.segments):
+        if segment not in segments:
+            problem(("audience", "segments", i), f"no segment {segment!r} in rule set {rules.name}")
+    if spec.offer is not None and spec.offer not in {o.name for o in rules.spec.offers}:
+        problem(("offer",), f"no offer {spec.offer!r} in rule set {rules.name}")
+    condition(("audience", "when"), spec.audience.when, "audience")
+    for i, arm in enumerate(spec.arms):
+        condition(("arms", i, "when"), arm.when, f"arm:{arm.name}")
+    if sum(1 for a in spec.arms if a.when is None) > 1:
+        problem(("arms",), "only one arm may go without `when` (it takes the rest)")
+    channels = ["email", "sms"] if spec.channel == "preferred" else [spec.channel]
+    used = [(("template",), spec.template)] + [
+        (("variants", i, "template"), v.template) for i, v in enumerate(spec.variants)
+    ]
+    for loc, name in used:
+        for channel in channels:
+            part = "body.html" if channel == "email" else "sms.txt"
+            if not templates.has(name, part):
+                problem(loc, f"template {name!r} has no {part} (needed for {channel})")
+    for channel in channels:
+        if channel not in spec.cost_per_message:
+            problem(("cost_per_message",), f"no cost per message for {channel}")
+    if problems:
+        raise SpecError(problems)
+    return Spec(spec, path, conditions)
+
+
+def _position(positions: Positions, loc: tuple[Any, ...], exc: ConditionError) -> tuple[int, int]:
+    line, col = positions.at(loc)
+    offset = 1 if positions.styles.get(loc) in ("'", '"') else 0
+    return line + exc.line - 1, (col + offset + exc.column - 1 if exc.line == 1 else exc.column)
