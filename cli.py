@@ -504,6 +504,124 @@ def campaign_preview(
     out.print(f"  estimated cost {result.cost:.2f} of budget {result.budget:.2f}: {verdict}")
 
 
+def _run_temporal(coro_factory: Any) -> Any:
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    from clientela.temporal import connect
+
+    s = settings()
+
+    async def go() -> Any:
+        return await coro_factory(await connect(s), s)
+
+    try:
+        return asyncio.run(go())
+    except WorkflowUpdateFailedError as exc:
+        raise fail(str(exc.cause or exc)) from None
+    except RPCError as exc:
+        raise fail(f"{exc}: check the campaign id (`clientela campaign list`)") from None
+    except ConnectionError as exc:
+        raise fail(str(exc)) from None
+
+
+@campaign_app.command("create")
+def campaign_create(
+    spec_path: Annotated[Path, typer.Argument(help="A campaign spec (YAML)")],
+    rules_path: Annotated[Path, typer.Option("--rules", help="The rule file")] = DEFAULT_RULES,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate, preview and start a campaign; it waits for approval before anything goes out."""
+    from clientela.campaigns.lifecycle import CampaignExists, create
+    from clientela.yamlfile import SpecError
+
+    rules = _load_rules(rules_path)
+
+    async def go(client: Any, s: Any) -> Any:
+        return await create(client, s, spec_path, rules)
+
+    try:
+        preview, handle = _run_temporal(go)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        raise fail(f"{spec_path}: {len(exc.problems)} error(s)") from None
+    except CampaignExists as exc:
+        raise fail(str(exc), code=2) from None
+    if as_json:
+        print(json.dumps({"workflow_id": handle.id, **preview.as_dict()}, indent=2))
+        return
+    out.print(
+        f"Created {handle.id}: {preview.audience} in the audience, estimated cost "
+        f"{preview.cost:.2f} of {preview.budget:.2f}"
+        + (" [red](over budget: it cannot be approved)[/red]" if preview.over_budget else "")
+    )
+    out.print("Approve it with `clientela campaign approve ID --by NAME`.")
+
+
+@campaign_app.command("approve")
+def campaign_approve(
+    campaign_id: str, by: Annotated[str, typer.Option("--by", help="Who approves")]
+) -> None:
+    """Approve a campaign awaiting approval (refused when it is over budget)."""
+    from clientela.campaigns.lifecycle import decide
+
+    _run_temporal(lambda client, s: decide(client, campaign_id, "approve", by))
+    out.print(f"{campaign_id} approved by {by}.")
+
+
+@campaign_app.command("reject")
+def campaign_reject(
+    campaign_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who rejects")],
+    reason: Annotated[str, typer.Option("--reason", help="Why")],
+) -> None:
+    """Reject a campaign awaiting approval, with the reason."""
+    from clientela.campaigns.lifecycle import decide
+
+    _run_temporal(lambda client, s: decide(client, campaign_id, "reject", by, reason))
+    out.print(f"{campaign_id} rejected by {by}.")
+
+
+def _campaign_signal(action: str) -> Any:
+    def command(campaign_id: str) -> None:
+        from clientela.campaigns.lifecycle import control
+
+        _run_temporal(lambda client, s: control(client, campaign_id, action))
+        out.print(f"{campaign_id}: {action} sent.")
+
+    command.__doc__ = {
+        "pause": "Hold the sending after the current page.",
+        "resume": "Carry on sending.",
+        "cancel": "Stop the campaign; nothing more is sent.",
+        "close": "Close the response window now.",
+    }[action]
+    return command
+
+
+for _action in ("pause", "resume", "cancel", "close"):
+    campaign_app.command(_action)(_campaign_signal(_action))
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Stage and counts of a campaign while it runs."""
+    from dataclasses import asdict
+
+    from clientela.campaigns.lifecycle import status
+
+    data = asdict(_run_temporal(lambda client, s: status(client, campaign_id)))
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(
+        f"[bold]{campaign_id}[/bold]: {data['stage']}{' (paused)' if data['paused'] else ''}; "
+        f"treated {data['treated']}, control {data['control']}, excluded {data['excluded']}, "
+        f"sent {data['sent']} {data['counts'] or ''}"
+    )
+
+
 @campaign_app.command("register")
 def campaign_register(
     campaign_id: Annotated[str, typer.Argument(help="A slug: letters, digits, -")],

@@ -15,25 +15,36 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.campaigns import CampaignActivities
 from activities.messaging import MessagingActivities
 from activities.rules import RulesActivities
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
+from workflows.campaign import CampaignWorkflow
 from workflows.rules_apply import RulesApply
 from workflows.welcome import WelcomeJourney
 
-WORKFLOWS = [WelcomeJourney, RulesApply]
+WORKFLOWS = [WelcomeJourney, RulesApply, CampaignWorkflow]
 
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
     messaging = MessagingActivities(settings)
     rules = RulesActivities(settings)
+    campaigns = CampaignActivities(messaging)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[messaging.send_messages, rules.prepare, rules.apply_pages, rules.finish],
+        activities=[
+            messaging.send_messages,
+            rules.prepare,
+            rules.apply_pages,
+            rules.finish,
+            campaigns.stage,
+            campaigns.prepare,
+            campaigns.send_page,
+        ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),
         max_concurrent_activities=50,

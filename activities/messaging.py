@@ -31,6 +31,10 @@ class MessagingActivities:
     @activity.defn(name="send_messages")
     async def send_messages(self, batch: SendMessagesInput) -> SendMessagesResult:
         """Send every message of the batch at most once; retry asks again for the rest."""
+        return await self.deliver_all(batch)
+
+    async def deliver_all(self, batch: SendMessagesInput) -> SendMessagesResult:
+        """The body of every sending activity: heartbeats its progress, resumes from it."""
         info = activity.info()
         attempt_id = f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}"
         # Messages before the resume point were all final in an earlier attempt.

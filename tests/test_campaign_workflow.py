@@ -1,0 +1,177 @@
+"""A campaign through its workflow on the real stack: approval, sending once, control untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from clientela.campaigns import lifecycle
+from clientela.campaigns.report import build
+from clientela.db import session_scope
+from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
+from clientela.settings import Settings
+from models import Campaign, CampaignMember, Customer
+from rules.model import load
+from tests.factories import make_customer
+from tests.test_rules_apply import apply_directly
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = load(ROOT / "rules" / "crm.yaml")
+
+SPEC = """\
+id: {id}
+name: Test campaign
+owner: me
+target_kpi: {{metric: conversion_rate, uplift: 1}}
+budget: {budget}
+cost_per_message: {{email: 0.01, sms: 0.05}}
+channel: email
+template: spring_offer
+control: {{share: 0.2}}
+response_window: 60
+"""
+
+
+def write_spec(tmp_path: Path, campaign_id: str, budget: float = 10) -> Path:
+    path = tmp_path / f"{campaign_id}.yaml"
+    path.write_text(SPEC.format(id=campaign_id, budget=budget))
+    return path
+
+
+async def wait_stage(client: Client, campaign_id: str, stage: str) -> None:
+    for _ in range(300):
+        if (await lifecycle.status(client, campaign_id)).stage == stage:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{campaign_id} never reached {stage}")
+
+
+async def test_approved_campaign_sends_once_to_the_treated_only(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    for _ in range(30):
+        make_customer(settings.db_url, locale="en")
+    apply_directly(settings.db_url)
+    cid = f"c-ok-{uuid.uuid4().hex[:8]}"
+    preview, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
+    assert preview.audience == 30 and not preview.over_budget
+    await wait_stage(client, cid, "awaiting_approval")
+    assert read_outbox(settings.outbox_dir) == []  # nothing goes out before approval
+    assert await lifecycle.decide(client, cid, "approve", by="ana") == "approved"
+    await wait_stage(client, cid, "tracking")
+    await lifecycle.control(client, cid, "close")
+    final = await handle.result()
+    assert final.stage == "done" and final.decided_by == "ana"
+    assert (final.treated, final.control) == (24, 6)  # 20% of 30 held out
+    outbox = read_outbox(settings.outbox_dir)
+    with session_scope(settings.db_url) as session:
+        members = session.exec(
+            select(CampaignMember, Customer.email)
+            .join(Customer)
+            .where(CampaignMember.campaign_id == cid)
+        ).all()
+        report = build(session, cid)
+        stage = session.get(Campaign, cid)
+    treated = {email for m, email in members if m.group == "treated"}
+    control = {email for m, email in members if m.group == "control"}
+    recipients = [m["to"][0] for m in outbox]
+    assert sorted(recipients) == sorted(treated)  # each treated customer exactly once
+    assert not control & set(recipients)  # the control group is never contacted
+    assert report["arms"][0]["treated"]["sent"] == 24
+    assert report["arms"][0]["treated"]["cost"] == pytest.approx(0.24)
+    assert stage is not None and stage.stage == "done" and stage.window_end is not None
+
+
+async def test_rejection_and_over_budget_refusal(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    for _ in range(5):
+        make_customer(settings.db_url)
+    apply_directly(settings.db_url)
+    cid = f"c-pricey-{uuid.uuid4().hex[:8]}"
+    preview, pricey = await lifecycle.create(
+        client, settings, write_spec(tmp_path, cid, budget=0.01), RULES
+    )
+    assert preview.over_budget
+    await wait_stage(client, cid, "awaiting_approval")
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await lifecycle.decide(client, cid, "approve", by="ana")
+    assert "over the budget" in str(err.value.cause)
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await lifecycle.decide(client, cid, "reject", by="ana")  # no reason given
+    assert "why" in str(err.value.cause)
+    assert await lifecycle.decide(client, cid, "reject", by="ana", reason="too dear") == "rejected"
+    final = await pricey.result()
+    assert final.stage == "rejected" and final.sent == 0
+    assert read_outbox(settings.outbox_dir) == []
+    with session_scope(settings.db_url) as session:
+        row = session.get(Campaign, cid)
+        assert row is not None and row.stage == "rejected"
+        assert "rejected by ana: too dear" in row.spec["history"]
+
+
+async def test_pause_holds_the_sending_and_cancel_stops_it(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    for _ in range(12):
+        make_customer(settings.db_url)
+    apply_directly(settings.db_url)
+    cid = f"c-pause-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "c-pause.yaml"
+    path.write_text(
+        SPEC.format(id=cid, budget=10).replace("control: {share: 0.2}", "control: {share: 0}")
+    )
+    _, handle = await lifecycle.create(client, settings, path, RULES)
+    await wait_stage(client, cid, "awaiting_approval")
+    await lifecycle.control(client, cid, "pause")
+    await lifecycle.decide(client, cid, "approve", by="ana")
+    await wait_stage(client, cid, "sending")
+    await asyncio.sleep(1)
+    status = await lifecycle.status(client, cid)
+    assert status.paused and status.sent == 0 and read_outbox(settings.outbox_dir) == []
+    await lifecycle.control(client, cid, "cancel")
+    final = await handle.result()
+    assert final.stage == "cancelled" and read_outbox(settings.outbox_dir) == []
+
+
+async def test_the_cli_drives_a_campaign(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    from tests.processes import run_cli
+
+    for _ in range(4):
+        make_customer(settings.db_url, locale="en")
+    apply_directly(settings.db_url)
+    cid = f"c-cli-{uuid.uuid4().hex[:8]}"
+    spec = write_spec(tmp_path, cid)
+
+    def cli(*args: str) -> object:
+        return asyncio.to_thread(run_cli, settings, *args)
+
+    created = await cli("campaign", "create", str(spec), "--json")
+    assert created.returncode == 0, created.stderr  # type: ignore[attr-defined]
+    assert json.loads(created.stdout)["audience"] == 4  # type: ignore[attr-defined]
+    again = await cli("campaign", "create", str(spec))
+    assert again.returncode == 2 and "already exists" in again.stderr  # type: ignore[attr-defined]
+    await wait_stage(client, cid, "awaiting_approval")
+    nobody = await cli("campaign", "approve", cid, "--by", " ")
+    assert nobody.returncode == 1 and "say who approves" in nobody.stderr  # type: ignore[attr-defined]
+    ok = await cli("campaign", "approve", cid, "--by", "ana")
+    assert ok.returncode == 0, ok.stderr  # type: ignore[attr-defined]
+    await wait_stage(client, cid, "tracking")
+    status = await cli("campaign", "status", cid, "--json")
+    data = json.loads(status.stdout)  # type: ignore[attr-defined]
+    assert data["stage"] == "tracking" and data["sent"] == data["treated"] == 3
+    closed = await cli("campaign", "close", cid)
+    assert closed.returncode == 0  # type: ignore[attr-defined]
+    await lifecycle.handle(client, cid).result()
+    listed = json.loads((await cli("campaign", "list", "--json")).stdout)  # type: ignore[attr-defined]
+    assert {"id": cid, "name": "Test campaign", "stage": "done"} in listed
+    unknown = await cli("campaign", "status", "no-such-campaign")
+    assert unknown.returncode == 1  # type: ignore[attr-defined]
