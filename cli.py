@@ -130,29 +130,38 @@ def demo(
     )
 
 
-@customers_app.command("import")
-def customers_import(
-    path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
-) -> None:
-    """Import customers; bad rows are reported with line and field, good rows imported."""
-    from clientela.customers import import_customers
+def _import(run: Any, summary: Any) -> None:
+    """Run an import in one session; report every bad row; exit 1 when any was rejected."""
     from clientela.db import session_scope
     from clientela.tables import ImportFileError
 
     s = settings()
     try:
         with session_scope(s.db_url) as session:
-            result = import_customers(session=session, path=path)
-    except ImportFileError as exc:
+            result = run(session)
+    except (ImportFileError, LookupError) as exc:
         raise fail(str(exc)) from None
     for problem in result.errors:
-        err.print(str(problem), highlight=False)
-    out.print(
-        f"{result.created} created, {result.updated} updated, "
-        f"{len({e.line for e in result.errors})} rows rejected"
-    )
+        err.print(str(problem), highlight=False, soft_wrap=True)
+    out.print(summary(result))
     if result.errors:
         raise typer.Exit(1)
+
+
+@customers_app.command("import")
+def customers_import(
+    path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
+) -> None:
+    """Import customers; bad rows are reported with line and field, good rows imported."""
+    from clientela.customers import import_customers
+
+    _import(
+        lambda session: import_customers(session=session, path=path),
+        lambda r: (
+            f"{r.created} created, {r.updated} updated, "
+            f"{len({e.line for e in r.errors})} rows rejected"
+        ),
+    )
 
 
 @customers_app.command("show")
@@ -666,41 +675,24 @@ def campaign_register(
 def campaign_import_members(campaign_id: str, path: Path) -> None:
     """Arms and control groups decided elsewhere (customer_id, arm, group[, variant])."""
     from clientela.campaigns.imports import import_members
-    from clientela.db import session_scope
-    from clientela.tables import ImportFileError
 
-    s = settings()
-    try:
-        with session_scope(s.db_url) as session:
-            result = import_members(session, campaign_id=campaign_id, path=path)
-    except (ImportFileError, LookupError) as exc:
-        raise fail(str(exc)) from None
-    _report_problems(result.errors)
-    out.print(f"{result.imported} members imported, {len(result.errors)} problems")
-    if result.errors:
-        raise typer.Exit(1)
+    _import(
+        lambda session: import_members(session, campaign_id=campaign_id, path=path),
+        lambda r: f"{r.imported} members imported, {len(r.errors)} problems",
+    )
 
 
 @events_app.command("import")
 def events_import(path: Path) -> None:
     """Responses after the fact (type, customer_id[, campaign, channel, value, at])."""
     from clientela.campaigns.imports import import_events
-    from clientela.db import session_scope
-    from clientela.tables import ImportFileError
 
-    s = settings()
-    try:
-        with session_scope(s.db_url) as session:
-            result = import_events(session, path=path)
-    except ImportFileError as exc:
-        raise fail(str(exc)) from None
-    _report_problems(result.errors)
-    out.print(
-        f"{result.imported} events imported, {result.skipped} already there, "
-        f"{len(result.errors)} problems"
+    _import(
+        lambda session: import_events(session, path=path),
+        lambda r: (
+            f"{r.imported} events imported, {r.skipped} already there, {len(r.errors)} problems"
+        ),
     )
-    if result.errors:
-        raise typer.Exit(1)
 
 
 @campaign_app.command("list")
