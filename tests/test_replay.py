@@ -23,4 +23,4 @@ async def test_saved_history_replays(name: str, text: str) -> None:
 
 
 def test_there_are_histories_to_replay() -> None:
-    assert {p.stem.rsplit("-", 1)[-1] for p in HISTORIES} >= {"responded", "silent"}
+    assert {p.stem.rsplit("-", 1)[-1] for p in HISTORIES} >= {"responded", "silent", "done"}

@@ -26,6 +26,14 @@ from workflows.welcome import WelcomeJourney
 HERE = Path(__file__).parent
 
 
+def save(path: Path, text: str) -> None:
+    """Write a history once: a saved one stands for executions that may still be running."""
+    if path.exists():
+        print(f"{path.name} exists; kept as it is (use a new tag for a new shape)")
+        return
+    path.write_text(text)
+
+
 async def main(tag: str) -> None:
     home = Path(tempfile.mkdtemp())
     catcher = SmtpCatcher(home / "outbox", port=free_port()).start()
@@ -50,10 +58,41 @@ async def main(tag: str) -> None:
                 handle = env.client.get_workflow_handle_for(WelcomeJourney.run, wid)
                 await handle.result()
                 history = await handle.fetch_history()
-                (HERE / f"welcome-{tag}-{name}.json").write_text(history.to_json())
+                save(HERE / f"welcome-{tag}-{name}.json", history.to_json())
+            await record_campaign(env, settings, tag, home)
     finally:
         catcher.stop()
         await env.shutdown()
+
+
+async def record_campaign(
+    env: WorkflowEnvironment, settings: Settings, tag: str, home: Path
+) -> None:
+    """A campaign approved, sent, tracked and closed."""
+    from clientela.campaigns import lifecycle
+    from rules.model import load
+    from tests.test_campaign_workflow import wait_stage
+    from tests.test_rules_apply import apply_directly
+
+    for i in range(6):
+        make_customer(settings.db_url, external_id=f"HC-{i}", locale="en")
+    apply_directly(settings.db_url)
+    spec = home / "campaign.yaml"
+    spec.write_text(
+        "id: history\nname: History\nowner: me\n"
+        "target_kpi: {metric: conversion_rate, uplift: 1}\nbudget: 10\n"
+        "cost_per_message: {email: 0.01}\nchannel: email\ntemplate: spring_offer\n"
+        "control: {share: 0.2}\nresponse_window: 60\n"
+    )
+    rules = load(HERE.parent.parent / "rules" / "crm.yaml")
+    _, handle = await lifecycle.create(env.client, settings, spec, rules)
+    await wait_stage(env.client, "history", "awaiting_approval")
+    await lifecycle.decide(env.client, "history", "approve", by="recorder")
+    await wait_stage(env.client, "history", "tracking")
+    await lifecycle.control(env.client, "history", "close")
+    await handle.result()
+    history = await handle.fetch_history()
+    save(HERE / f"campaign-{tag}-done.json", history.to_json())
 
 
 if __name__ == "__main__":
