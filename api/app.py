@@ -1,6 +1,7 @@
 """FastAPI application: ``POST /events`` takes sign-ups and responses; customers can be read."""
 
 import asyncio
+import html
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
@@ -21,6 +23,7 @@ from clientela.customers import (
     customer_view,
     get_customer,
     record_interaction,
+    set_consent,
     upsert_customer,
 )
 from clientela.db import get_engine, session_scope
@@ -28,6 +31,7 @@ from clientela.delivery import UnknownStatus, record_sms_status
 from clientela.journeys import signal_response, start_welcome
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
+from clientela.unsubscribe import BadToken, read_token
 from models import Direction
 from models.schemas import CustomerIn
 
@@ -188,6 +192,31 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             raise HTTPException(422, f"MessageStatus: {exc}") from None
         return Response(status_code=204)
 
+    @app.get("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        """What an unsubscribe link opens: one button, so that link scanners change nothing."""
+        try:
+            read_token(settings, token)
+        except BadToken as exc:
+            return HTMLResponse(_page(str(exc)), status_code=404)
+        return HTMLResponse(
+            _page(
+                "Do you want to stop receiving these messages?"
+                f'<form method="post" action="/u/{html.escape(token)}">'
+                '<button type="submit">Unsubscribe</button></form>'
+            )
+        )
+
+    @app.post("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe(token: str) -> HTMLResponse:
+        """Withdraw consent for the channel (also RFC 8058 one-click, from mail clients)."""
+        try:
+            customer_id, channel, campaign = read_token(settings, token)
+            await asyncio.to_thread(_unsubscribe, settings, customer_id, channel, campaign)
+        except (BadToken, UnknownCustomer):
+            return HTMLResponse(_page("This unsubscribe link is not valid."), status_code=404)
+        return HTMLResponse(_page("You are unsubscribed. You will not receive these messages."))
+
     @app.get("/customers/{customer_id}", dependencies=Authorised)
     async def customer(customer_id: str) -> dict[str, Any]:
         try:
@@ -248,6 +277,32 @@ def _realtime(
             fields["consent_source"] = event.consent_source
             outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
         return outcome.as_dict()
+
+
+def _page(body: str) -> str:
+    return f"<!doctype html><html><body style='font-family: sans-serif'><p>{body}</p></body></html>"
+
+
+def _unsubscribe(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> None:
+    with session_scope(settings.db_url) as session:
+        customer = get_customer(session=session, external_id=customer_id)
+        assert customer.id is not None
+        set_consent(
+            session=session,
+            customer_id=customer.id,
+            channel=channel,
+            granted=False,
+            source=f"unsubscribe link{f' ({campaign})' if campaign else ''}",
+        )
+        record_interaction(
+            session=session,
+            customer_id=customer.id,
+            channel=channel,
+            direction=Direction.inbound,
+            kind="unsubscribe",
+            outcome="responded",
+            campaign=campaign,
+        )
 
 
 def _record_status(settings: Settings, sid: str, status: str, code: int | None) -> None:

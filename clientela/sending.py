@@ -37,6 +37,7 @@ from clientela.db import session_scope
 from clientela.settings import Settings
 from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templates
 from clientela.timeutil import as_utc, utcnow
+from clientela.unsubscribe import url_for
 from models import (
     Channel,
     Customer,
@@ -290,6 +291,10 @@ class Sender:
         if channel is None:
             return Refusal(MessageState.suppressed, address_or_reason)
         context = {**customer_context(customer), **req.context}
+        if channel == Channel.email:
+            context["unsubscribe_url"] = url_for(
+                self.settings, customer.external_id, channel, req.campaign
+            )
         try:
             if channel == Channel.email:
                 locale, content = self.templates.email(req.template, customer.locale, context)
@@ -378,7 +383,7 @@ class Sender:
                     self._record, prepared, SendAccepted(found, note=RECONCILED), req
                 )
         try:
-            accepted = await self._send(prepared)
+            accepted = await self._send(prepared, req)
         except (Permanent, Transient) as exc:
             outcome = await asyncio.to_thread(self._record, prepared, exc, req)
             if isinstance(exc, Transient):
@@ -386,11 +391,20 @@ class Sender:
             return outcome
         return await asyncio.to_thread(self._record, prepared, accepted, req)
 
-    async def _send(self, p: Prepared) -> SendAccepted:
+    async def _send(self, p: Prepared, req: MessageRequest) -> SendAccepted:
         if p.channel == Channel.email:
             assert isinstance(p.content, RenderedEmail)
+            link = url_for(self.settings, req.customer_id, p.channel, req.campaign)
             message = build_email(
-                key=p.key, sender=self.email.sender, to=p.address, content=p.content
+                key=p.key,
+                sender=self.email.sender,
+                to=p.address,
+                content=p.content,
+                headers={
+                    # RFC 2369 and RFC 8058: mail clients offer a one-click unsubscribe.
+                    "List-Unsubscribe": f"<{link}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                },
             )
             return await self.email.send(message)
         assert isinstance(p.content, RenderedSms)

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_key: str = Field("", description="Bearer token the API requires; required off loopback")
+    secret_key: str = Field("", description="Signs unsubscribe links; default: <home>/secret.key")
 
     # Email. An empty smtp_host means the built-in catcher on 127.0.0.1:catcher_port.
     smtp_host: str = ""
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
                 f"api_host is {self.api_host!r}, reachable from other machines: set "
                 "CLIENTELA_API_KEY so that the API does not serve customer data to anyone"
             )
-        for name in ("twilio_auth_token", "smtp_password", "api_key"):
+        for name in ("twilio_auth_token", "smtp_password", "api_key", "secret_key"):
             if getattr(self, name).strip().lower() in PLACEHOLDERS:
                 raise ValueError(
                     f"{name} is set to a placeholder value; set the real secret or unset it"

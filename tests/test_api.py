@@ -219,3 +219,43 @@ async def test_bad_realtime_events_are_422(http: httpx.AsyncClient, body: dict, 
 async def test_realtime_event_for_unknown_customer_is_404(http: httpx.AsyncClient) -> None:
     r = await http.post("/events", json={"type": "purchase", "customer_id": "ghost", "amount": 1})
     assert r.status_code == 404 and "ghost" in r.json()["detail"]
+
+
+async def test_unsubscribe_link_withdraws_consent_before_the_next_message(
+    http: httpx.AsyncClient, settings: Settings, catcher: SmtpCatcher
+) -> None:
+    import email
+    import email.policy
+
+    cid = make_customer(settings.db_url, preferred_channel="email", locale="en", sms_consent=False)
+    sender = Sender(settings, "t/1/1")
+    try:
+        await sender.deliver(MessageRequest(key="u1", customer_id=cid, template="welcome"))
+    finally:
+        await sender.close()
+    [entry] = read_outbox(settings.outbox_dir)
+    raw = (settings.outbox_dir / entry["file"]).read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = str(message["List-Unsubscribe"]).strip().strip("<>")
+    path = link.removeprefix(settings.recipient_base_url)
+    html_part = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert link in html_part and "Unsubscribe" in html_part
+    page = await http.get(path)
+    assert page.status_code == 200 and '<form method="post"' in page.text
+    # Opening the page changes nothing; the one-click POST does.
+    assert (await http.get(f"/customers/{cid}")).json()["consent"]["email"]["granted"] is True
+    done = await http.post(path, content=b"List-Unsubscribe=One-Click")
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    view = (await http.get(f"/customers/{cid}")).json()
+    consent = view["consent"]["email"]
+    assert (consent["granted"], consent["source"]) == (False, "unsubscribe link")
+    assert ("inbound", "unsubscribe") in [(h["direction"], h["kind"]) for h in view["history"]]
+    sender = Sender(settings, "t/1/2")
+    try:
+        after = await sender.deliver(MessageRequest(key="u2", customer_id=cid, template="welcome"))
+    finally:
+        await sender.close()
+    assert after.state == "suppressed" and "email: no consent" in after.reason
+    forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+    assert (await http.post(forged)).status_code == 404

@@ -1,0 +1,53 @@
+"""Unsubscribe links: signed tokens naming a customer and a channel (RFC 8058 one-click)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from clientela.settings import Settings
+
+
+class BadToken(ValueError):
+    pass
+
+
+def secret_key(settings: Settings) -> bytes:
+    """CLIENTELA_SECRET_KEY, or one generated once and kept in the home folder."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.home / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def _sign(key: bytes, payload: str) -> str:
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def token_for(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> str:
+    payload = f"{customer_id}\x1f{channel}\x1f{campaign or ''}"
+    signed = f"{payload}\x1f{_sign(secret_key(settings), payload)}"
+    return base64.urlsafe_b64encode(signed.encode()).decode().rstrip("=")
+
+
+def read_token(settings: Settings, token: str) -> tuple[str, str, str | None]:
+    """(customer id, channel, campaign) of a genuine token; BadToken otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        customer_id, channel, campaign, signature = raw.split("\x1f")
+    except (ValueError, UnicodeDecodeError):
+        raise BadToken("this unsubscribe link is not valid") from None
+    expected = _sign(secret_key(settings), f"{customer_id}\x1f{channel}\x1f{campaign}")
+    if not hmac.compare_digest(signature, expected):
+        raise BadToken("this unsubscribe link is not valid")
+    return customer_id, channel, campaign or None
+
+
+def url_for(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> str:
+    return f"{settings.recipient_base_url}/u/{token_for(settings, customer_id, channel, campaign)}"
