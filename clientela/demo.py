@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlmodel import col, select
@@ -24,9 +25,10 @@ from clientela.devstack import stack
 from clientela.devstack.smtp_catcher import read_outbox
 from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.sample import sample_rows, write_sample_csv
+from clientela.sending import tier_channels
 from clientela.settings import Settings
 from clientela.temporal import connect
-from models import Message
+from models import Customer, Message
 from rules.model import load
 
 RULES = ROOT / "rules" / "crm.yaml"
@@ -80,7 +82,7 @@ def run_demo(
         + ", ".join(f"{t} {n}" for t, n in sorted(report.tiers.items()))
     )
 
-    chosen = random.Random(run).sample(rows, min(signups, len(rows)))
+    chosen = _sign_up_mix(settings, rows, signups, random.Random(run))
     api = f"http://{settings.api_host}:{settings.api_port}"
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     with httpx.Client(base_url=api, timeout=30, headers=headers) as http:
@@ -127,6 +129,28 @@ def _message_counts(settings: Settings, key_part: str) -> Counter[tuple[str, str
             )
         ).all()
     return Counter((channel, state) for channel, state in rows)
+
+
+def _sign_up_mix(
+    settings: Settings, rows: list[dict[str, Any]], signups: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """A random draw in which about a third prefer SMS and may get it, so both channels show."""
+    by_id = {r["external_id"]: r for r in rows}
+    with session_scope(settings.db_url) as session:
+        texting = [
+            customer.external_id
+            for customer in session.exec(
+                select(Customer).where(col(Customer.external_id).in_(list(by_id)))
+            ).all()
+            if customer.preferred_channel == "sms"
+            and by_id[customer.external_id]["sms_consent"] == "true"
+            and (allowed := tier_channels(session=session, customer=customer)) is not None
+            and "sms" in allowed[1]
+        ]
+    picked = rng.sample(texting, min(len(texting), signups // 3))
+    rest = [r["external_id"] for r in rows if r["external_id"] not in picked]
+    picked += rng.sample(rest, min(len(rest), signups - len(picked)))
+    return [by_id[cid] for cid in picked]
 
 
 async def _apply_rules(settings: Settings) -> tuple[dict[str, int], str]:
