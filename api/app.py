@@ -35,8 +35,6 @@ from clientela.unsubscribe import BadToken, read_token
 from models import Direction
 from models.schemas import CustomerIn
 
-RESPONSE_KINDS = ("open", "click", "reply", "response")
-
 
 class SignupEvent(CustomerIn):
     """A new customer signed up: create or update the record and welcome them."""
@@ -46,15 +44,20 @@ class SignupEvent(CustomerIn):
 
 
 class ResponseEvent(BaseModel):
-    """A customer responded to a message (opened, clicked, replied)."""
+    """A customer responded to a message: opened, clicked, visited, replied or converted.
+
+    With ``campaign`` it counts in that campaign's report (inside its response window);
+    a conversion carries its ``value``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["open", "click", "reply", "response"]
+    type: Literal["open", "click", "visit", "reply", "response", "conversion"]
     customer_id: str = Field(min_length=1, max_length=128)
-    channel: Literal["email", "sms"] = "email"
+    channel: Literal["email", "sms", "web", "phone", "store"] = "email"
     journey: str | None = Field(None, max_length=64)
     campaign: str | None = Field(None, max_length=128)
+    value: Decimal | None = Field(None, ge=0, max_digits=14, decimal_places=2)
 
 
 class PurchaseEvent(BaseModel):
@@ -246,6 +249,7 @@ def _record_response(settings: Settings, event: ResponseEvent) -> None:
             outcome="responded",
             journey=event.journey,
             campaign=event.campaign,
+            detail={} if event.value is None else {"value": float(event.value)},
         )
 
 

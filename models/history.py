@@ -12,6 +12,9 @@ from sqlmodel import Field, SQLModel
 
 from models.base import utcnow
 
+#: Inbound interactions that count as a response to a message.
+RESPONSE_KINDS = ("open", "click", "visit", "reply", "conversion", "response")
+
 
 class Direction(StrEnum):
     outbound = "outbound"

@@ -11,9 +11,8 @@ from sqlmodel import Session, col, select
 
 from clientela.timeutil import as_utc
 from models import Complaint, Consent, Customer, Direction, Interaction, Transaction
+from models.history import RESPONSE_KINDS
 from rules.features import History
-
-RESPONSE_KINDS = ("open", "click", "reply", "conversion", "response")
 
 
 def customer_page(session: Session, *, after_id: int, limit: int) -> list[Customer]:

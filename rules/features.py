@@ -50,7 +50,7 @@ FEATURES: dict[str, Feature] = {
     ),
     "messages_12m": Feature("number", "messages sent to the customer in the last 12 months"),
     "responses_12m": Feature(
-        "number", "opens, clicks, replies and conversions in the last 12 months"
+        "number", "opens, clicks, visits, replies and conversions in the last 12 months"
     ),
     "response_rate": Feature(
         "number", "responses_12m / messages_12m; unknown when nothing was sent"

@@ -175,3 +175,49 @@ async def test_the_cli_drives_a_campaign(
     assert {"id": cid, "name": "Test campaign", "stage": "done"} in listed
     unknown = await cli("campaign", "status", "no-such-campaign")
     assert unknown.returncode == 1  # type: ignore[attr-defined]
+
+
+async def test_responses_posted_to_the_api_count_in_the_report(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    for _ in range(10):
+        make_customer(settings.db_url, locale="en")
+    apply_directly(settings.db_url)
+    cid = f"c-resp-{uuid.uuid4().hex[:8]}"
+    _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
+    await wait_stage(client, cid, "awaiting_approval")
+    await lifecycle.decide(client, cid, "approve", by="ana")
+    await wait_stage(client, cid, "tracking")
+    with session_scope(settings.db_url) as session:
+        members = session.exec(
+            select(CampaignMember, Customer.external_id)
+            .join(Customer)
+            .where(CampaignMember.campaign_id == cid)
+        ).all()
+    treated = [e for m, e in members if m.group == "treated"]
+    control = [e for m, e in members if m.group == "control"]
+    app = create_app(settings, client)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        for customer, kind, value in (
+            (treated[0], "click", None),
+            (treated[0], "conversion", "40.00"),
+            (treated[1], "visit", None),
+            (control[0], "conversion", "15.50"),  # control customers' conversions count too
+        ):
+            body = {"type": kind, "customer_id": customer, "campaign": cid, "channel": "web"}
+            if value:
+                body["value"] = value
+            r = await http.post("/events", json=body)
+            assert r.status_code == 202, r.text
+    await lifecycle.control(client, cid, "close")
+    await handle.result()
+    with session_scope(settings.db_url) as session:
+        [arm] = build(session, cid)["arms"]
+    assert (arm["treated"]["responded"], arm["treated"]["visits"]) == (2, 2)
+    assert (arm["treated"]["conversions"], arm["treated"]["revenue"]) == (1, 40.0)
+    assert (arm["control_group"]["conversions"], arm["control_group"]["revenue"]) == (1, 15.5)

@@ -20,8 +20,8 @@ from sqlmodel import Session, col, select
 from clientela.campaigns.uplift import Moments, Uplift, means, proportions
 from clientela.timeutil import as_utc
 from models import Campaign, CampaignMember, Direction, Interaction, Message, MessageState
+from models.history import RESPONSE_KINDS
 
-RESPONSES = ("open", "click", "visit", "reply", "conversion", "response")
 SHARED = ""  # the arm of a control group shared by every arm
 
 
@@ -182,7 +182,7 @@ def _responses(session: Session, campaign: Campaign) -> dict[int, dict[str, Any]
     query = select(Interaction.customer_id, Interaction.kind, Interaction.detail).where(
         Interaction.campaign == campaign.id,
         Interaction.direction == Direction.inbound,
-        col(Interaction.kind).in_(RESPONSES),
+        col(Interaction.kind).in_(RESPONSE_KINDS),
     )
     if campaign.window_start is not None:
         query = query.where(col(Interaction.occurred_at) >= campaign.window_start)
