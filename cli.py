@@ -148,6 +148,19 @@ def _import(run: Any, summary: Any) -> None:
         raise typer.Exit(1)
 
 
+def _about_customer(customer_id: str, read: Any) -> Any:
+    """read(session, customer) in one session; an unknown customer is a one-line error."""
+    from clientela.customers import UnknownCustomer, get_customer
+    from clientela.db import session_scope
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            return read(session, get_customer(session=session, external_id=customer_id))
+    except UnknownCustomer as exc:
+        raise fail(str(exc)) from None
+
+
 @customers_app.command("import")
 def customers_import(
     path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
@@ -170,15 +183,11 @@ def customers_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """The single customer view: profile, consent, messages and contact history."""
-    from clientela.customers import UnknownCustomer, customer_view
-    from clientela.db import session_scope
+    from clientela.customers import customer_view
 
-    s = settings()
-    try:
-        with session_scope(s.db_url) as session:
-            view = customer_view(session=session, external_id=customer_id)
-    except UnknownCustomer as exc:
-        raise fail(str(exc)) from None
+    view = _about_customer(
+        customer_id, lambda session, c: customer_view(session=session, external_id=c.external_id)
+    )
     if as_json:
         print(json.dumps(view, indent=2, ensure_ascii=False))
         return
@@ -426,16 +435,9 @@ def rules_explain(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Why a customer is in its tier: the rule, its version, each condition and its values."""
-    from clientela.customers import UnknownCustomer, get_customer
-    from clientela.db import session_scope
     from rules.service import explain_customer
 
-    s = settings()
-    try:
-        with session_scope(s.db_url) as session:
-            data = explain_customer(session, get_customer(session=session, external_id=customer_id))
-    except UnknownCustomer as exc:
-        raise fail(str(exc)) from None
+    data = _about_customer(customer_id, explain_customer)
     if data is None:
         raise fail(f"no decision for {customer_id!r} yet: run `clientela rules apply` first")
     if as_json:

@@ -44,6 +44,25 @@ def write_spec(tmp_path: Path, campaign_id: str, budget: float = 10) -> Path:
     return path
 
 
+def tiered_customers(db_url: str, n: int, **fields: object) -> None:
+    """n customers, tiered by the shipped rules (campaign audiences need decisions)."""
+    for _ in range(n):
+        make_customer(db_url, **fields)
+    apply_directly(db_url)
+
+
+def members_of(db_url: str, campaign_id: str) -> list[tuple[CampaignMember, str]]:
+    """The campaign's lead list with each member's external id."""
+    with session_scope(db_url) as session:
+        return list(
+            session.exec(
+                select(CampaignMember, Customer.external_id)
+                .join(Customer)
+                .where(CampaignMember.campaign_id == campaign_id)
+            ).all()
+        )
+
+
 async def wait_stage(client: Client, campaign_id: str, stage: str) -> None:
     for _ in range(300):
         if (await lifecycle.status(client, campaign_id)).stage == stage:
@@ -55,9 +74,7 @@ async def wait_stage(client: Client, campaign_id: str, stage: str) -> None:
 async def test_approved_campaign_sends_once_to_the_treated_only(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
 ) -> None:
-    for _ in range(30):
-        make_customer(settings.db_url, locale="en")
-    apply_directly(settings.db_url)
+    tiered_customers(settings.db_url, 30, locale="en")
     cid = f"c-ok-{uuid.uuid4().hex[:8]}"
     preview, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
     assert preview.audience == 30 and not preview.over_budget
@@ -91,9 +108,7 @@ async def test_approved_campaign_sends_once_to_the_treated_only(
 async def test_rejection_and_over_budget_refusal(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
 ) -> None:
-    for _ in range(5):
-        make_customer(settings.db_url)
-    apply_directly(settings.db_url)
+    tiered_customers(settings.db_url, 5)
     cid = f"c-pricey-{uuid.uuid4().hex[:8]}"
     preview, pricey = await lifecycle.create(
         client, settings, write_spec(tmp_path, cid, budget=0.01), RULES
@@ -119,9 +134,7 @@ async def test_rejection_and_over_budget_refusal(
 async def test_pause_holds_the_sending_and_cancel_stops_it(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
 ) -> None:
-    for _ in range(12):
-        make_customer(settings.db_url)
-    apply_directly(settings.db_url)
+    tiered_customers(settings.db_url, 12)
     cid = f"c-pause-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "c-pause.yaml"
     path.write_text(
@@ -145,9 +158,7 @@ async def test_the_cli_drives_a_campaign(
 ) -> None:
     from tests.processes import run_cli
 
-    for _ in range(4):
-        make_customer(settings.db_url, locale="en")
-    apply_directly(settings.db_url)
+    tiered_customers(settings.db_url, 4, locale="en")
     cid = f"c-cli-{uuid.uuid4().hex[:8]}"
     spec = write_spec(tmp_path, cid)
 
@@ -184,20 +195,13 @@ async def test_responses_posted_to_the_api_count_in_the_report(
 
     from api.app import create_app
 
-    for _ in range(10):
-        make_customer(settings.db_url, locale="en")
-    apply_directly(settings.db_url)
+    tiered_customers(settings.db_url, 10, locale="en")
     cid = f"c-resp-{uuid.uuid4().hex[:8]}"
     _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
     await wait_stage(client, cid, "awaiting_approval")
     await lifecycle.decide(client, cid, "approve", by="ana")
     await wait_stage(client, cid, "tracking")
-    with session_scope(settings.db_url) as session:
-        members = session.exec(
-            select(CampaignMember, Customer.external_id)
-            .join(Customer)
-            .where(CampaignMember.campaign_id == cid)
-        ).all()
+    members = members_of(settings.db_url, cid)
     treated = [e for m, e in members if m.group == "treated"]
     control = [e for m, e in members if m.group == "control"]
     app = create_app(settings, client)
