@@ -19,6 +19,10 @@ class MessageRequest:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+#: Outcome state of a message that may not go yet (quiet hours); its ledger row stays queued.
+DEFERRED = "deferred"
+
+
 @dataclass
 class MessageOutcome:
     key: str
@@ -26,6 +30,8 @@ class MessageOutcome:
     channel: str = ""
     reason: str = ""
     provider_id: str = ""
+    #: state "deferred" (not now, e.g. quiet hours): when it may go, ISO 8601 UTC.
+    retry_at: str = ""
 
 
 @dataclass

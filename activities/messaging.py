@@ -15,12 +15,15 @@ from activities.contracts import (
     SendMessagesInput,
     SendMessagesResult,
 )
-from clientela.channels import InDoubt, Transient
+from clientela.channels import SendError, Transient
 from clientela.db import session_scope
 from clientela.sending import Sender
 from clientela.settings import Settings
 from clientela.templating import Templates
-from models import Message
+from models import Message, MessageState
+
+#: Messages claimed and recorded together (one transaction each way).
+CHUNK = 100
 
 
 class MessagingActivities:
@@ -34,10 +37,14 @@ class MessagingActivities:
         return await self.deliver_all(batch)
 
     async def deliver_all(self, batch: SendMessagesInput) -> SendMessagesResult:
-        """The body of every sending activity: heartbeats its progress, resumes from it."""
+        """The body of every sending activity: heartbeats its progress, resumes from it.
+
+        Messages go in chunks of ``CHUNK`` (one transaction to claim, one to record each);
+        the heartbeat carries how many leading messages are settled, so a retried attempt
+        starts after them (a message that is settled is never touched again either way).
+        """
         info = activity.info()
         attempt_id = f"{info.workflow_run_id}/{info.activity_id}/{info.attempt}"
-        # Messages before the resume point were all final in an earlier attempt.
         resume = int(info.heartbeat_details[0]) if info.heartbeat_details else 0
         outcomes: list[MessageOutcome | None] = [None] * len(batch.messages)
         if resume:
@@ -46,24 +53,27 @@ class MessagingActivities:
             )
             for i, m in enumerate(batch.messages[:resume]):
                 outcomes[i] = earlier.get(m.key)
+        # Before the resume point only messages that are not final yet (deferred ones).
+        todo = [i for i in range(len(batch.messages)) if outcomes[i] is None]
         sender = Sender(self.settings, attempt_id, self.templates)
         pending: list[str] = []
         retry_after: float | None = None
-        done_prefix = resume
+        settled = 0
         try:
-            for i in range(resume, len(batch.messages)):
-                req = batch.messages[i]
-                try:
-                    outcomes[i] = await sender.deliver(req)
-                except Transient as exc:
-                    pending.append(f"{req.key}: {exc.reason}")
-                    if exc.retry_after:
-                        retry_after = max(retry_after or 0.0, exc.retry_after)
-                except InDoubt as exc:
-                    pending.append(f"{req.key}: {exc.reason}")
-                if not pending:
-                    done_prefix = i + 1
-                activity.heartbeat(done_prefix)
+            for start in range(0, len(todo), CHUNK):
+                indices = todo[start : start + CHUNK]
+                results = await sender.deliver_many([batch.messages[i] for i in indices])
+                for i, result in zip(indices, results, strict=True):
+                    if isinstance(result, SendError):
+                        pending.append(f"{batch.messages[i].key}: {result.reason}")
+                        if isinstance(result, Transient) and result.retry_after:
+                            retry_after = max(retry_after or 0.0, result.retry_after)
+                    else:
+                        outcomes[i] = result
+                # Heartbeat the settled prefix: a retry resumes at the first unsettled message.
+                while settled < len(outcomes) and outcomes[settled] is not None:
+                    settled += 1
+                activity.heartbeat(settled)
         finally:
             await sender.close()
         if pending:
@@ -78,8 +88,14 @@ class MessagingActivities:
         return SendMessagesResult(counts=dict(counts), outcomes=final if batch.detail else [])
 
     def _final_outcomes(self, keys: list[str]) -> dict[str, MessageOutcome]:
+        """Outcomes of the messages among ``keys`` whose ledger rows are final."""
         with session_scope(self.settings.db_url) as session:
-            rows = session.exec(select(Message).where(col(Message.key).in_(keys))).all()
+            rows = session.exec(
+                select(Message).where(
+                    col(Message.key).in_(keys),
+                    col(Message.state).not_in([MessageState.queued, MessageState.sending]),
+                )
+            ).all()
             return {
                 r.key: MessageOutcome(
                     key=r.key,

@@ -15,55 +15,66 @@ Per message, keyed by its idempotency key in the ledger (``models.ledger.Message
    died, perhaps after the provider accepted the message. It is reconciled with the provider:
    accepted -> ``sent``; not there -> claimed again and sent; the provider cannot tell (a
    plain SMTP relay) -> ``failed`` as ``in doubt``, never resent.
+
+A message that may not go *now* (an SMS in the customer's quiet hours) stays ``queued`` with
+the reason and its outcome is ``deferred`` with the time it may go (``retry_at``).
+
+Batches go through the same steps together: one transaction reserves and claims a whole
+batch, the messages go to their providers concurrently (``send_concurrency`` per channel,
+paced by ``email_rate`` / ``sms_rate``), and one transaction records every answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from activities.contracts import MessageOutcome, MessageRequest
-from clientela.channels import InDoubt, Permanent, SendAccepted, Transient
+from activities.contracts import DEFERRED, MessageOutcome, MessageRequest
+from clientela.channels import InDoubt, Permanent, SendAccepted, SendError, Transient
 from clientela.channels.email import EmailTransport, build_email, message_id_for
 from clientela.channels.sms import SmsTransport
-from clientela.customers import UnknownCustomer, consents, get_customer, is_suppressed, suppress
+from clientela.customers import suppress
 from clientela.db import session_scope
+from clientela.eligibility import Deferral, Facts, chunked
+from clientela.ratelimit import limiter
 from clientela.settings import Settings
 from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templates
 from clientela.timeutil import as_utc, utcnow
 from clientela.unsubscribe import url_for
-from models import (
-    Channel,
-    Customer,
-    CustomerDecision,
-    Direction,
-    Interaction,
-    Message,
-    MessageState,
-    RuleVersion,
-)
-from rules.service import rules_of
+from models import Channel, Customer, Direction, Interaction, Message, MessageState
 
 RECONCILED = "reconciled: the provider had accepted it before an attempt was interrupted"
+IN_DOUBT = (
+    "in doubt: an attempt stopped after handing the message to the provider, which cannot "
+    "say whether it arrived; not resent so that it is never received twice"
+)
 
 
 @dataclass
 class Prepared:
     """A message claimed by this attempt, ready for its provider."""
 
-    key: str
+    req: MessageRequest
     customer_pk: int
     channel: str
     address: str
     content: RenderedEmail | RenderedSms
     reconcile: bool = False  # a dead attempt's claim: ask the provider first
     claimed_at: Any = None
+    unsubscribe_url: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.req.key
 
 
 @dataclass
@@ -78,17 +89,22 @@ class Decision:
     address: str
     locale: str
     content: RenderedEmail | RenderedSms
+    unsubscribe_url: str = ""
 
-    def prepared(self, key: str, customer_pk: int, reconcile: bool, claimed_at: Any) -> Prepared:
-        return Prepared(
-            key=key,
-            customer_pk=customer_pk,
-            channel=self.channel,
-            address=self.address,
-            content=self.content,
-            reconcile=reconcile,
-            claimed_at=claimed_at,
-        )
+
+@dataclass
+class Unknowable:
+    """The provider cannot say whether it has the message: fail it, never resend."""
+
+
+@dataclass
+class Leave:
+    """Leave the claim as it is (the provider may have the message); ``error`` says why."""
+
+    error: SendError
+
+
+Answer = SendAccepted | Permanent | Transient | Unknowable | Leave
 
 
 def _outcome(row: Message) -> MessageOutcome:
@@ -121,47 +137,18 @@ def customer_context(customer: Customer) -> dict[str, Any]:
 
 def tier_channels(*, session: Session, customer: Customer) -> tuple[str, list[str]] | None:
     """(tier, channels) its tier's policy allows; None before the rules decided a tier."""
-    decision = session.get(CustomerDecision, customer.id)
-    if decision is None:
-        return None
-    version = session.get(RuleVersion, decision.rule_version_id)
-    if version is None:
-        return None
-    policy = rules_of(version).spec.policies.get(decision.tier)
-    return (decision.tier, list(policy.channels)) if policy else None
+    return Facts(session, [customer], utcnow()).tier_channels(customer)
 
 
 def choose_channel(
     *, session: Session, customer: Customer, requested: str | None
 ) -> tuple[str, str] | tuple[None, str]:
-    """(channel, address) allowed for this customer, or (None, why not)."""
-    assert customer.id is not None
-    granted = consents(session=session, customer_id=customer.id)
-    if requested:
-        order = [requested]
-    else:
-        preferred = customer.preferred_channel or Channel.email
-        order = [preferred] + [c.value for c in Channel if c.value != preferred]
-    allowed = tier_channels(session=session, customer=customer)
-    reasons = []
-    for channel in order:
-        address = customer.email if channel == Channel.email else customer.phone
-        consent = granted.get(channel)
-        if allowed is not None and channel not in allowed[1]:
-            reasons.append(f"{channel}: not a channel of tier {allowed[0]}")
-        elif consent is None or not consent.granted:
-            reasons.append(f"{channel}: no consent")
-        elif not address:
-            reasons.append(f"{channel}: no address")
-        elif (hit := is_suppressed(session=session, channel=channel, address=address)) is not None:
-            reasons.append(f"{channel}: address suppressed ({hit.reason})")
-        else:
-            return channel, address
-    return None, "; ".join(reasons)
+    """(channel, address) allowed for this customer now, or (None, why not)."""
+    return Facts(session, [customer], utcnow()).choose_channel(customer, requested)
 
 
 class Sender:
-    """Sends messages through the ledger protocol; one instance per batch."""
+    """Sends messages through the ledger protocol; one instance per activity attempt."""
 
     def __init__(
         self, settings: Settings, attempt_id: str, templates: Templates | None = None
@@ -170,14 +157,11 @@ class Sender:
         self.attempt_id = attempt_id
         # Share one Templates per process where possible: it caches compiled templates.
         self.templates = templates or Templates(settings.templates_dir, settings.default_locale)
-        self._email: EmailTransport | None = None
+        self.quiet_hours = settings.quiet_hours
+        self._idle_email: list[EmailTransport] = []
+        self._open_email: list[EmailTransport] = []
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._sms: SmsTransport | None = None
-
-    @property
-    def email(self) -> EmailTransport:
-        if self._email is None:
-            self._email = EmailTransport(self.settings)
-        return self._email
 
     @property
     def sms(self) -> SmsTransport:
@@ -185,219 +169,90 @@ class Sender:
             self._sms = SmsTransport(self.settings)
         return self._sms
 
-    async def close(self) -> None:
-        for transport in (self._email, self._sms):
-            if transport is not None:
-                await transport.close()
+    def _slot(self, channel: str) -> asyncio.Semaphore:
+        if channel not in self._slots:
+            self._slots[channel] = asyncio.Semaphore(self.settings.send_concurrency)
+        return self._slots[channel]
 
-    # -- database steps (run in a thread: the driver blocks) --------------------------------
-
-    def _prepare(self, req: MessageRequest) -> MessageOutcome | Prepared:
-        with session_scope(self.settings.db_url) as session:
-            row = session.exec(select(Message).where(Message.key == req.key)).first()
-            if row is not None and MessageState(row.state).final:
-                return _outcome(row)
+    @asynccontextmanager
+    async def _email(self) -> AsyncIterator[EmailTransport]:
+        """One of at most ``send_concurrency`` SMTP connections, reused across the batch."""
+        async with self._slot(Channel.email):
+            if self._idle_email:
+                transport = self._idle_email.pop()
+            else:
+                transport = EmailTransport(self.settings)
+                self._open_email.append(transport)
             try:
-                customer = get_customer(session=session, external_id=req.customer_id)
-            except UnknownCustomer as exc:
-                # No ledger row can point at a customer who does not exist.
-                return MessageOutcome(key=req.key, state=MessageState.failed, reason=str(exc))
-            assert customer.id is not None
-            decision = self._decide(session, req, customer)
-            now = utcnow()
-            if row is None:
-                return self._reserve(session, req, customer.id, decision, now)
-            if isinstance(decision, Refusal):
-                row.state, row.reason, row.updated_at = decision.state, decision.reason, now
-                session.add(row)
-                return _outcome(row)
-            if row.state == MessageState.sending:
-                claimed_at = as_utc(row.claimed_at) or now
-                if (
-                    now - claimed_at < self.settings.send_lease
-                    and row.claimed_by != self.attempt_id
-                ):
-                    raise Transient(
-                        f"{req.key} is being sent by another attempt ({row.claimed_by})"
-                    )
-                held_by = Message.claimed_by == row.claimed_by
-                reconcile = True
-            else:
-                held_by = Message.state == MessageState.queued
-                reconcile, claimed_at = False, now
-            claimed = session.execute(
-                update(Message)
-                .where(Message.key == req.key, held_by)  # type: ignore[arg-type]
-                .values(
-                    state=MessageState.sending,
-                    claimed_by=self.attempt_id,
-                    claimed_at=now,
-                    attempts=Message.attempts + 1,
-                    channel=decision.channel,
-                    address=decision.address,
-                    locale=decision.locale,
-                    updated_at=now,
-                )
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                raise Transient(f"{req.key} was claimed concurrently; will look again")
-            return decision.prepared(req.key, customer.id, reconcile, claimed_at)
+                yield transport
+            finally:
+                self._idle_email.append(transport)
 
-    def _reserve(
-        self,
-        session: Session,
-        req: MessageRequest,
-        customer_pk: int,
-        decision: Decision | Refusal,
-        now: datetime,
-    ) -> MessageOutcome | Prepared:
-        """A new key: its row is written already claimed (or already refused), in one commit."""
-        row = Message(
-            key=req.key,
-            customer_id=customer_pk,
-            channel=req.channel or Channel.email,
-            template=req.template,
-            journey=req.journey,
-            campaign=req.campaign,
-            created_at=now,
-            updated_at=now,
-        )
-        if isinstance(decision, Refusal):
-            row.state, row.reason = decision.state, decision.reason
-        else:
-            row.channel, row.address, row.locale = (
-                decision.channel,
-                decision.address,
-                decision.locale,
-            )
-            row.state, row.claimed_by, row.claimed_at = MessageState.sending, self.attempt_id, now
-            row.attempts = 1
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
-            raise Transient(f"{req.key} was reserved concurrently; will look again") from None
-        if isinstance(decision, Refusal):
-            return _outcome(row)
-        return decision.prepared(req.key, customer_pk, False, now)
-
-    def _decide(
-        self, session: Session, req: MessageRequest, customer: Customer
-    ) -> Decision | Refusal:
-        """Which channel and address, and the rendered content; or why nothing is sent."""
-        channel, address_or_reason = choose_channel(
-            session=session, customer=customer, requested=req.channel
-        )
-        if channel is None:
-            return Refusal(MessageState.suppressed, address_or_reason)
-        context = {**customer_context(customer), **req.context}
-        if channel == Channel.email:
-            context["unsubscribe_url"] = url_for(
-                self.settings, customer.external_id, channel, req.campaign
-            )
-        try:
-            if channel == Channel.email:
-                locale, content = self.templates.email(req.template, customer.locale, context)
-                return Decision(channel, address_or_reason, locale, content)
-            locale, sms = self.templates.sms(req.template, customer.locale, context)
-            return Decision(channel, address_or_reason, locale, sms)
-        except RenderError as exc:
-            return Refusal(MessageState.failed, f"template error: {exc}")
-
-    def _record(
-        self,
-        p: Prepared,
-        result: SendAccepted | Permanent | Transient,
-        req: MessageRequest,
-    ) -> MessageOutcome:
-        with session_scope(self.settings.db_url) as session:
-            row = session.exec(select(Message).where(Message.key == p.key)).one()
-            if row.state != MessageState.sending or row.claimed_by != self.attempt_id:
-                # Our claim was taken over (we were presumed dead); the taker decides.
-                return _outcome(row)
-            now = utcnow()
-            row.updated_at = now
-            if isinstance(result, SendAccepted):
-                row.state, row.provider_id, row.sent_at, row.reason = (
-                    MessageState.sent,
-                    result.provider_id,
-                    now,
-                    result.note,
-                )
-            elif isinstance(result, Permanent):
-                row.state, row.reason = MessageState.failed, result.reason
-                if result.suppress:
-                    suppress(
-                        session=session, channel=p.channel, address=p.address, reason=result.reason
-                    )
-            else:
-                row.state, row.reason, row.claimed_by = MessageState.queued, result.reason, ""
-            session.add(row)
-            if row.state in (MessageState.sent, MessageState.failed):
-                session.add(
-                    Interaction(
-                        customer_id=p.customer_pk,
-                        channel=p.channel,
-                        direction=Direction.outbound,
-                        kind="message",
-                        outcome=row.state,
-                        journey=req.journey,
-                        campaign=req.campaign,
-                        message_key=p.key,
-                        detail={"template": req.template, "reason": row.reason}
-                        if row.reason
-                        else {"template": req.template},
-                    )
-                )
-            return _outcome(row)
-
-    def _mark_in_doubt(self, p: Prepared, reason: str) -> MessageOutcome:
-        with session_scope(self.settings.db_url) as session:
-            row = session.exec(select(Message).where(Message.key == p.key)).one()
-            if row.state == MessageState.sending and row.claimed_by == self.attempt_id:
-                row.state = MessageState.failed
-                row.reason = reason
-                row.updated_at = utcnow()
-                session.add(row)
-            return _outcome(row)
+    async def close(self) -> None:
+        for transport in self._open_email:
+            await transport.close()
+        if self._sms is not None:
+            await self._sms.close()
 
     # -- the protocol ------------------------------------------------------------------------
 
     async def deliver(self, req: MessageRequest) -> MessageOutcome:
         """Send one message at most once. Raises Transient or InDoubt to ask for a retry."""
-        prepared = await asyncio.to_thread(self._prepare, req)
-        if isinstance(prepared, MessageOutcome):
-            return prepared
-        if prepared.reconcile:
-            found = await self._reconcile(prepared)
-            if found is None:
-                return await asyncio.to_thread(
-                    self._mark_in_doubt,
-                    prepared,
-                    "in doubt: an attempt stopped after handing the message to the provider, "
-                    "which cannot say whether it arrived; not resent so that it is never "
-                    "received twice",
-                )
-            if found:
-                return await asyncio.to_thread(
-                    self._record, prepared, SendAccepted(found, note=RECONCILED), req
-                )
-        try:
-            accepted = await self._send(prepared, req)
-        except (Permanent, Transient) as exc:
-            outcome = await asyncio.to_thread(self._record, prepared, exc, req)
-            if isinstance(exc, Transient):
-                raise
-            return outcome
-        return await asyncio.to_thread(self._record, prepared, accepted, req)
+        (result,) = await self.deliver_many([req])
+        if isinstance(result, SendError):
+            raise result
+        return result
 
-    async def _send(self, p: Prepared, req: MessageRequest) -> SendAccepted:
+    async def deliver_many(
+        self, reqs: list[MessageRequest]
+    ) -> list[MessageOutcome | Transient | InDoubt]:
+        """Send a batch, each message at most once. A Transient or InDoubt in the result
+        means that message is not final yet: ask again later with the same key."""
+        prepared = await asyncio.to_thread(self._prepare_many, reqs)
+        claimed = [p for p in prepared if isinstance(p, Prepared)]
+        answers = await asyncio.gather(*(self._attempt(p) for p in claimed))
+        recorded = await asyncio.to_thread(
+            self._record_many, list(zip(claimed, answers, strict=True))
+        )
+        results: list[MessageOutcome | Transient | InDoubt] = []
+        for item in prepared:
+            if isinstance(item, Prepared):
+                results.append(recorded[item.key])
+            else:
+                results.append(item)
+        return results
+
+    async def _attempt(self, p: Prepared) -> Answer:
+        if p.reconcile:
+            try:
+                found = await self._reconcile(p)
+            except Transient as exc:
+                return Leave(exc)  # could not ask: the claim waits for the next attempt
+            if found is None:
+                return Unknowable()
+            if found:
+                return SendAccepted(found, note=RECONCILED)
+        try:
+            await limiter(p.channel, self._rate(p.channel)).wait()
+            return await self._send(p)
+        except (Permanent, Transient) as exc:
+            return exc
+        except InDoubt as exc:
+            return Leave(exc)
+
+    def _rate(self, channel: str) -> float:
+        return self.settings.email_rate if channel == Channel.email else self.settings.sms_rate
+
+    async def _send(self, p: Prepared) -> SendAccepted:
+        req = p.req
         if p.channel == Channel.email:
             assert isinstance(p.content, RenderedEmail)
-            link = url_for(self.settings, req.customer_id, p.channel, req.campaign)
+            link = p.unsubscribe_url or url_for(
+                self.settings, req.customer_id, p.channel, req.campaign
+            )
             message = build_email(
                 key=p.key,
-                sender=self.email.sender,
+                sender=self.settings.mail_from,
                 to=p.address,
                 content=p.content,
                 headers={
@@ -406,19 +261,352 @@ class Sender:
                     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 },
             )
-            return await self.email.send(message)
+            async with self._email() as transport:
+                return await transport.send(message)
         assert isinstance(p.content, RenderedSms)
-        return await self.sms.send(to=p.address, body=p.content.body)
+        async with self._slot(Channel.sms):
+            return await self.sms.send(to=p.address, body=p.content.body)
 
     async def _reconcile(self, p: Prepared) -> str | None:
         """Provider id if the provider has it, "" if it surely does not, None if unknowable."""
         if p.channel == Channel.email:
-            message_id = message_id_for(p.key, self.email.sender)
-            held = await self.email.was_accepted(message_id)
+            message_id = message_id_for(p.key, self.settings.mail_from)
+            async with self._email() as transport:
+                held = await transport.was_accepted(message_id)
             return None if held is None else (message_id if held else "")
         assert isinstance(p.content, RenderedSms)
         since = (as_utc(p.claimed_at) or utcnow()) - timedelta(minutes=1)
         return await self.sms.find(to=p.address, body=p.content.body, since=since) or ""
 
+    # -- database steps (run in a thread: the driver blocks) --------------------------------
 
-__all__ = ["InDoubt", "Prepared", "Sender", "choose_channel", "customer_context"]
+    def _prepare_many(
+        self, reqs: list[MessageRequest]
+    ) -> list[MessageOutcome | Prepared | Transient]:
+        """Reserve, decide and claim the whole batch in one transaction."""
+        now = utcnow()
+        keys = [r.key for r in reqs]
+        with session_scope(self.settings.db_url) as session:
+            rows: dict[str, Message] = {}
+            for part in chunked(keys):
+                for row in session.exec(select(Message).where(col(Message.key).in_(part))).all():
+                    rows[row.key] = row
+            customers: dict[str, Customer] = {}
+            for part in chunked(sorted({r.customer_id for r in reqs})):
+                for c in session.exec(
+                    select(Customer).where(col(Customer.external_id).in_(part))
+                ).all():
+                    customers[c.external_id] = c
+            facts = Facts(session, customers.values(), now)
+            out: list[MessageOutcome | Prepared | Transient] = []
+            new_rows: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for req in reqs:
+                if req.key in seen:
+                    out.append(Transient(f"{req.key} appears twice in one batch"))
+                    continue
+                seen.add(req.key)
+                found = rows.get(req.key)
+                if found is not None and MessageState(found.state).final:
+                    out.append(_outcome(found))
+                    continue
+                customer = customers.get(req.customer_id)
+                if customer is None:
+                    # No ledger row can point at a customer who does not exist.
+                    out.append(
+                        MessageOutcome(
+                            key=req.key,
+                            state=MessageState.failed,
+                            reason=f"no customer with id {req.customer_id!r}",
+                        )
+                    )
+                    continue
+                decision = self._decide(facts, req, customer)
+                if found is None:
+                    out.append(self._reserve(new_rows, req, customer, decision, now))
+                else:
+                    out.append(self._claim(session, found, req, customer, decision, now))
+                if isinstance(decision, Decision) and isinstance(out[-1], Prepared):
+                    facts.count_contact(customer, decision.channel)
+            try:
+                if new_rows:  # one INSERT for the batch's new keys
+                    session.connection().execute(
+                        Message.__table__.insert(),  # type: ignore[attr-defined]
+                        new_rows,
+                    )
+                session.flush()
+            except IntegrityError:
+                session.rollback()
+                return [Transient("another attempt reserved some of these messages")] * len(reqs)
+            return out
+
+    def _reserve(
+        self,
+        new_rows: list[dict[str, Any]],
+        req: MessageRequest,
+        customer: Customer,
+        decision: Decision | Refusal | Deferral,
+        now: datetime,
+    ) -> MessageOutcome | Prepared:
+        """A new key: its row is written already claimed, refused or deferred."""
+        assert customer.id is not None
+        row: dict[str, Any] = {
+            "key": req.key,
+            "customer_id": customer.id,
+            "channel": req.channel or Channel.email,
+            "address": "",
+            "template": req.template,
+            "locale": "",
+            "journey": req.journey,
+            "campaign": req.campaign,
+            "state": MessageState.queued,
+            "reason": "",
+            "provider_id": "",
+            "attempts": 0,
+            "claimed_by": "",
+            "claimed_at": None,
+            "sent_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        new_rows.append(row)
+        if isinstance(decision, Refusal):
+            row["state"], row["reason"] = decision.state, decision.reason
+            return MessageOutcome(
+                key=req.key, state=decision.state, channel=row["channel"], reason=decision.reason
+            )
+        if isinstance(decision, Deferral):
+            row["reason"] = decision.reason
+            return self._deferred(req.key, decision)
+        row.update(
+            channel=decision.channel,
+            address=decision.address,
+            locale=decision.locale,
+            state=MessageState.sending,
+            claimed_by=self.attempt_id,
+            claimed_at=now,
+            attempts=1,
+        )
+        return self._prepared(req, customer.id, decision, False, now)
+
+    def _claim(
+        self,
+        session: Session,
+        row: Message,
+        req: MessageRequest,
+        customer: Customer,
+        decision: Decision | Refusal | Deferral,
+        now: datetime,
+    ) -> MessageOutcome | Prepared | Transient:
+        """An existing row, queued or claimed by an attempt that may have died."""
+        assert customer.id is not None
+        if isinstance(decision, Refusal):
+            row.state, row.reason, row.updated_at = decision.state, decision.reason, now
+            session.add(row)
+            return _outcome(row)
+        if row.state == MessageState.sending:
+            claimed_at = as_utc(row.claimed_at) or now
+            if now - claimed_at < self.settings.send_lease and row.claimed_by != self.attempt_id:
+                return Transient(f"{req.key} is being sent by another attempt ({row.claimed_by})")
+            if isinstance(decision, Deferral):
+                return self._deferred(req.key, decision)  # reconciled when it may go
+            held_by = Message.claimed_by == row.claimed_by
+            reconcile = True
+        else:
+            if isinstance(decision, Deferral):
+                row.reason, row.updated_at = decision.reason, now
+                session.add(row)
+                return self._deferred(req.key, decision)
+            held_by = Message.state == MessageState.queued
+            reconcile, claimed_at = False, now
+        claimed = session.execute(
+            update(Message)
+            .where(Message.key == req.key, held_by)  # type: ignore[arg-type]
+            .values(
+                state=MessageState.sending,
+                claimed_by=self.attempt_id,
+                claimed_at=now,
+                attempts=Message.attempts + 1,
+                channel=decision.channel,
+                address=decision.address,
+                locale=decision.locale,
+                updated_at=now,
+            )
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return Transient(f"{req.key} was claimed concurrently; will look again")
+        return self._prepared(req, customer.id, decision, reconcile, claimed_at)
+
+    @staticmethod
+    def _prepared(
+        req: MessageRequest, customer_pk: int, d: Decision, reconcile: bool, claimed_at: Any
+    ) -> Prepared:
+        return Prepared(
+            req,
+            customer_pk,
+            d.channel,
+            d.address,
+            d.content,
+            reconcile,
+            claimed_at,
+            d.unsubscribe_url,
+        )
+
+    @staticmethod
+    def _deferred(key: str, deferral: Deferral) -> MessageOutcome:
+        return MessageOutcome(
+            key=key,
+            state=DEFERRED,
+            reason=deferral.reason,
+            retry_at=deferral.until.isoformat(),
+        )
+
+    def _decide(
+        self, facts: Facts, req: MessageRequest, customer: Customer
+    ) -> Decision | Refusal | Deferral:
+        """Which channel and address, and the rendered content; or why not (now)."""
+        channel, address_or_reason = facts.choose_channel(customer, req.channel)
+        if channel is None:
+            return Refusal(MessageState.suppressed, address_or_reason)
+        deferral = facts.quiet(customer, channel, self.quiet_hours)
+        if deferral is not None:
+            return deferral
+        context = {**customer_context(customer), **req.context}
+        link = ""
+        if channel == Channel.email:
+            link = url_for(self.settings, customer.external_id, channel, req.campaign)
+            context["unsubscribe_url"] = link
+        try:
+            if channel == Channel.email:
+                locale, content = self.templates.email(req.template, customer.locale, context)
+                return Decision(channel, address_or_reason, locale, content, link)
+            locale, sms = self.templates.sms(req.template, customer.locale, context)
+            return Decision(channel, address_or_reason, locale, sms)
+        except RenderError as exc:
+            return Refusal(MessageState.failed, f"template error: {exc}")
+
+    def _record_many(
+        self, answered: list[tuple[Prepared, Answer]]
+    ) -> dict[str, MessageOutcome | Transient | InDoubt]:
+        """Every provider answer of the batch, in one transaction."""
+        out: dict[str, MessageOutcome | Transient | InDoubt] = {}
+        if not answered:
+            return out
+        now = utcnow()
+        with session_scope(self.settings.db_url) as session:
+            held: dict[str, tuple[str, str, str, str, str]] = {}
+            for part in chunked([p.key for p, _ in answered]):
+                for key, state, claimed_by, channel, reason, provider_id in session.execute(
+                    sa_select(
+                        col(Message.key),
+                        col(Message.state),
+                        col(Message.claimed_by),
+                        col(Message.channel),
+                        col(Message.reason),
+                        col(Message.provider_id),
+                    )
+                    .where(col(Message.key).in_(part))
+                    .with_for_update()
+                ).all():
+                    held[key] = (state, claimed_by, channel, reason, provider_id)
+            changes: list[dict[str, Any]] = []
+            contacts: list[dict[str, Any]] = []
+            for p, answer in answered:
+                state, claimed_by, channel, reason, provider_id = held[p.key]
+                if state != MessageState.sending or claimed_by != self.attempt_id:
+                    # Our claim was taken over (we were presumed dead); the taker decides.
+                    out[p.key] = MessageOutcome(p.key, state, channel, reason, provider_id)
+                    continue
+                if isinstance(answer, Leave):
+                    error = answer.error
+                    out[p.key] = (
+                        error if isinstance(error, Transient | InDoubt) else InDoubt(error.reason)
+                    )
+                    continue
+                change: dict[str, Any] = {
+                    "k": p.key,
+                    "state": MessageState.failed,
+                    "reason": "",
+                    "provider_id": "",
+                    "sent_at": None,
+                    "claimed_by": self.attempt_id,
+                }
+                if isinstance(answer, SendAccepted):
+                    change.update(
+                        state=MessageState.sent,
+                        provider_id=answer.provider_id,
+                        sent_at=now,
+                        reason=answer.note,
+                    )
+                elif isinstance(answer, Unknowable):
+                    change["reason"] = IN_DOUBT
+                elif isinstance(answer, Permanent):
+                    change["reason"] = answer.reason
+                    if answer.suppress:
+                        suppress(
+                            session=session,
+                            channel=p.channel,
+                            address=p.address,
+                            reason=answer.reason,
+                        )
+                else:
+                    change.update(state=MessageState.queued, reason=answer.reason, claimed_by="")
+                    out[p.key] = answer
+                changes.append(change)
+                if change["state"] != MessageState.queued and not isinstance(answer, Unknowable):
+                    contacts.append(self._contact(p, change["state"], change["reason"]))
+                if p.key not in out:
+                    out[p.key] = MessageOutcome(
+                        key=p.key,
+                        state=change["state"],
+                        channel=p.channel,
+                        reason=change["reason"],
+                        provider_id=change["provider_id"],
+                    )
+            if changes:
+                table = Message.__table__  # type: ignore[attr-defined]
+                session.connection().execute(
+                    update(table)
+                    .where(
+                        table.c.key == bindparam("k"),
+                        table.c.state == MessageState.sending,
+                        table.c.claimed_by == self.attempt_id,
+                    )
+                    .values(
+                        state=bindparam("state"),
+                        reason=bindparam("reason"),
+                        provider_id=bindparam("provider_id"),
+                        sent_at=bindparam("sent_at"),
+                        claimed_by=bindparam("claimed_by"),
+                        updated_at=now,
+                    ),
+                    changes,
+                )
+            if contacts:
+                session.connection().execute(
+                    Interaction.__table__.insert(),  # type: ignore[attr-defined]
+                    contacts,
+                )
+        return out
+
+    @staticmethod
+    def _contact(p: Prepared, state: str, reason: str) -> dict[str, Any]:
+        """The message in the customer's contact history."""
+        detail = {"template": p.req.template}
+        if reason:
+            detail["reason"] = reason
+        return {
+            "customer_id": p.customer_pk,
+            "channel": p.channel,
+            "direction": Direction.outbound,
+            "kind": "message",
+            "outcome": state,
+            "journey": p.req.journey,
+            "campaign": p.req.campaign,
+            "message_key": p.key,
+            "detail": detail,
+            "occurred_at": utcnow(),
+        }
+
+
+__all__ = ["DEFERRED", "InDoubt", "Prepared", "Sender", "choose_channel", "customer_context"]

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clientela import ROOT
+from clientela.timeutil import QuietHours
 
 #: Credentials the local SMS sink accepts; never valid against real Twilio.
 SINK_ACCOUNT_SID = "AC00000000000000000000000000000000"
@@ -95,6 +96,18 @@ class Settings(BaseSettings):
     #: Heartbeat timeout of long activities (sending, rules): how soon a dead worker is noticed.
     heartbeat_timeout: Duration = timedelta(seconds=30)
 
+    # Sending.
+    sms_hours: str = Field(
+        "08:00-21:00", description="Local hours in which an SMS may reach a customer"
+    )
+    send_concurrency: int = Field(
+        4, ge=1, le=64, description="Messages in flight per batch and channel (SMTP connections)"
+    )
+    campaign_lanes: int = Field(2, ge=1, le=32, description="Pages of a campaign sent at once")
+    campaign_page_size: int = Field(500, ge=1, le=10000, description="Messages per activity")
+    email_rate: float = Field(0, ge=0, description="Emails per second per worker; 0: no limit")
+    sms_rate: float = Field(0, ge=0, description="SMS per second per worker; 0: no limit")
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         if not self.api_key and self.api_host not in ("127.0.0.1", "localhost", "::1"):
@@ -107,6 +120,7 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{name} is set to a placeholder value; set the real secret or unset it"
                 )
+        QuietHours.parse(self.sms_hours)  # a clear error now rather than at the first SMS
         if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
             raise ValueError(
                 "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set together (or neither, "
@@ -118,6 +132,10 @@ class Settings(BaseSettings):
     @cached_property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'clientela.db').resolve()}"
+
+    @property
+    def quiet_hours(self) -> QuietHours:
+        return QuietHours.parse(self.sms_hours)
 
     @property
     def outbox_dir(self) -> Path:

@@ -123,6 +123,8 @@ def settings(
         send_lease=2,  # type: ignore[arg-type]
         heartbeat_timeout=2,  # type: ignore[arg-type]
         smtp_timeout=5,
+        # Tests run at any hour: SMS may go at any time unless a test sets quiet hours.
+        sms_hours="00:00-24:00",
     )
 
 

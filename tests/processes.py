@@ -24,6 +24,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_SEND_LEASE": str(int(settings.send_lease.total_seconds())),
         "CLIENTELA_HEARTBEAT_TIMEOUT": str(int(settings.heartbeat_timeout.total_seconds())),
         "CLIENTELA_WELCOME_FOLLOW_UP": str(int(settings.welcome_follow_up.total_seconds())),
+        "CLIENTELA_SMS_HOURS": settings.sms_hours,
+        "CLIENTELA_CAMPAIGN_LANES": str(settings.campaign_lanes),
+        "CLIENTELA_CAMPAIGN_PAGE_SIZE": str(settings.campaign_page_size),
     }
 
 

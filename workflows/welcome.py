@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
+        DEFERRED,
         MessageOutcome,
         MessageRequest,
         SendMessagesInput,
@@ -48,6 +49,7 @@ class WelcomeStatus:
     welcome: MessageOutcome | None = None
     follow_up: MessageOutcome | None = None
     follow_up_due: str | None = None
+    waiting_until: str | None = None  # a message deferred by quiet hours goes then
 
 
 SEND_RETRY = RetryPolicy(
@@ -97,15 +99,26 @@ class WelcomeJourney:
             template=template,
             journey=JOURNEY,
         )
-        result: SendMessagesResult = await workflow.execute_activity(
-            "send_messages",
-            SendMessagesInput(messages=[request]),
-            result_type=SendMessagesResult,
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(seconds=params.send_heartbeat_timeout_seconds),
-            retry_policy=SEND_RETRY,
-        )
-        return result.outcomes[0]
+        while True:
+            result: SendMessagesResult = await workflow.execute_activity(
+                "send_messages",
+                SendMessagesInput(messages=[request]),
+                result_type=SendMessagesResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(seconds=params.send_heartbeat_timeout_seconds),
+                retry_policy=SEND_RETRY,
+            )
+            outcome = result.outcomes[0]
+            if outcome.state != DEFERRED:
+                return outcome
+            # Quiet hours: the message waits in the ledger; ask again when they end.
+            self._status.waiting_until = outcome.retry_at
+            workflow.set_current_details(f"**{step}:** {outcome.reason}")
+            await workflow.sleep(
+                max(datetime.fromisoformat(outcome.retry_at) - workflow.now(), timedelta(0))
+                + timedelta(seconds=1)
+            )
+            self._status.waiting_until = None
 
     def _stage(self, stage: str) -> None:
         self._status.stage = stage
