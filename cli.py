@@ -118,6 +118,20 @@ def demo(
     for (channel, state), n in sorted(report.messages.items()):
         table.add_row(channel, state, str(n))
     out.print(table)
+    if report.campaign is not None:
+        c = report.campaign
+        out.print(f"[bold]Demo campaign {c.campaign_id}[/bold] (spec {c.spec_path})")
+        out.print(
+            f"  stages: {' -> '.join(c.stages)}; proofs {c.proofs}; {c.pilot or 'no pilot'}",
+            highlight=False,
+        )
+        out.print(
+            f"  responses posted: {dict(sorted(c.responses.items()))}; "
+            f"{len(c.fulfilments)} orders fulfilled by their own workflows",
+            highlight=False,
+        )
+        _print_report(c.report)
+        out.print(f"Report page:  {c.report_path} (emailed to the stakeholders: {c.reported})")
     out.print(
         f"Journeys: {report.journeys_started} started, {report.journeys_finished} finished "
         f"({report.responses} customers responded).\n"
@@ -593,6 +607,17 @@ def campaign_reject(
     out.print(f"{campaign_id} rejected by {by}.")
 
 
+@campaign_app.command("go")
+def campaign_go(
+    campaign_id: str, by: Annotated[str, typer.Option("--by", help="Who decides")]
+) -> None:
+    """After the pilot: send to everyone else (when the pilot waits for a decision)."""
+    from clientela.campaigns.lifecycle import decide
+
+    _run_temporal(lambda client, s: decide(client, campaign_id, "go", by))
+    out.print(f"{campaign_id}: go after the pilot, by {by}.")
+
+
 def _campaign_signal(action: str) -> Any:
     def command(campaign_id: str) -> None:
         from clientela.campaigns.lifecycle import control
@@ -629,8 +654,21 @@ def campaign_status(
     out.print(
         f"[bold]{campaign_id}[/bold]: {data['stage']}{' (paused)' if data['paused'] else ''}; "
         f"treated {data['treated']}, control {data['control']}, excluded {data['excluded']}, "
-        f"sent {data['sent']} {data['counts'] or ''}"
+        f"sent {data['sent']} {data['counts'] or ''}",
+        highlight=False,
     )
+    if data["proofs"]:
+        out.print(f"  proofs: {data['proofs']}", highlight=False)
+    if (check := data["pilot_check"]) is not None:
+        out.print(
+            f"  pilot of {data['pilot']}: {check['failed']} of {check['handed']} failed "
+            f"({check['failure_rate']:.1%}, threshold {check['threshold']:.1%}): "
+            + ("passed" if check["passed"] else "[red]did not pass[/red]")
+        )
+    if data["stage"] == "pilot_review":
+        out.print(f"  Go on with `clientela campaign go {campaign_id} --by NAME`, or cancel it.")
+    if data["waiting_until"]:
+        out.print(f"  deferred messages wait for quiet hours until {data['waiting_until']}")
 
 
 @campaign_app.command("register")
@@ -727,9 +765,12 @@ def campaign_report(
     campaign_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="The documented JSON report")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="One row per arm and group")] = False,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="Also write a standalone page with charts")
+    ] = None,
 ) -> None:
     """Per arm: treated against control, responses, conversions, revenue, cost, uplift."""
-    from clientela.campaigns import report
+    from clientela.campaigns import html, report
     from clientela.db import session_scope
 
     s = settings()
@@ -738,15 +779,26 @@ def campaign_report(
             data = report.build(session, campaign_id)
     except report.UnknownCampaign as exc:
         raise fail(str(exc)) from None
+    if html_path is not None:
+        try:
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(html.render(data), encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"--html {html_path}: {exc.strerror or exc}") from None
+        err.print(f"report page: {html_path.resolve()}", highlight=False)
     if as_json:
         print(json.dumps(data, indent=2))
         return
     if as_csv:
         print(report.to_csv(data), end="")
         return
-    out.print(
-        f"[bold]{data['campaign']['name']}[/bold] ({campaign_id}, {data['campaign']['stage']})"
-    )
+    _print_report(data)
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    """The report as tables: one per arm, treated against control, with the uplift."""
+    about = data["campaign"]
+    out.print(f"[bold]{about['name']}[/bold] ({about['id']}, {about['stage']})")
     for arm in data["arms"]:
         table = Table(title=f"arm {arm['arm']} against its {arm['control']} control")
         table.add_column("")
@@ -787,11 +839,16 @@ def _uplift_text(u: dict[str, Any], unit: str) -> str:
 
 
 def main() -> None:
+    from clientela.db import SchemaOutdated
+
     try:
         app()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SchemaOutdated as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     # The Temporal client's Rust threads can abort CPython's finalisation with "PyGILState_

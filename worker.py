@@ -17,21 +17,24 @@ from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
 from activities.messaging import MessagingActivities
+from activities.orders import OrderActivities
 from activities.rules import RulesActivities
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
 from workflows.campaign import CampaignWorkflow
+from workflows.order import OrderFulfilment
 from workflows.rules_apply import RulesApply
 from workflows.welcome import WelcomeJourney
 
-WORKFLOWS = [WelcomeJourney, RulesApply, CampaignWorkflow]
+WORKFLOWS = [WelcomeJourney, RulesApply, CampaignWorkflow, OrderFulfilment]
 
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
     messaging = MessagingActivities(settings)
     rules = RulesActivities(settings)
     campaigns = CampaignActivities(messaging)
+    orders = OrderActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -44,6 +47,10 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             campaigns.stage,
             campaigns.prepare,
             campaigns.send_page,
+            campaigns.proof,
+            campaigns.pilot_check,
+            campaigns.report,
+            orders.fulfil,
         ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),

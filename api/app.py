@@ -2,10 +2,11 @@
 
 import asyncio
 import html
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -14,10 +15,14 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import col, select
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
 from clientela import realtime
+from clientela.campaigns import html as report_html
+from clientela.campaigns.report import UnknownCampaign
+from clientela.campaigns.report import build as build_report
 from clientela.customers import (
     UnknownCustomer,
     customer_view,
@@ -28,11 +33,11 @@ from clientela.customers import (
 )
 from clientela.db import get_engine, session_scope
 from clientela.delivery import UnknownStatus, record_sms_status
-from clientela.journeys import signal_response, start_welcome
+from clientela.journeys import signal_response, start_fulfilment, start_welcome
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
 from clientela.unsubscribe import BadToken, read_token
-from models import Direction
+from models import Direction, Order
 from models.schemas import CustomerIn
 
 
@@ -119,7 +124,11 @@ Authorised = [Depends(require_api_key)]
 
 async def temporal_client(request: Request) -> Client:
     """The app's Temporal client, connected on first use; 503 while Temporal is down."""
-    state = request.app.state
+    return await _client_of(request.app)
+
+
+async def _client_of(app: FastAPI) -> Client:
+    state = app.state
     if state.client is None:
         async with state.client_lock:
             if state.client is None:
@@ -136,7 +145,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(get_engine, settings.db_url)
+        sweeper = asyncio.create_task(_resume_fulfilment(app))
         yield
+        sweeper.cancel()
 
     app = FastAPI(title="Clientela", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -168,11 +179,19 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
                 "journey": {"workflow_id": wid, "started": started},
             }
         try:
-            await asyncio.to_thread(_record_response, settings, event)
+            outcome, order = await asyncio.to_thread(_record_response, settings, event)
         except UnknownCustomer as exc:
             raise HTTPException(404, f"customer_id: {exc}") from None
         signalled = await signal_response(client, event.customer_id, event.type, event.channel)
-        return {"customer_id": event.customer_id, "recorded": True, "journey_signalled": signalled}
+        fulfilment = None
+        if order is not None:  # the order is recorded: its fulfilment starts (once)
+            fulfilment = await start_fulfilment(client, settings, *order)
+        return {
+            **outcome,
+            "recorded": True,
+            "journey_signalled": signalled,
+            "fulfilment": fulfilment,
+        }
 
     @app.post("/webhooks/twilio/status", status_code=204)
     async def twilio_status(request: Request) -> Response:
@@ -220,6 +239,27 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             return HTMLResponse(_page("This unsubscribe link is not valid."), status_code=404)
         return HTMLResponse(_page("You are unsubscribed. You will not receive these messages."))
 
+    @app.get("/campaigns/{campaign_id}/report", dependencies=Authorised)
+    async def campaign_report(campaign_id: str) -> dict[str, Any]:
+        """The campaign report (the documented JSON of `clientela campaign report --json`)."""
+        try:
+            return await asyncio.to_thread(_report, settings, campaign_id)
+        except UnknownCampaign as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get(
+        "/campaigns/{campaign_id}/report.html",
+        dependencies=Authorised,
+        response_class=HTMLResponse,
+    )
+    async def campaign_report_page(campaign_id: str) -> HTMLResponse:
+        """The report page with its charts, as of now."""
+        try:
+            data = await asyncio.to_thread(_report, settings, campaign_id)
+        except UnknownCampaign as exc:
+            raise HTTPException(404, str(exc)) from None
+        return HTMLResponse(report_html.render(data))
+
     @app.get("/customers/{customer_id}", dependencies=Authorised)
     async def customer(customer_id: str) -> dict[str, Any]:
         try:
@@ -236,21 +276,22 @@ def _upsert(settings: Settings, data: CustomerIn) -> tuple[bool, str | None]:
         return created, customer.tier
 
 
-def _record_response(settings: Settings, event: ResponseEvent) -> None:
+def _record_response(
+    settings: Settings, event: ResponseEvent
+) -> tuple[dict[str, Any], tuple[int, str] | None]:
     with session_scope(settings.db_url) as session:
-        customer = get_customer(session=session, external_id=event.customer_id)
-        assert customer.id is not None
-        record_interaction(
-            session=session,
-            customer_id=customer.id,
-            channel=event.channel,
-            direction=Direction.inbound,
+        outcome, order = realtime.response(
+            session,
+            customer_id=event.customer_id,
             kind=event.type,
-            outcome="responded",
+            channel=event.channel,
             journey=event.journey,
             campaign=event.campaign,
-            detail={} if event.value is None else {"value": float(event.value)},
+            value=event.value,
+            today=datetime.now(UTC).date(),
         )
+        placed = (order.id, order.uid) if order is not None and order.id is not None else None
+        return outcome.as_dict(), placed
 
 
 def _realtime(
@@ -281,6 +322,45 @@ def _realtime(
             fields["consent_source"] = event.consent_source
             outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
         return outcome.as_dict()
+
+
+async def _resume_fulfilment(app: FastAPI, every: float = 60.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await resume_fulfilment(app)
+        except Exception:  # a sweep that fails is tried again at the next tick
+            logging.getLogger(__name__).exception("resuming order fulfilment")
+
+
+async def resume_fulfilment(app: FastAPI) -> list[str]:
+    """Orders recorded a minute ago or more whose fulfilment has not finished are started
+    again (the API may have stopped in between): starting a running one again is a no-op."""
+    settings: Settings = app.state.settings
+    waiting = await asyncio.to_thread(_requested_orders, settings)
+    if not waiting:
+        return []
+    client = await _client_of(app)
+    return [await start_fulfilment(client, settings, oid, uid) for oid, uid in waiting]
+
+
+def _requested_orders(settings: Settings) -> list[tuple[int, str]]:
+    cutoff = datetime.now(UTC) - timedelta(minutes=1)
+    with session_scope(settings.db_url) as session:
+        return [
+            (order_id, uid)
+            for order_id, uid in session.exec(
+                select(Order.id, Order.uid).where(
+                    Order.state == "requested", col(Order.created_at) < cutoff
+                )
+            ).all()
+            if order_id is not None
+        ]
+
+
+def _report(settings: Settings, campaign_id: str) -> dict[str, Any]:
+    with session_scope(settings.db_url) as session:
+        return build_report(session, campaign_id)
 
 
 def _page(body: str) -> str:

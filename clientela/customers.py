@@ -337,39 +337,99 @@ def _write_batch(session: Session, batch: list[CustomerIn], result: ImportResult
             result.updated += 1
         else:
             fresh.append(data)
-    # New customers in bulk: no look-ups, one flush for their ids.
-    customers = [
-        Customer(
-            external_id=d.external_id,
-            attributes=dict(d.attributes),
-            **{name: getattr(d, name) for name in PROFILE_FIELDS},
+    # New customers in bulk, as plain rows (building ORM objects costs more than the writes).
+    if fresh:
+        now = utcnow()
+        session.connection().execute(
+            Customer.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "external_id": d.external_id,
+                    "attributes": dict(d.attributes),
+                    "tier": None,
+                    "internal": False,
+                    "segments": [],
+                    "created_at": now,
+                    "updated_at": now,
+                    **{name: getattr(d, name) for name in PROFILE_FIELDS},
+                }
+                for d in fresh
+            ],
         )
-        for d in fresh
-    ]
-    session.add_all(customers)
-    session.flush()
-    for customer, data in zip(customers, fresh, strict=True):
-        assert customer.id is not None
-        for channel, flag in ((Channel.email, "email_consent"), (Channel.sms, "sms_consent")):
-            granted = bool(getattr(data, flag))
-            session.add(
-                Consent(
-                    customer_id=customer.id,
-                    channel=channel,
-                    granted=granted,
-                    source=data.consent_source,
+        pks: dict[str, int | None] = dict(
+            session.exec(
+                select(Customer.external_id, Customer.id).where(
+                    col(Customer.external_id).in_([d.external_id for d in fresh])
                 )
-            )
-            if granted:
-                session.add(
-                    Interaction(
-                        customer_id=customer.id,
-                        channel=channel,
-                        direction=Direction.inbound,
-                        kind="consent",
-                        outcome="granted",
-                        detail={"source": data.consent_source},
+            ).all()
+        )
+        consents, contacts = [], []
+        for data in fresh:
+            pk = pks[data.external_id]
+            for channel, flag in ((Channel.email, "email_consent"), (Channel.sms, "sms_consent")):
+                granted = bool(getattr(data, flag))
+                consents.append(
+                    {
+                        "customer_id": pk,
+                        "channel": channel.value,
+                        "granted": granted,
+                        "source": data.consent_source,
+                        "recorded_at": now,
+                    }
+                )
+                if granted:
+                    contacts.append(
+                        {
+                            "customer_id": pk,
+                            "channel": channel.value,
+                            "direction": Direction.inbound.value,
+                            "kind": "consent",
+                            "outcome": "granted",
+                            "journey": None,
+                            "campaign": None,
+                            "message_key": None,
+                            "detail": {"source": data.consent_source},
+                            "occurred_at": now,
+                        }
                     )
-                )
+        session.connection().execute(Consent.__table__.insert(), consents)  # type: ignore[attr-defined]
+        if contacts:
+            session.connection().execute(Interaction.__table__.insert(), contacts)  # type: ignore[attr-defined]
     result.created += len(fresh)
     session.commit()
+
+
+def internal_recipient(
+    session: Session,
+    *,
+    external_id: str,
+    channel: str,
+    address: str,
+    locale: str,
+    name: str,
+) -> str:
+    """A customer record standing for an internal address (proof list, stakeholders).
+
+    Internal records are in no audience; the ledger treats their messages like any other,
+    so a proof or a report is sent once however often its step is retried.
+    """
+    customer = session.exec(select(Customer).where(Customer.external_id == external_id)).first()
+    if customer is None:
+        customer = Customer(external_id=external_id, first_name=name, locale=locale, internal=True)
+        session.add(customer)
+        session.flush()
+    if channel == Channel.email:
+        customer.email = address
+    else:
+        customer.phone = address
+    session.add(customer)
+    assert customer.id is not None
+    consent = session.exec(
+        select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
+    ).first()
+    if consent is None:
+        session.add(
+            Consent(customer_id=customer.id, channel=channel, granted=True, source="internal list")
+        )
+    session.flush()
+    return external_id

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -40,8 +40,28 @@ def get_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     SQLModel.metadata.create_all(engine)
+    _check_schema(engine)
     _engines[url] = engine
     return engine
+
+
+class SchemaOutdated(RuntimeError):
+    pass
+
+
+def _check_schema(engine: Engine) -> None:
+    """Refuse a database whose tables lack columns this version writes (made by an older one)."""
+    found = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in have]
+        if missing:
+            raise SchemaOutdated(
+                f"database {engine.url.render_as_string(hide_password=True)}: table "
+                f"{table.name} lacks column(s) {', '.join(missing)}; it was made by an older "
+                "version of Clientela. Export what you need, then move the database away "
+                "(or drop the table) and run again"
+            )
 
 
 @contextmanager

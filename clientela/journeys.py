@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from typing import Any
 
@@ -91,3 +92,19 @@ async def journey_status(client: Client, journey: str, customer_id: str) -> dict
     else:
         status = await handle.query(WelcomeJourney.status)
     return {"workflow_id": wid, "execution": execution, **asdict(status)}
+
+
+async def start_fulfilment(client: Client, settings: Settings, order_id: int, uid: str) -> str:
+    """Start the order's fulfilment workflow (``order-<id>-<uid>``); again, it is a no-op."""
+    from workflows.order import OrderFulfilment, workflow_id
+
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            OrderFulfilment.run,
+            order_id,
+            id=workflow_id(order_id, uid),
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"Fulfil order {order_id}",
+        )
+    return workflow_id(order_id, uid)

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from clientela.customers import get_customer, record_interaction, upsert_customer
 from clientela.timeutil import utcnow
-from models import Complaint, Customer, Direction, Transaction
+from models import Complaint, Customer, Direction, Order, Transaction
 from models.schemas import CustomerIn
 from rules import service
 
@@ -32,9 +32,11 @@ class Outcome:
         }
 
 
-def _redecide(
-    session: Session, customer: Customer, trigger: str, today: date
+def redecide(
+    session: Session, customer: Customer, trigger: str, today: date | None = None
 ) -> tuple[str | None, bool]:
+    """Decide the customer's tier and segments again now; (tier, whether it changed)."""
+    today = today or utcnow().date()
     result = service.reevaluate(session, customer, trigger=trigger, today=today)
     if result is None:
         return customer.tier, False
@@ -64,7 +66,7 @@ def purchase(
         )
     )
     session.flush()
-    tier, changed = _redecide(session, customer, "purchase", today)
+    tier, changed = redecide(session, customer, "purchase", today)
     return Outcome(customer_id, tier, changed, {})
 
 
@@ -86,7 +88,7 @@ def complaint(
     row = Complaint(customer_id=customer.id, code=code, description=description)
     session.add(row)
     session.flush()
-    tier, changed = _redecide(session, customer, "complaint", today)
+    tier, changed = redecide(session, customer, "complaint", today)
     latest = service.latest_run(session)
     if latest is not None and tier is not None:
         level = service.rules_of(latest[1]).spec.policies[tier].service_level
@@ -110,5 +112,50 @@ def complaint(
 def profile(session: Session, *, data: CustomerIn, today: date) -> Outcome:
     customer, created = upsert_customer(session=session, data=data)
     session.flush()
-    tier, changed = _redecide(session, customer, "profile change", today)
+    tier, changed = redecide(session, customer, "profile change", today)
     return Outcome(data.external_id, tier, changed, {"created": created})
+
+
+def response(
+    session: Session,
+    *,
+    customer_id: str,
+    kind: str,
+    channel: str,
+    journey: str | None,
+    campaign: str | None,
+    value: Decimal | None,
+    today: date,
+) -> tuple[Outcome, Order | None]:
+    """A response in the customer's history; a conversion with a value places an order.
+
+    What the customer did feeds back at once: the tier and segments are decided again (the
+    responsiveness fields, e.g. ``response_rate`` and ``responsive_channel``, come from this
+    history). Returns the outcome and the order placed, if any.
+    """
+    customer = get_customer(session=session, external_id=customer_id)
+    assert customer.id is not None
+    interaction = record_interaction(
+        session=session,
+        customer_id=customer.id,
+        channel=channel,
+        direction=Direction.inbound,
+        kind=kind,
+        outcome="responded",
+        journey=journey,
+        campaign=campaign,
+        detail={} if value is None else {"value": float(value)},
+    )
+    session.flush()
+    order = None
+    if kind == "conversion" and value:
+        order = Order(
+            key=f"interaction:{interaction.id}",
+            customer_id=customer.id,
+            campaign=campaign,
+            value=value,
+        )
+        session.add(order)
+        session.flush()
+    tier, changed = redecide(session, customer, f"response ({kind})", today)
+    return Outcome(customer_id, tier, changed, {"order": order.id if order else None}), order

@@ -65,6 +65,13 @@ class Templates:
             f"{self.default_locale!r} (looked in {self.directory / name})"
         )
 
+    def locales(self, name: str, part: str) -> list[str]:
+        """The locales the template has ``part`` in."""
+        folder = self.directory / name
+        if not folder.is_dir():
+            return []
+        return sorted(d.name for d in folder.iterdir() if (d / part).is_file())
+
     def has(self, name: str, part: str) -> bool:
         folder = self.directory / name
         return folder.is_dir() and any((d / part).is_file() for d in folder.iterdir())

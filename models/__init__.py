@@ -4,6 +4,7 @@ from models.campaign import Campaign, CampaignMember
 from models.customer import Channel, Consent, Customer, Suppression
 from models.history import Complaint, Direction, Interaction, Transaction
 from models.ledger import Message, MessageState
+from models.order import Order
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Interaction",
     "Message",
     "MessageState",
+    "Order",
     "RankingValue",
     "RuleRun",
     "RuleVersion",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.base import utcnow
@@ -30,7 +30,11 @@ class Campaign(SQLModel, table=True):
 
 class CampaignMember(SQLModel, table=True):
     __tablename__ = "campaign_member"
-    __table_args__ = (UniqueConstraint("campaign_id", "customer_id"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "customer_id"),
+        Index("ix_campaign_member_draw", "campaign_id", "arm", "tier", "draw"),
+        Index("ix_campaign_member_address", "campaign_id", "channel", "address"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: str = Field(foreign_key="campaign.id", index=True, ondelete="CASCADE")
@@ -39,4 +43,11 @@ class CampaignMember(SQLModel, table=True):
     variant: str = Field(default="", max_length=64)
     group: str = Field(default="treated", max_length=16)  # treated or control
     channel: str = Field(default="", max_length=16)
+    address: str = Field(default="", max_length=320, description="where it goes (or would)")
     excluded: str = Field(default="", max_length=255, description="why not contacted, or ''")
+    pilot: bool = Field(default=False, description="in the pilot wave, sent before the rest")
+    tier: str = Field(default="", max_length=32, description="the customer's tier when listed")
+    segments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    draw: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False), description="stable hash"
+    )

@@ -34,6 +34,9 @@ class Customer(CustomerBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     tier: str | None = Field(default=None, index=True, max_length=32)
+    internal: bool = Field(
+        default=False, description="an internal test recipient (proof list): in no audience"
+    )
     segments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)

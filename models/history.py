@@ -43,7 +43,7 @@ class Interaction(SQLModel, table=True):
     outcome: str = Field(default="", max_length=64)
     journey: str | None = Field(default=None, max_length=64, index=True)
     campaign: str | None = Field(default=None, max_length=128, index=True)
-    message_key: str | None = Field(default=None, max_length=255)
+    message_key: str | None = Field(default=None, max_length=255, index=True)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     occurred_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)

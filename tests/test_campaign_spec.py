@@ -6,12 +6,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from clientela.campaigns import audience, spec
 from clientela.db import session_scope
 from clientela.settings import Settings
 from clientela.templating import Templates
 from clientela.yamlfile import SpecError
+from models import Campaign, CampaignMember, Customer
 from rules.model import load
 from tests.factories import make_customer
 from tests.test_rules_apply import apply_directly
@@ -41,6 +44,9 @@ def test_the_example_spec_is_valid() -> None:
     loaded = spec.load(ROOT / "campaigns" / "spring-loyalty.yaml", RULES, TEMPLATES)
     assert [a.name for a in loaded.spec.arms] == ["model", "marketing"]
     assert loaded.spec.response_window.days == 14
+    demo = spec.load(ROOT / "campaigns" / "demo-offer.yaml", RULES, TEMPLATES)
+    assert [v.name for v in demo.spec.variants] == ["offer", "reminder"]
+    assert demo.spec.pilot is not None and demo.spec.proof.emails
 
 
 @pytest.mark.parametrize(
@@ -63,6 +69,7 @@ def test_the_example_spec_is_valid() -> None:
         ("channel: fax\n", "error: channel: Input should be 'preferred', 'email' or 'sms'"),
         ("proof: {emails: [nope]}\n", "error: proof.emails: 'nope' is not an email address"),
         ("control: {share: 1.5}\n", "error: control.share: Input should be less than 1"),
+        ("start: 2027-03-01T09:00\n", "error: start: Input should have timezone info"),
     ],
 )
 def test_spec_errors_are_placed(extra: str, expected: str) -> None:
@@ -83,6 +90,22 @@ def load_spec(text: str) -> spec.Spec:
     return spec.loads(text, "c.yaml", RULES, TEMPLATES)
 
 
+def listed(db: str, campaign: spec.Spec) -> list[tuple[str, str, str, str, bool]]:
+    """Build the campaign's lead list; (customer, tier, group, variant, pilot) per member."""
+    with session_scope(db) as session:
+        if session.get(Campaign, campaign.spec.id) is None:
+            session.add(Campaign(id=campaign.spec.id, name=campaign.spec.name))
+            session.flush()
+        audience.build(session, campaign.spec.id, campaign)
+        rows = session.exec(
+            select(Customer.external_id, CampaignMember)
+            .join(CampaignMember, col(CampaignMember.customer_id) == col(Customer.id))
+            .where(CampaignMember.campaign_id == campaign.spec.id)
+            .order_by(col(Customer.external_id))
+        ).all()
+        return [(cid, m.tier, m.group, m.variant, m.pilot) for cid, m in rows]
+
+
 def test_preview_splits_stably_and_stratified_by_tier(settings: Settings) -> None:
     db = settings.db_url
     for _ in range(40):
@@ -91,20 +114,40 @@ def test_preview_splits_stably_and_stratified_by_tier(settings: Settings) -> Non
         make_customer(db)  # tier C
     apply_directly(db)
     campaign = load_spec(BASE + "channel: email\ncontrol: {share: 0.1}\n")
-    with session_scope(db) as session:
-        members = audience.select_members(session, campaign)
-        again = audience.select_members(session, campaign)
-    assert [(m.customer_id, m.group) for m in members] == [(m.customer_id, m.group) for m in again]
-    per_tier = Counter(m.tier for m in members)
-    control = Counter(m.tier for m in members if m.group == "control")
+    members = listed(db, campaign)
+    assert members == listed(db, campaign)  # a rebuild assigns the same way
+    per_tier = Counter(tier for _, tier, _, _, _ in members)
+    control = Counter(tier for _, tier, group, _, _ in members if group == "control")
     assert per_tier == {"A": 40, "C": 25}
     assert control == {"A": 4, "C": 3}  # ceil(10%) of each tier
     other = load_spec(BASE.replace("id: t1", "id: t2") + "channel: email\ncontrol: {share: 0.1}\n")
-    with session_scope(db) as session:
-        split = {
-            m.customer_id for m in audience.select_members(session, other) if m.group == "control"
-        }
-    assert split != {m.customer_id for m in members if m.group == "control"}  # per campaign
+    split = {cid for cid, _, group, _, _ in listed(db, other) if group == "control"}
+    assert split != {cid for cid, _, group, _, _ in members if group == "control"}
+    with session_scope(db) as session:  # the preview draws exactly as the campaign will
+        preview = audience.preview(session, campaign)
+        assert session.exec(select(func.count(col(CampaignMember.id)))).one() == 2 * 65
+    assert dict(preview.by_arm["main"]) == {"treated": 58, "control": 7}
+
+
+def test_variants_and_pilot_split_the_treated_stably(settings: Settings) -> None:
+    db = settings.db_url
+    for _ in range(200):
+        make_customer(db, preferred_channel="email")
+    apply_directly(db)
+    campaign = load_spec(
+        BASE
+        + "channel: email\ncontrol: {share: 0.2}\npilot: {share: 0.25}\n"
+        + "variants: [{name: a, template: welcome}, {name: b, template: welcome_reminder}]\n"
+    )
+    members = listed(db, campaign)
+    treated = [m for m in members if m[2] == "treated"]
+    control = [m for m in members if m[2] == "control"]
+    assert len(control) == 40 and all(v == "" and not p for _, _, _, v, p in control)
+    by_variant = Counter(v for _, _, _, v, _ in treated)
+    assert set(by_variant) == {"a", "b"} and min(by_variant.values()) > 50
+    pilots = sum(1 for m in treated if m[4])
+    assert 20 < pilots < 60  # a quarter of 160, by a stable draw
+    assert members == listed(db, campaign)
 
 
 def test_preview_counts_exclusions_with_their_reasons(settings: Settings) -> None:

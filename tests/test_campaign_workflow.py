@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from clientela.campaigns import lifecycle
+from clientela.campaigns import html, lifecycle
 from clientela.campaigns.report import build
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
@@ -221,7 +221,17 @@ async def test_responses_posted_to_the_api_count_in_the_report(
     await lifecycle.control(client, cid, "close")
     await handle.result()
     with session_scope(settings.db_url) as session:
-        [arm] = build(session, cid)["arms"]
+        data = build(session, cid)
+    [arm] = data["arms"]
     assert (arm["treated"]["responded"], arm["treated"]["visits"]) == (2, 2)
+    # The same figures by tier (all tier C here) and channel, and over time.
+    [tier] = data["breakdown"]["tier"]
+    assert tier["value"] == "C" and tier["treated"]["conversions"] == 1
+    assert tier["control_group"]["revenue"] == 15.5
+    assert {row["value"] for row in data["breakdown"]["channel"]} == {"email"}
+    assert sum(p["conversions"] for p in data["timeline"]) == 2
+    page = html.render(data)
+    assert page.count("<svg") == 3 and "Arm main" in page  # forest, funnel, timeline
+    assert "40.00" in page and "15.50" in page
     assert (arm["treated"]["conversions"], arm["treated"]["revenue"]) == (1, 40.0)
     assert (arm["control_group"]["conversions"], arm["control_group"]["revenue"]) == (1, 15.5)

@@ -85,3 +85,26 @@ async def test_customer_without_consent_gets_nothing(
     result = await finished(client, wid)
     assert result.welcome.state == "suppressed" and result.follow_up.state == "suppressed"
     assert read_outbox(settings.outbox_dir) == []
+
+
+async def test_a_welcome_sms_in_quiet_hours_waits_until_they_end(
+    client: Client, settings: Settings, sms_sink: SmsSink
+) -> None:
+    from tests.test_campaign_execution import opening_soon
+    from worker import build_worker
+
+    zone, hours = opening_soon()
+    quiet = quick(settings).model_copy(update={"sms_hours": hours})
+    cid = make_customer(settings.db_url, timezone=zone, preferred_channel="sms", email=None)
+    async with build_worker(client, quiet):
+        wid, _ = await start_welcome(client, quiet, cid)
+        handle = client.get_workflow_handle_for(WelcomeJourney.run, wid)
+        for _ in range(50):
+            status = await handle.query(WelcomeJourney.status)
+            if status.waiting_until:
+                break
+            await asyncio.sleep(0.1)
+        assert status.waiting_until and sms_sink.messages == []  # nothing before the hours
+        result = await handle.result()
+    assert result.welcome is not None and result.welcome.state == "sent"
+    assert result.welcome.channel == "sms" and len(sms_sink.messages) == 2  # welcome, follow-up

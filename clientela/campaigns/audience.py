@@ -1,45 +1,53 @@
 """Who a campaign reaches: the audience, its arms, the held-out control, and who is excluded.
 
-The control group is drawn per tier (stratified) by a stable hash of (campaign, customer):
-within each tier the customers with the lowest hashes, ``share`` of them rounded up, are held
-out. The same audience always gives the same split, whoever runs it and however often.
+The lead list is built in the ``campaign_member`` table, page by page, so its size does not
+depend on memory:
+
+1. Every customer the audience and an arm select becomes a member, with tier and segments
+   as they are now, a content variant and a pilot flag (each from its own stable hash).
+2. The control group is drawn per arm and tier (stratified) by a stable hash of (campaign,
+   customer): within each stratum the members with the lowest hashes, ``share`` of them
+   rounded up, are held out. The same audience always gives the same split.
+3. Every member gets the channel and address they would be contacted on, or is excluded
+   with the reason (consent, suppression, tier channels, contact caps). Exclusions apply to
+   the control group too, so that treated and control stay comparable.
+4. Several members sharing an address keep one: the others are excluded as duplicates.
+
+A preview builds the same list inside a transaction that is rolled back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import and_, bindparam, delete, func, insert, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from clientela.campaigns.spec import Spec
-from clientela.sending import choose_channel
-from models import Customer, CustomerDecision
+from clientela.eligibility import Facts
+from clientela.timeutil import utcnow
+from models import Campaign, CampaignMember, Customer, CustomerDecision
 from rules.language import holds
 
-PAGE = 2000
+PAGE = 1000
+DUPLICATE = "duplicate address: another customer in the audience shares it"
 
 
-def stable_hash(campaign_id: str, customer_id: str) -> int:
-    return int.from_bytes(
-        hashlib.sha256(f"{campaign_id}:{customer_id}".encode()).digest()[:8], "big"
-    )
+def stable_hash(campaign_id: str, customer_id: str, salt: str = "") -> int:
+    """63 bits (it fits a signed BIGINT) of sha256 over the campaign and the customer."""
+    text = f"{campaign_id}:{customer_id}" + (f":{salt}" if salt else "")
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
-@dataclass
-class Member:
-    customer_pk: int
-    customer_id: str
-    tier: str
-    segments: list[str]
-    arm: str
-    group: str = "treated"
-    channel: str = ""
-    address: str = ""
-    excluded: str = ""
+def unit(campaign_id: str, customer_id: str, salt: str) -> float:
+    """A stable uniform draw in [0, 1)."""
+    return stable_hash(campaign_id, customer_id, salt) / 2**63
 
 
 @dataclass
@@ -50,12 +58,22 @@ class Preview:
     by_segment: Counter[str] = field(default_factory=Counter)
     by_channel: Counter[str] = field(default_factory=Counter)
     by_arm: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    by_variant: Counter[str] = field(default_factory=Counter)
+    pilot: int = 0
     cost: float = 0.0
     budget: float = 0.0
 
     @property
     def over_budget(self) -> bool:
         return self.cost > self.budget
+
+    @property
+    def treated(self) -> int:
+        return sum(self.by_channel.values())
+
+    @property
+    def control(self) -> int:
+        return sum(groups.get("control", 0) for groups in self.by_arm.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,34 +83,65 @@ class Preview:
             "by_segment": dict(sorted(self.by_segment.items())),
             "by_channel": dict(sorted(self.by_channel.items())),
             "by_arm": {arm: dict(groups) for arm, groups in self.by_arm.items()},
+            "by_variant": dict(sorted(self.by_variant.items())),
+            "pilot": self.pilot,
             "estimated_cost": round(self.cost, 2),
             "budget": self.budget,
             "over_budget": self.over_budget,
         }
 
 
-def select_members(session: Session, spec: Spec) -> list[Member]:
-    """The whole lead list: every audience customer with arm, group, channel or exclusion."""
+def build(session: Session, campaign_id: str, spec: Spec, hash_id: str | None = None) -> Preview:
+    """Write the campaign's lead list (replacing any earlier one) and summarise it.
+
+    ``hash_id`` is the campaign id the draws hash with (a preview lists under a scratch id).
+    """
+    hash_id = hash_id or campaign_id
+    session.execute(delete(CampaignMember).where(col(CampaignMember.campaign_id) == campaign_id))
+    _list_audience(session, campaign_id, spec, hash_id)
+    _hold_out(session, campaign_id, spec.spec.control.share)
+    _reachability(
+        session, campaign_id, None if spec.spec.channel == "preferred" else spec.spec.channel
+    )
+    _deduplicate(session, campaign_id)
+    return summarise(session, campaign_id, spec)
+
+
+def preview(session: Session, spec: Spec) -> Preview:
+    """What ``build`` would write, without writing it."""
+    scratch = f"~preview-{uuid.uuid4().hex[:12]}"
+    nested = session.begin_nested()
+    try:
+        session.add(Campaign(id=scratch, name="preview", stage="preview"))
+        session.flush()
+        return build(session, scratch, spec, hash_id=spec.spec.id)
+    finally:
+        nested.rollback()
+
+
+def _list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str) -> None:
     s = spec.spec
-    members: list[Member] = []
+    audience = spec.conditions.get("audience")
+    variants = [v.name for v in s.variants]
+    pilot_share = s.pilot.share if s.pilot else 0.0
     after = 0
     while True:
         rows = session.exec(
-            select(Customer, CustomerDecision)
+            select(Customer.id, Customer.external_id, CustomerDecision)
             .join(CustomerDecision, col(CustomerDecision.customer_id) == col(Customer.id))
-            .where(col(Customer.id) > after)
+            .where(col(Customer.id) > after, col(Customer.internal).is_(False))
             .order_by(col(Customer.id))
             .limit(PAGE)
         ).all()
         if not rows:
             break
-        after = rows[-1][0].id or after
-        for customer, decision in rows:
+        after = rows[-1][0] or after
+        batch: list[dict[str, Any]] = []
+        for pk, external_id, decision in rows:
             if s.audience.tiers and decision.tier not in s.audience.tiers:
                 continue
             if s.audience.segments and not set(s.audience.segments) & set(decision.segments):
                 continue
-            audience = spec.conditions.get("audience")
             if audience is not None and not holds(audience.tree, decision.features):
                 continue
             arm = next(
@@ -106,60 +155,151 @@ def select_members(session: Session, spec: Spec) -> list[Member]:
             )
             if arm is None:
                 continue  # no arm selects this customer
-            assert customer.id is not None
-            members.append(
-                Member(
-                    customer.id, customer.external_id, decision.tier, list(decision.segments), arm
-                )
+            variant = ""
+            if variants:
+                variant = variants[stable_hash(hash_id, external_id, "variant") % len(variants)]
+            batch.append(
+                {
+                    "campaign_id": campaign_id,
+                    "customer_id": pk,
+                    "arm": arm,
+                    "variant": variant,
+                    "group": "treated",
+                    "tier": decision.tier,
+                    "segments": list(decision.segments),
+                    "draw": stable_hash(hash_id, external_id),
+                    "pilot": pilot_share > 0 and unit(hash_id, external_id, "pilot") < pilot_share,
+                }
             )
-    _hold_out(members, s.id, s.control.share)
-    _reachability(session, members, None if s.channel == "preferred" else s.channel)
-    return members
+        if batch:
+            session.execute(insert(CampaignMember), batch)
 
 
-def _hold_out(members: list[Member], campaign_id: str, share: float) -> None:
-    by_stratum: dict[tuple[str, str], list[Member]] = defaultdict(list)
-    for m in members:
-        by_stratum[(m.arm, m.tier)].append(m)
-    for group in by_stratum.values():
-        group.sort(key=lambda m: stable_hash(campaign_id, m.customer_id))
-        for m in group[: math.ceil(share * len(group))]:
-            m.group = "control"
-
-
-def _reachability(session: Session, members: list[Member], channel: str | None) -> None:
-    """Channel and address for the treated; exclusions with reasons; one message per address."""
-    seen: set[tuple[str, str]] = set()
-    for m in members:
-        if m.group != "treated":
-            continue
-        customer = session.get(Customer, m.customer_pk)
-        assert customer is not None
-        chosen, address_or_reason = choose_channel(
-            session=session, customer=customer, requested=channel
+def _hold_out(session: Session, campaign_id: str, share: float) -> None:
+    if share <= 0:
+        return
+    strata = session.exec(
+        select(CampaignMember.arm, CampaignMember.tier, func.count())
+        .where(CampaignMember.campaign_id == campaign_id)
+        .group_by(col(CampaignMember.arm), col(CampaignMember.tier))
+    ).all()
+    for arm, tier, n in strata:
+        lowest = (
+            select(CampaignMember.id)
+            .where(
+                CampaignMember.campaign_id == campaign_id,
+                CampaignMember.arm == arm,
+                CampaignMember.tier == tier,
+            )
+            .order_by(col(CampaignMember.draw))
+            .limit(math.ceil(share * n))
         )
-        if chosen is None:
-            m.excluded = address_or_reason
-        elif (chosen, address_or_reason.lower()) in seen:
-            m.excluded = "duplicate address: another customer in the audience shares it"
-        else:
-            seen.add((chosen, address_or_reason.lower()))
-            m.channel, m.address = chosen, address_or_reason
+        session.execute(
+            update(CampaignMember)
+            .where(col(CampaignMember.id).in_(lowest.scalar_subquery()))
+            .values(group="control", variant="", pilot=False)
+        )
 
 
-def preview(session: Session, spec: Spec) -> Preview:
-    members = select_members(session, spec)
-    out = Preview(budget=spec.spec.budget)
-    for m in members:
-        out.audience += 1
-        out.by_arm[m.arm][m.group] += 1
-        if m.excluded:
-            out.excluded[m.excluded] += 1
-            continue
-        out.by_tier[m.tier] += 1
-        for segment in m.segments:
-            out.by_segment[segment] += 1
-        if m.group == "treated":
-            out.by_channel[m.channel] += 1
-            out.cost += spec.spec.cost_per_message.get(m.channel, 0.0)  # type: ignore[call-overload]
+def _reachability(session: Session, campaign_id: str, channel: str | None) -> None:
+    """The channel and address each member would be contacted on, or why not."""
+    now = utcnow()
+    after = 0
+    while True:
+        rows = session.exec(
+            select(CampaignMember.id, Customer)
+            .join(Customer, col(Customer.id) == col(CampaignMember.customer_id))
+            .where(CampaignMember.campaign_id == campaign_id, col(CampaignMember.id) > after)
+            .order_by(col(CampaignMember.id))
+            .limit(PAGE)
+        ).all()
+        if not rows:
+            break
+        after = rows[-1][0] or after
+        facts = Facts(session, [c for _, c in rows], now)
+        changes = []
+        for member_id, customer in rows:
+            chosen, found = facts.choose_channel(customer, channel)
+            if chosen is None:
+                changes.append({"mid": member_id, "ch": "", "addr": "", "why": found[:255]})
+            else:
+                address = found.lower() if chosen == "email" else found
+                changes.append({"mid": member_id, "ch": chosen, "addr": address, "why": ""})
+        table = CampaignMember.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("mid"))
+            .values(channel=bindparam("ch"), address=bindparam("addr"), excluded=bindparam("why")),
+            changes,
+        )
+
+
+def _deduplicate(session: Session, campaign_id: str) -> None:
+    """Of the members sharing a channel and address, the first listed keeps it."""
+    earlier = aliased(CampaignMember)
+    session.execute(
+        update(CampaignMember)
+        .where(
+            col(CampaignMember.campaign_id) == campaign_id,
+            col(CampaignMember.excluded) == "",
+            select(earlier.id)
+            .where(
+                col(earlier.campaign_id) == campaign_id,
+                col(earlier.channel) == col(CampaignMember.channel),
+                col(earlier.address) == col(CampaignMember.address),
+                col(earlier.excluded) == "",
+                col(earlier.id) < col(CampaignMember.id),
+            )
+            .exists(),
+        )
+        .values(excluded=DUPLICATE, channel="", address="")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
+    """Counts of a written lead list: by arm and group, exclusion, tier, channel, variant."""
+    s = spec.spec
+    out = Preview(budget=s.budget)
+    m = CampaignMember
+    mine = col(m.campaign_id) == campaign_id
+    for arm, group, n in session.exec(
+        select(m.arm, m.group, func.count()).where(mine).group_by(col(m.arm), col(m.group))
+    ).all():
+        out.by_arm[arm][group] += n
+        out.audience += n
+    for reason, n in session.exec(
+        select(m.excluded, func.count()).where(mine, m.excluded != "").group_by(col(m.excluded))
+    ).all():
+        out.excluded[reason] = n
+    for tier, n in session.exec(
+        select(m.tier, func.count()).where(mine, m.excluded == "").group_by(col(m.tier))
+    ).all():
+        out.by_tier[tier] = n
+    treated = and_(mine, col(m.excluded) == "", col(m.group) == "treated")
+    for channel, n in session.exec(
+        select(m.channel, func.count()).where(treated).group_by(col(m.channel))
+    ).all():
+        out.by_channel[channel] = n
+        out.cost += n * s.cost_per_message.get(channel, 0.0)  # type: ignore[call-overload]
+    if s.variants:
+        for variant, n in session.exec(
+            select(m.variant, func.count()).where(treated).group_by(col(m.variant))
+        ).all():
+            out.by_variant[variant] = n
+    out.pilot = session.exec(select(func.count(col(m.id))).where(treated, col(m.pilot))).one()
+    after = 0
+    while True:  # segments are a list per member: counted page by page
+        rows = session.exec(
+            select(m.id, m.segments)
+            .where(mine, m.excluded == "", col(m.id) > after)
+            .order_by(col(m.id))
+            .limit(PAGE * 10)
+        ).all()
+        if not rows:
+            break
+        after = rows[-1][0] or after
+        for _, segments in rows:
+            for segment in segments:
+                out.by_segment[segment] += 1
     return out

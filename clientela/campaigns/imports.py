@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, col, select
 
 from clientela.tables import RowError, read_rows, validated
+from clientela.timeutil import utcnow
 from models import Campaign, CampaignMember, Customer, Direction, Interaction
 
 BATCH = 2000
@@ -102,6 +103,7 @@ def import_members(session: Session, *, campaign_id: str, path: Path) -> Importe
                 )
             ).all()
         }
+        fresh: dict[int, dict[str, Any]] = {}
         for line, r in batch:
             pk = ids.get(r.customer_id)
             if pk is None:
@@ -109,11 +111,29 @@ def import_members(session: Session, *, campaign_id: str, path: Path) -> Importe
                     RowError(str(path), line, "customer_id", f"no customer {r.customer_id!r}")
                 )
                 continue
-            member = existing.get(pk) or CampaignMember(campaign_id=campaign_id, customer_id=pk)
-            member.arm, member.group, member.variant = r.arm, r.group, r.variant
-            session.add(member)
-            existing[pk] = member
+            member = existing.get(pk)
+            if member is not None:
+                member.arm, member.group, member.variant = r.arm, r.group, r.variant
+                session.add(member)
+            else:
+                fresh[pk] = {
+                    "campaign_id": campaign_id,
+                    "customer_id": pk,
+                    "arm": r.arm,
+                    "group": r.group,
+                    "variant": r.variant,
+                    "channel": "",
+                    "address": "",
+                    "excluded": "",
+                    "pilot": False,
+                    "tier": "",
+                    "segments": [],
+                    "draw": 0,
+                }
             result.imported += 1
+        if fresh:  # plain rows: building ORM objects costs more than writing them
+            table = CampaignMember.__table__  # type: ignore[attr-defined]
+            session.connection().execute(table.insert(), list(fresh.values()))
         session.commit()
         batch.clear()
 
@@ -146,6 +166,8 @@ def import_events(session: Session, *, path: Path) -> Imported:
                 select(Interaction.message_key).where(col(Interaction.message_key).in_(list(keys)))
             ).all()
         )
+        fresh: list[dict[str, Any]] = []
+        now = utcnow()
         for key, (line, r) in keys.items():
             if key in seen:
                 result.skipped += 1
@@ -161,21 +183,24 @@ def import_events(session: Session, *, path: Path) -> Imported:
                     RowError(str(path), line, "campaign", f"no campaign {r.campaign!r}")
                 )
                 continue
-            detail = {} if r.value is None else {"value": float(r.value)}
-            interaction = Interaction(
-                customer_id=pk,
-                channel=r.channel,
-                direction=Direction.inbound,
-                kind=r.type,
-                outcome="responded",
-                campaign=r.campaign,
-                message_key=key,
-                detail=detail,
+            fresh.append(
+                {
+                    "customer_id": pk,
+                    "channel": r.channel,
+                    "direction": Direction.inbound.value,
+                    "kind": r.type,
+                    "outcome": "responded",
+                    "journey": None,
+                    "campaign": r.campaign,
+                    "message_key": key,
+                    "detail": {} if r.value is None else {"value": float(r.value)},
+                    "occurred_at": r.at or now,
+                }
             )
-            if r.at is not None:
-                interaction.occurred_at = r.at
-            session.add(interaction)
             result.imported += 1
+        if fresh:
+            table = Interaction.__table__  # type: ignore[attr-defined]
+            session.connection().execute(table.insert(), fresh)
         session.commit()
         batch.clear()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from workflows.campaign import (
     CampaignStatus,
     CampaignWorkflow,
     Decision,
+    PilotPlan,
     workflow_id,
 )
 
@@ -57,6 +59,7 @@ async def create(
                     "path": str(spec_path),
                     "rules_digest": rules.digest,
                     "template": s.template,
+                    "variants": {v.name: v.template for v in s.variants},
                     "preview": preview.as_dict(),
                 },
             )
@@ -70,6 +73,13 @@ async def create(
                 budget=s.budget,
                 response_window_seconds=s.response_window.total_seconds(),
                 heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
+                proof=bool(s.proof.emails or s.proof.phones),
+                lanes=settings.campaign_lanes,
+                start_at=s.start.astimezone(UTC).isoformat() if s.start else "",
+                page_size=settings.campaign_page_size,
+                pilot=PilotPlan(s.pilot.approval, s.pilot.wait.total_seconds())
+                if s.pilot
+                else None,
             ),
             id=workflow_id(s.id),
             task_queue=settings.task_queue,
@@ -89,8 +99,13 @@ def handle(client: Client, campaign_id: str) -> WorkflowHandle[CampaignWorkflow,
 
 
 async def decide(client: Client, campaign_id: str, verdict: str, by: str, reason: str = "") -> str:
+    """approve or reject (awaiting approval), or go (after the pilot)."""
     h = handle(client, campaign_id)
-    update = CampaignWorkflow.approve if verdict == "approve" else CampaignWorkflow.reject
+    update = {
+        "approve": CampaignWorkflow.approve,
+        "reject": CampaignWorkflow.reject,
+        "go": CampaignWorkflow.go,
+    }[verdict]
     return await h.execute_update(update, Decision(by=by, reason=reason))
 
 

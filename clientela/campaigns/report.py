@@ -15,6 +15,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import and_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from clientela.campaigns.uplift import Moments, Uplift, means, proportions
@@ -98,70 +100,108 @@ def _uplift_amount(u: Uplift, treated_n: int) -> dict[str, Any]:
     }
 
 
+DIMENSIONS = ("tier", "segment", "channel")
+
+
+def _uplifts(treated: Group, control: Group) -> dict[str, Any]:
+    n1, n0 = treated.targeted, control.targeted
+    return {
+        "response": _uplift_rate(proportions(treated.responded, n1, control.responded, n0), n1),
+        "visit": _uplift_rate(proportions(treated.visits, n1, control.visits, n0), n1),
+        "conversion": _uplift_rate(
+            proportions(treated.conversions, n1, control.conversions, n0), n1
+        ),
+        "revenue_per_customer": _uplift_amount(
+            means(treated.revenue, control.revenue, treated.paying, control.paying), n1
+        ),
+    }
+
+
 def build(session: Session, campaign_id: str) -> dict[str, Any]:
+    """The whole report; members are read in a stream, so its memory is per response."""
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise UnknownCampaign(campaign_id)
-    members = session.exec(
-        select(CampaignMember).where(CampaignMember.campaign_id == campaign_id)
-    ).all()
     responses = _responses(session, campaign)
-    messages = _messages(session, campaign_id)
     groups: dict[tuple[str, str], Group] = defaultdict(Group)
-    for m in members:
-        g = groups[(m.arm, m.group)]
-        if m.excluded:
-            g.excluded[m.excluded] += 1
-            continue
-        g.targeted += 1
-        for state, reason, channel in messages.get(m.customer_id, []):
-            if state in (MessageState.sent, MessageState.delivered):
-                g.sent += 1
-                g.cost += campaign.cost_per_message.get(channel, 0.0)
-            if state == MessageState.delivered:
-                g.delivered += 1
-            if state == MessageState.failed:
-                g.failed += 1
-                g.failures[reason.split(":")[0][:80]] += 1
-        r = responses.get(m.customer_id)
-        value = r["revenue"] if r else 0.0
-        g.revenue.add(value)
-        if value:
-            g.paying += 1
-        if r:
-            g.responded += 1
-            g.visits += int(r["visit"])
-            g.conversions += int(r["conversion"])
+    variants: dict[tuple[str, str], Group] = defaultdict(Group)
+    breakdown: dict[tuple[str, str, str], Group] = defaultdict(Group)
+    rows = session.execute(
+        sa_select(
+            col(CampaignMember.customer_id),
+            col(CampaignMember.arm),
+            col(CampaignMember.group),
+            col(CampaignMember.variant),
+            col(CampaignMember.tier),
+            col(CampaignMember.segments),
+            col(CampaignMember.channel),
+            col(CampaignMember.excluded),
+            col(Message.state),
+            col(Message.reason),
+            col(Message.channel),
+        )
+        .select_from(CampaignMember)
+        .outerjoin(
+            Message,
+            and_(
+                col(Message.campaign) == campaign_id,
+                col(Message.customer_id) == col(CampaignMember.customer_id),
+                col(Message.key).like(f"campaign:{campaign_id}:%:message"),
+            ),
+        )
+        .where(col(CampaignMember.campaign_id) == campaign_id)
+        .execution_options(yield_per=5000)
+    )
+    for (
+        customer_id, arm, group, variant, tier, segments, channel, excluded, state, reason,
+        sent_on,
+    ) in rows:  # fmt: skip
+        message = (state, reason or "", sent_on or "") if state else None
+        targets = [groups[(arm, group)]]
+        if group == "treated" and variant:
+            targets.append(variants[(arm, variant)])
+        targets.append(breakdown[("tier", tier or "-", group)])
+        targets.append(breakdown[("channel", channel or "-", group)])
+        targets.extend(breakdown[("segment", seg, group)] for seg in segments or [])
+        response = responses.get(customer_id)
+        for g in targets:
+            _count(g, campaign, excluded, message, response)
     arms = sorted({arm for arm, group in groups if group == "treated"})
     out_arms = []
     for arm in arms:
         treated = groups[(arm, "treated")]
         control = groups.get((arm, "control")) or groups.get((SHARED, "control")) or Group()
-        n1, n0 = treated.targeted, control.targeted
         out_arms.append(
             {
                 "arm": arm,
                 "control": "own" if (arm, "control") in groups else "shared",
                 "treated": treated.as_dict(),
                 "control_group": control.as_dict(),
-                "uplift": {
-                    "response": _uplift_rate(
-                        proportions(treated.responded, n1, control.responded, n0), n1
-                    ),
-                    "visit": _uplift_rate(proportions(treated.visits, n1, control.visits, n0), n1),
-                    "conversion": _uplift_rate(
-                        proportions(treated.conversions, n1, control.conversions, n0), n1
-                    ),
-                    "revenue_per_customer": _uplift_amount(
-                        means(treated.revenue, control.revenue, treated.paying, control.paying), n1
-                    ),
-                },
+                "uplift": _uplifts(treated, control),
+                "variants": [
+                    {"variant": v, "treated": g.as_dict(), "uplift": _uplifts(g, control)}
+                    for (a, v), g in sorted(variants.items())
+                    if a == arm
+                ],
+            }
+        )
+    out_breakdown: dict[str, list[dict[str, Any]]] = {d: [] for d in DIMENSIONS}
+    for dimension, value in sorted({(d, v) for d, v, _ in breakdown}):
+        treated = breakdown.get((dimension, value, "treated")) or Group()
+        control = breakdown.get((dimension, value, "control")) or Group()
+        out_breakdown[dimension].append(
+            {
+                "value": value,
+                "treated": treated.as_dict(),
+                "control_group": control.as_dict(),
+                "uplift": _uplifts(treated, control),
             }
         )
     return {
         "campaign": {
             "id": campaign.id,
             "name": campaign.name,
+            "objective": campaign.objective,
             "stage": campaign.stage,
             "window": [
                 _iso(campaign.window_start),
@@ -169,7 +209,84 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
             ],
         },
         "arms": out_arms,
+        "breakdown": out_breakdown,
+        "timeline": _timeline(session, campaign),
     }
+
+
+def _count(
+    g: Group,
+    campaign: Campaign,
+    excluded: str,
+    message: tuple[str, str, str] | None,
+    response: dict[str, Any] | None,
+) -> None:
+    """One member's part in a group's figures."""
+    if excluded:
+        g.excluded[excluded] += 1
+        return
+    g.targeted += 1
+    if message is not None:
+        state, reason, channel = message
+        if state in (MessageState.sent, MessageState.delivered):
+            g.sent += 1
+            g.cost += campaign.cost_per_message.get(channel, 0.0)
+        if state == MessageState.delivered:
+            g.delivered += 1
+        if state == MessageState.failed:
+            g.failed += 1
+            g.failures[reason.split(":")[0][:80]] += 1
+    value = response["revenue"] if response else 0.0
+    g.revenue.add(value)
+    if value:
+        g.paying += 1
+    if response:
+        g.responded += 1
+        g.visits += int(response["visit"])
+        g.conversions += int(response["conversion"])
+
+
+def _timeline(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
+    """Responses and conversions per day and group, inside the window."""
+    group_of = select(CampaignMember.customer_id, CampaignMember.group).where(
+        CampaignMember.campaign_id == campaign.id
+    )
+    groups = dict(session.exec(group_of).all())
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for customer_id, kind, occurred_at in session.exec(
+        _window(
+            select(Interaction.customer_id, Interaction.kind, Interaction.occurred_at).where(
+                Interaction.campaign == campaign.id,
+                Interaction.direction == Direction.inbound,
+                col(Interaction.kind).in_(RESPONSE_KINDS),
+            ),
+            campaign,
+        )
+    ):
+        group = groups.get(customer_id)
+        if group is None:
+            continue
+        day = (as_utc(occurred_at) or occurred_at).date().isoformat()
+        counts[(day, group, "conversions" if kind == "conversion" else "responses")] += 1
+    days = sorted({d for d, _, _ in counts})
+    return [
+        {
+            "date": day,
+            "group": group,
+            "responses": counts[(day, group, "responses")],
+            "conversions": counts[(day, group, "conversions")],
+        }
+        for day in days
+        for group in ("treated", "control")
+    ]
+
+
+def _window(query: Any, campaign: Campaign) -> Any:
+    if campaign.window_start is not None:
+        query = query.where(col(Interaction.occurred_at) >= campaign.window_start)
+    if campaign.window_end is not None:
+        query = query.where(col(Interaction.occurred_at) <= campaign.window_end)
+    return query
 
 
 def _iso(value: Any) -> str | None:
@@ -179,15 +296,14 @@ def _iso(value: Any) -> str | None:
 
 def _responses(session: Session, campaign: Campaign) -> dict[int, dict[str, Any]]:
     """Per customer: responded at all, visited, converted, revenue, inside the window."""
-    query = select(Interaction.customer_id, Interaction.kind, Interaction.detail).where(
-        Interaction.campaign == campaign.id,
-        Interaction.direction == Direction.inbound,
-        col(Interaction.kind).in_(RESPONSE_KINDS),
+    query = _window(
+        select(Interaction.customer_id, Interaction.kind, Interaction.detail).where(
+            Interaction.campaign == campaign.id,
+            Interaction.direction == Direction.inbound,
+            col(Interaction.kind).in_(RESPONSE_KINDS),
+        ),
+        campaign,
     )
-    if campaign.window_start is not None:
-        query = query.where(col(Interaction.occurred_at) >= campaign.window_start)
-    if campaign.window_end is not None:
-        query = query.where(col(Interaction.occurred_at) <= campaign.window_end)
     out: dict[int, dict[str, Any]] = {}
     for customer_id, kind, detail in session.exec(query):
         r = out.setdefault(customer_id, {"visit": False, "conversion": False, "revenue": 0.0})
@@ -196,17 +312,6 @@ def _responses(session: Session, campaign: Campaign) -> dict[int, dict[str, Any]
         if kind == "conversion":
             r["conversion"] = True
             r["revenue"] += float((detail or {}).get("value") or 0)
-    return out
-
-
-def _messages(session: Session, campaign_id: str) -> dict[int, list[tuple[str, str, str]]]:
-    out: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
-    for customer_id, state, reason, channel in session.exec(
-        select(Message.customer_id, Message.state, Message.reason, Message.channel).where(
-            Message.campaign == campaign_id
-        )
-    ):
-        out[customer_id].append((state, reason, channel))
     return out
 
 

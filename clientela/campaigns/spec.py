@@ -6,11 +6,18 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from clientela.settings import Duration
 from clientela.templating import Templates
@@ -53,9 +60,10 @@ class Control(_Strict):
 
 
 class Pilot(_Strict):
-    share: float = Field(gt=0, lt=1)
-    max_failure_rate: float = Field(0.05, ge=0, le=1)
+    share: float = Field(gt=0, lt=1, description="of the treated, sent first")
+    max_failure_rate: float = Field(0.05, ge=0, le=1, description="go/no-go threshold")
     approval: Literal["auto", "manual"] = "auto"
+    wait: Duration = Field(timedelta(0), description="for bounces and reports before the check")
 
 
 class Proof(_Strict):
@@ -87,7 +95,9 @@ class CampaignSpec(_Strict):
     variants: list[Variant] = Field(default_factory=list)
     arms: list[Arm] = Field(default_factory=lambda: [Arm(name="main")])
     control: Control = Field(default_factory=Control)
-    start: datetime | None = None
+    start: AwareDatetime | None = Field(
+        None, description="when to build the list and send, after approval (with a time zone)"
+    )
     response_window: Duration = timedelta(days=14)
     pilot: Pilot | None = None
     proof: Proof = Field(default_factory=Proof)
