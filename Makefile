@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench up down clean
+.PHONY: demo test lint bench bench-campaign bench-rules up down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.welcome
+
+bench-rules: $(STAMP)
+	$(BIN)/python -m bench.rules
+
+# Postfix's smtp-sink receives the campaign; Debian's postfix package has it.
+bench-campaign: $(STAMP)
+	@test -x /usr/sbin/smtp-sink || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
+	$(BIN)/python -m bench.campaign
 
 up: $(STAMP)
 	$(BIN)/clientela up

@@ -89,7 +89,7 @@ def worker() -> None:
 
 @app.command()
 def demo(
-    customers: Annotated[int, typer.Option(min=1, help="Generated customers to import")] = 60,
+    customers: Annotated[int, typer.Option(min=1, help="Generated customers to import")] = 1500,
     signups: Annotated[int, typer.Option(min=1, help="How many of them sign up")] = 15,
     follow_up: Annotated[
         float, typer.Option(min=1, help="Seconds before the welcome follow-up (stack it starts)")

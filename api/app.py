@@ -242,10 +242,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @app.get("/campaigns/{campaign_id}/report", dependencies=Authorised)
     async def campaign_report(campaign_id: str) -> dict[str, Any]:
         """The campaign report (the documented JSON of `clientela campaign report --json`)."""
-        try:
-            return await asyncio.to_thread(_report, settings, campaign_id)
-        except UnknownCampaign as exc:
-            raise HTTPException(404, str(exc)) from None
+        return await _report(settings, campaign_id)
 
     @app.get(
         "/campaigns/{campaign_id}/report.html",
@@ -254,11 +251,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     )
     async def campaign_report_page(campaign_id: str) -> HTMLResponse:
         """The report page with its charts, as of now."""
-        try:
-            data = await asyncio.to_thread(_report, settings, campaign_id)
-        except UnknownCampaign as exc:
-            raise HTTPException(404, str(exc)) from None
-        return HTMLResponse(report_html.render(data))
+        return HTMLResponse(report_html.render(await _report(settings, campaign_id)))
 
     @app.get("/customers/{customer_id}", dependencies=Authorised)
     async def customer(customer_id: str) -> dict[str, Any]:
@@ -358,9 +351,15 @@ def _requested_orders(settings: Settings) -> list[tuple[int, str]]:
         ]
 
 
-def _report(settings: Settings, campaign_id: str) -> dict[str, Any]:
-    with session_scope(settings.db_url) as session:
-        return build_report(session, campaign_id)
+async def _report(settings: Settings, campaign_id: str) -> dict[str, Any]:
+    def read() -> dict[str, Any]:
+        with session_scope(settings.db_url) as session:
+            return build_report(session, campaign_id)
+
+    try:
+        return await asyncio.to_thread(read)
+    except UnknownCampaign as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 def _page(body: str) -> str:

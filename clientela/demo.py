@@ -15,23 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
 
 from clientela import ROOT
+from clientela.campaigns import lifecycle
+from clientela.campaigns.report import build as report_data
 from clientela.customers import import_customers
 from clientela.db import session_scope
 from clientela.devstack import stack
 from clientela.devstack.smtp_catcher import read_outbox
+from clientela.eligibility import Facts
 from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.sample import sample_rows, write_sample_csv
-from clientela.sending import tier_channels
 from clientela.settings import Settings
 from clientela.temporal import connect
-from models import Customer, Message
+from clientela.timeutil import zone_of
+from models import CampaignMember, Customer, Message
 from rules.model import load
 
 RULES = ROOT / "rules" / "crm.yaml"
+DEMO_CAMPAIGN = ROOT / "campaigns" / "demo-offer.yaml"
 
 
 @dataclass
@@ -49,6 +54,23 @@ class DemoReport:
     stack_started: bool = False
     tiers: dict[str, int] = field(default_factory=dict)
     rules_version: str = ""
+    campaign: CampaignRun | None = None
+
+
+@dataclass
+class CampaignRun:
+    campaign_id: str
+    spec_path: Path
+    preview: dict[str, Any]
+    stages: list[str] = field(default_factory=list)
+    sent: int = 0
+    proofs: dict[str, int] = field(default_factory=dict)
+    pilot: str = ""
+    responses: Counter[str] = field(default_factory=Counter)
+    fulfilments: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    report_path: str = ""
+    reported: dict[str, int] = field(default_factory=dict)
 
 
 def run_demo(
@@ -115,6 +137,7 @@ def run_demo(
         if report.messages[("sms", "sent")] == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
+    report.campaign = asyncio.run(_run_campaign(settings, run, random.Random(run), log))
     report.outbox_files = len(read_outbox(settings.outbox_dir))
     store = settings.sms_dir / "messages.jsonl"
     report.sms_stored = sum(1 for _ in store.open()) if store.is_file() else 0
@@ -136,16 +159,21 @@ def _sign_up_mix(
 ) -> list[dict[str, Any]]:
     """A random draw in which about a third prefer SMS and may get it, so both channels show."""
     by_id = {r["external_id"]: r for r in rows}
+    now = datetime.now(UTC)
     with session_scope(settings.db_url) as session:
+        customers = session.exec(
+            select(Customer).where(col(Customer.external_id).in_(list(by_id)))
+        ).all()
+        facts = Facts(session, customers, now)
+        # Texting customers for whom it is daytime: at night their SMS would wait till 08:00.
         texting = [
             customer.external_id
-            for customer in session.exec(
-                select(Customer).where(col(Customer.external_id).in_(list(by_id)))
-            ).all()
+            for customer in customers
             if customer.preferred_channel == "sms"
             and by_id[customer.external_id]["sms_consent"] == "true"
-            and (allowed := tier_channels(session=session, customer=customer)) is not None
+            and (allowed := facts.tier_channels(customer)) is not None
             and "sms" in allowed[1]
+            and settings.quiet_hours.next_opening(now, zone_of(customer.timezone)) is None
         ]
     picked = rng.sample(texting, min(len(texting), signups // 3))
     rest = [r["external_id"] for r in rows if r["external_id"] not in picked]
@@ -182,3 +210,96 @@ async def _wait_finished(settings: Settings, customer_ids: list[str], within: fl
             break
         await asyncio.sleep(1)
     return len(done)
+
+
+#: How demo customers respond: (kind, channel, chance) per group. The treated respond more
+#: than the control group (who get no message); the report measures by how much.
+TREATED_RESPONSES = [("open", "email", 0.40), ("click", "email", 0.15), ("conversion", "web", 0.09)]
+CONTROL_RESPONSES = [("visit", "web", 0.06), ("conversion", "web", 0.03)]
+
+
+async def _run_campaign(
+    settings: Settings, run: str, rng: random.Random, log: Callable[[str], None]
+) -> CampaignRun:
+    """The demo campaign (campaigns/demo-offer.yaml) from approval to its report."""
+    spec = yaml.safe_load(DEMO_CAMPAIGN.read_text(encoding="utf-8"))
+    spec["id"] = f"demo-offer-{run}"
+    path = settings.home / "demo" / f"campaign-{run}.yaml"
+    path.write_text(
+        f"# Made by `clientela demo` from {DEMO_CAMPAIGN.relative_to(ROOT)}\n"
+        + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    client = await connect(settings)
+    preview, handle = await lifecycle.create(client, settings, path, load(RULES))
+    out = CampaignRun(spec["id"], path, preview.as_dict())
+    log(
+        f"Campaign {out.campaign_id}: {preview.audience} in the audience, "
+        f"{preview.treated} to contact, {preview.control} held out, "
+        f"{sum(preview.excluded.values())} excluded; estimated cost {preview.cost:.2f} "
+        f"of {preview.budget:.2f}"
+    )
+    await lifecycle.decide(client, out.campaign_id, "approve", by="demo")
+    log("  approved by demo; proofs, pilot and sending follow")
+    while True:
+        status = await lifecycle.status(client, out.campaign_id)
+        if not out.stages or out.stages[-1] != status.stage:
+            out.stages.append(status.stage)
+            if status.pilot_check is not None and not out.pilot:
+                check = status.pilot_check
+                out.pilot = (
+                    f"pilot of {status.pilot}: {check.failed} of {check.handed} failed, "
+                    + ("go" if check.passed else "stopped for a decision")
+                )
+                log(f"  {out.pilot}")
+            log(f"  stage: {status.stage}")
+        if status.stage == "pilot_review":  # the demo decides as a marketer would
+            await lifecycle.decide(client, out.campaign_id, "go", by="demo")
+        if status.stage in ("tracking", "cancelled", "done"):
+            break
+        await asyncio.sleep(0.3)
+    out.sent, out.proofs = status.sent, status.proofs
+    log(f"  sent {status.sent} ({status.counts}); now the customers respond...")
+    out.responses, out.fulfilments = await _respond(settings, out.campaign_id, rng)
+    await lifecycle.control(client, out.campaign_id, "close")
+    final = await handle.result()
+    out.report_path, out.reported = final.report_path, final.reported
+    with session_scope(settings.db_url) as session:
+        out.report = report_data(session, out.campaign_id)
+    return out
+
+
+async def _respond(
+    settings: Settings, campaign_id: str, rng: random.Random
+) -> tuple[Counter[str], list[str]]:
+    """Plausible responses through POST /events, as a web shop and a mail tracker would."""
+    with session_scope(settings.db_url) as session:
+        members = session.exec(
+            select(Customer.external_id, CampaignMember.group)
+            .join(CampaignMember, col(CampaignMember.customer_id) == col(Customer.id))
+            .where(CampaignMember.campaign_id == campaign_id, CampaignMember.excluded == "")
+        ).all()
+    counts: Counter[str] = Counter()
+    fulfilments = []
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as http:
+        for customer_id, group in members:
+            plan = TREATED_RESPONSES if group == "treated" else CONTROL_RESPONSES
+            for kind, channel, chance in plan:
+                if rng.random() >= chance:
+                    continue
+                body: dict[str, Any] = {
+                    "type": kind,
+                    "customer_id": customer_id,
+                    "campaign": campaign_id,
+                    "channel": channel,
+                }
+                if kind == "conversion":
+                    body["value"] = f"{rng.uniform(20, 90):.2f}"
+                r = await http.post("/events", json=body)
+                r.raise_for_status()
+                counts[f"{group} {kind}"] += 1
+                if r.json().get("fulfilment"):
+                    fulfilments.append(r.json()["fulfilment"])
+    return counts, fulfilments

@@ -58,6 +58,14 @@ FEATURES: dict[str, Feature] = {
     "responsive_channel": Feature(
         "string", "the channel with the most responses; unknown when none"
     ),
+    "never_responds": Feature(
+        "bool", "3 or more messages in the last 12 months and no response; unknown under 3"
+    ),
+    "always_responds": Feature(
+        "bool",
+        "3 or more messages in the last 12 months and at least as many responses; "
+        "unknown under 3",
+    ),
     "complaints_open": Feature("number", "complaints not yet resolved"),
 }
 
@@ -141,6 +149,9 @@ def compute(
             out["excess_ratio"] = _num(usage / basic - 1)
     if history.messages_12m:
         out["response_rate"] = _num(history.responses_12m / history.messages_12m)
+    if history.messages_12m >= 3:
+        out["never_responds"] = history.responses_12m == 0
+        out["always_responds"] = history.responses_12m >= history.messages_12m
     if history.responses_by_channel:
         best = max(sorted(history.responses_by_channel), key=history.responses_by_channel.get)  # type: ignore[arg-type]
         out["responsive_channel"] = best

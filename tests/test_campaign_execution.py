@@ -22,7 +22,14 @@ from clientela.settings import Settings
 from clientela.timeutil import QuietHours, as_utc, zone_of
 from models import Campaign, Message
 from tests.factories import make_customer
-from tests.test_campaign_workflow import RULES, members_of, tiered_customers, wait_stage
+from tests.test_campaign_workflow import (
+    RULES,
+    approved,
+    closed,
+    members_of,
+    tiered_customers,
+    wait_stage,
+)
 from tests.test_rules_apply import apply_directly
 from worker import build_worker
 
@@ -67,14 +74,10 @@ async def test_proofs_variants_and_an_automatic_pilot(
         "variants: [{name: offer, template: spring_offer}, "
         "{name: reminder, template: welcome_reminder}]\n",
     )
-    preview, handle = await lifecycle.create(client, settings, spec, RULES)
+    preview, handle = await approved(client, settings, spec, cid)
     assert set(preview.by_variant) == {"offer", "reminder"} and preview.pilot > 0
-    await wait_stage(client, cid, "awaiting_approval")
-    await lifecycle.decide(client, cid, "approve", by="ana")
-    await wait_stage(client, cid, "tracking")
     status = await lifecycle.status(client, cid)
-    await lifecycle.control(client, cid, "close")
-    final = await handle.result()
+    final = await closed(client, cid, handle)
 
     sent = subjects_by_recipient(settings)
     # Proofs: each variant's template in each of its locales, once, to the proof list.
@@ -119,19 +122,19 @@ async def test_a_manual_pilot_waits_for_go(
 ) -> None:
     tiered_customers(settings.db_url, 30, locale="en")
     manual = f"c-manual-{uuid.uuid4().hex[:8]}"
-    _, handle = await lifecycle.create(
-        client, settings, write(tmp_path, manual, "pilot: {share: 0.3, approval: manual}\n"), RULES
+    _, handle = await approved(
+        client,
+        settings,
+        write(tmp_path, manual, "pilot: {share: 0.3, approval: manual}\n"),
+        manual,
+        "pilot_review",
     )
-    await wait_stage(client, manual, "awaiting_approval")
-    await lifecycle.decide(client, manual, "approve", by="ana")
-    await wait_stage(client, manual, "pilot_review")
     status = await lifecycle.status(client, manual)
     assert status.pilot_check is not None and status.pilot_check.passed
     assert len(read_outbox(settings.outbox_dir)) == status.pilot == status.sent > 0
     assert await lifecycle.decide(client, manual, "go", by="luis") == "go"
     await wait_stage(client, manual, "tracking")
-    await lifecycle.control(client, manual, "close")
-    final = await handle.result()
+    final = await closed(client, manual, handle)
     assert len(read_outbox(settings.outbox_dir)) == final.sent == final.treated
 
 
@@ -142,12 +145,9 @@ async def test_a_pilot_that_bounces_waits_for_a_decision(
     # Even with automatic approval: the pilot's failure rate is over the threshold.
     catcher.handler.faults.append(Fault(pattern=".", code=550, message="5.1.1 no mailbox"))
     failing = f"c-fail-{uuid.uuid4().hex[:8]}"
-    _, handle = await lifecycle.create(
-        client, settings, write(tmp_path, failing, "pilot: {share: 0.3}\n"), RULES
+    _, handle = await approved(
+        client, settings, write(tmp_path, failing, "pilot: {share: 0.3}\n"), failing, "pilot_review"
     )
-    await wait_stage(client, failing, "awaiting_approval")
-    await lifecycle.decide(client, failing, "approve", by="ana")
-    await wait_stage(client, failing, "pilot_review")
     status = await lifecycle.status(client, failing)
     assert status.pilot_check is not None and not status.pilot_check.passed
     assert status.pilot_check.failure_rate == 1.0
@@ -162,10 +162,7 @@ async def test_contact_caps_of_the_tier_are_shared_by_every_campaign(
     # Tier C may get one email a week (rules/crm.yaml).
     tiered_customers(settings.db_url, 6, locale="en")
     first = f"c-cap1-{uuid.uuid4().hex[:8]}"
-    _, handle = await lifecycle.create(client, settings, write(tmp_path, first), RULES)
-    await wait_stage(client, first, "awaiting_approval")
-    await lifecycle.decide(client, first, "approve", by="ana")
-    await wait_stage(client, first, "tracking")
+    _, handle = await approved(client, settings, write(tmp_path, first), first, "tracking")
     await lifecycle.control(client, first, "close")
     await handle.result()
     contacted = {e for m, e in members_of(settings.db_url, first) if m.group == "treated"}
@@ -314,17 +311,44 @@ async def test_a_scheduled_campaign_sends_from_its_start(
     tiered_customers(settings.db_url, 5, locale="en")
     cid = f"c-later-{uuid.uuid4().hex[:8]}"
     start = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
-    _, handle = await lifecycle.create(
-        client, settings, write(tmp_path, cid, f"start: '{start}'\n"), RULES
+    _, handle = await approved(
+        client, settings, write(tmp_path, cid, f"start: '{start}'\n"), cid, "scheduled"
     )
-    await wait_stage(client, cid, "awaiting_approval")
-    await lifecycle.decide(client, cid, "approve", by="ana")
-    await wait_stage(client, cid, "scheduled")
     assert read_outbox(settings.outbox_dir) == []
     await wait_stage(client, cid, "tracking")
-    await lifecycle.control(client, cid, "close")
-    final = await handle.result()
+    final = await closed(client, cid, handle)
     assert final.sent == len(read_outbox(settings.outbox_dir)) == 4
     with session_scope(settings.db_url) as session:
         sent_at = [as_utc(m.sent_at) for m in session.exec(select(Message)).all()]
     assert min(t for t in sent_at if t) >= datetime.fromisoformat(start)
+
+
+async def test_an_unsubscribe_mid_campaign_is_honoured_before_the_next_page(
+    client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    import httpx
+
+    from api.app import create_app
+    from clientela.unsubscribe import token_for
+
+    tiered_customers(settings.db_url, 30, locale="en")
+    cid = f"c-unsub-{uuid.uuid4().hex[:8]}"
+    spec = write(tmp_path, cid, "pilot: {share: 0.3, approval: manual}\n")
+    _, handle = await approved(client, settings, spec, cid, "pilot_review")
+    waiting = [
+        e for m, e in members_of(settings.db_url, cid) if m.group == "treated" and not m.pilot
+    ]
+    leaver = waiting[0]
+    app = create_app(settings, client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as h:
+        r = await h.post(f"/u/{token_for(settings, leaver, 'email', cid)}")  # one-click
+        assert r.status_code == 200 and "unsubscribed" in r.text
+    await lifecycle.decide(client, cid, "go", by="ana")
+    await wait_stage(client, cid, "tracking")
+    final = await closed(client, cid, handle)
+    with session_scope(settings.db_url) as session:
+        rows = {r.key: r for r in session.exec(select(Message).where(Message.campaign == cid))}
+    left = rows[f"campaign:{cid}:{leaver}:message"]
+    assert (left.state, left.reason) == ("suppressed", "email: no consent")
+    assert final.counts == {"sent": final.treated - 1, "suppressed": 1}
+    assert len(read_outbox(settings.outbox_dir)) == final.treated - 1

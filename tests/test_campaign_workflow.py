@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import select
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from clientela.campaigns import html, lifecycle
+from clientela.campaigns import audience, html, lifecycle
 from clientela.campaigns.report import build
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
@@ -20,6 +20,7 @@ from models import Campaign, CampaignMember, Customer
 from rules.model import load
 from tests.factories import make_customer
 from tests.test_rules_apply import apply_directly
+from workflows.campaign import CampaignStatus, CampaignWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = load(ROOT / "rules" / "crm.yaml")
@@ -71,6 +72,25 @@ async def wait_stage(client: Client, campaign_id: str, stage: str) -> None:
     raise AssertionError(f"{campaign_id} never reached {stage}")
 
 
+async def approved(
+    client: Client, settings: Settings, spec: Path, campaign_id: str, until: str = "tracking"
+) -> tuple[audience.Preview, WorkflowHandle[CampaignWorkflow, CampaignStatus]]:
+    """Create the campaign, approve it, and wait until it reaches ``until``."""
+    preview, handle = await lifecycle.create(client, settings, spec, RULES)
+    await wait_stage(client, campaign_id, "awaiting_approval")
+    await lifecycle.decide(client, campaign_id, "approve", by="ana")
+    await wait_stage(client, campaign_id, until)
+    return preview, handle
+
+
+async def closed(
+    client: Client, campaign_id: str, handle: WorkflowHandle[CampaignWorkflow, CampaignStatus]
+) -> CampaignStatus:
+    """Close the response window and wait for the campaign's end."""
+    await lifecycle.control(client, campaign_id, "close")
+    return await handle.result()
+
+
 async def test_approved_campaign_sends_once_to_the_treated_only(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher, tmp_path: Path
 ) -> None:
@@ -103,6 +123,12 @@ async def test_approved_campaign_sends_once_to_the_treated_only(
     assert report["arms"][0]["treated"]["sent"] == 24
     assert report["arms"][0]["treated"]["cost"] == pytest.approx(0.24)
     assert stage is not None and stage.stage == "done" and stage.window_end is not None
+    # Operators find it in the Web UI by its typed search attributes.
+    found = [
+        w.id
+        async for w in client.list_workflows(f"CampaignId = '{cid}' AND Stage = 'campaign:done'")
+    ]
+    assert found == [f"campaign-{cid}"]
 
 
 async def test_rejection_and_over_budget_refusal(
@@ -218,6 +244,11 @@ async def test_responses_posted_to_the_api_count_in_the_report(
                 body["value"] = value
             r = await http.post("/events", json=body)
             assert r.status_code == 202, r.text
+        live = await http.get(f"/campaigns/{cid}/report")  # the report as of now, by API
+        assert live.status_code == 200 and live.json()["arms"][0]["treated"]["conversions"] == 1
+        page = await http.get(f"/campaigns/{cid}/report.html")
+        assert page.status_code == 200 and "<svg" in page.text
+        assert (await http.get("/campaigns/nope/report")).status_code == 404
     await lifecycle.control(client, cid, "close")
     await handle.result()
     with session_scope(settings.db_url) as session:
@@ -229,7 +260,8 @@ async def test_responses_posted_to_the_api_count_in_the_report(
     assert tier["value"] == "C" and tier["treated"]["conversions"] == 1
     assert tier["control_group"]["revenue"] == 15.5
     assert {row["value"] for row in data["breakdown"]["channel"]} == {"email"}
-    assert sum(p["conversions"] for p in data["timeline"]) == 2
+    assert sum(p["conversions"] for p in data["timeline"]["points"]) == 2
+    assert data["timeline"]["bucket"] == "1m"  # all within seconds
     page = html.render(data)
     assert page.count("<svg") == 3 and "Arm main" in page  # forest, funnel, timeline
     assert "40.00" in page and "15.50" in page

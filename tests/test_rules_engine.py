@@ -241,3 +241,20 @@ def test_calls_from_many_threads_are_serialised() -> None:
             (m.tier_rule == "t0") == (v["attr.a"] > 1)
             for (_, v), m in zip(batch, matches, strict=True)
         )
+
+
+@pytest.mark.parametrize(
+    ("messages", "responses", "never", "always"),
+    [(2, 0, None, None), (3, 0, True, False), (4, 2, False, False), (3, 3, False, True)],
+)
+def test_never_and_always_responding_need_three_messages(
+    messages: int, responses: int, never: bool | None, always: bool | None
+) -> None:
+    from datetime import date
+
+    from rules.features import History, compute
+
+    out = compute(
+        {}, {}, History(messages_12m=messages, responses_12m=responses), date(2026, 11, 22)
+    )
+    assert (out.get("never_responds"), out.get("always_responds")) == (never, always)

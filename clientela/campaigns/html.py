@@ -63,7 +63,7 @@ def forest(data: dict[str, Any], measure: str = "conversion") -> Markup:
     hi = max([0.0, *(u["ci95"][1] for u in measured)])
     span = (hi - lo) or 1.0
     lo, hi = lo - span * 0.1, hi + span * 0.1
-    width, left, right, row_h = 720, 170, 20, 28
+    width, left, right, row_h = 760, 170, 150, 28
     height = row_h * len(rows) + 40
 
     def x(v: float) -> float:
@@ -73,7 +73,9 @@ def forest(data: dict[str, Any], measure: str = "conversion") -> Markup:
         f'<line x1="{x(0):.1f}" y1="10" x2="{x(0):.1f}" y2="{height - 25}" '
         f'stroke="{INK}" stroke-dasharray="3,3"/>',
         f'<text x="{x(0):.1f}" y="{height - 8}" text-anchor="middle" font-size="11">0</text>',
-        f'<text x="{x(lo):.1f}" y="{height - 8}" font-size="11">{lo:+.2f}pp</text>',
+        f'<text x="{left}" y="{height - 8}" font-size="11">{lo:+.2f}pp</text>'
+        if x(0) - left > 45
+        else "",
         f'<text x="{x(hi):.1f}" y="{height - 8}" text-anchor="end" font-size="11">'
         f"{hi:+.2f}pp</text>",
     ]
@@ -83,7 +85,8 @@ def forest(data: dict[str, Any], measure: str = "conversion") -> Markup:
         if "ci95" not in u:
             parts.append(
                 f'<text x="{left}" y="{y + 4}" font-size="12" fill="#888">'
-                f"not measurable: {escape(u.get('insufficient', ''))}</text>"
+                f"<title>{escape(u.get('insufficient', ''))}</title>"
+                "not measurable: too little data (see the arm's table)</text>"
             )
             continue
         a, b = u["ci95"]
@@ -136,27 +139,26 @@ def funnel(arm: dict[str, Any]) -> Markup:
 
 
 def timeline(data: dict[str, Any]) -> Markup | None:
-    """Cumulative response rate of treated and control, day by day."""
-    points = data.get("timeline") or []
+    """Cumulative responses per customer of treated and control, bucket by bucket."""
+    points = (data.get("timeline") or {}).get("points") or []
     if not points:
         return None
     size = {
         "treated": sum(a["treated"]["targeted"] for a in data["arms"]),
         "control": sum(a["control_group"]["targeted"] for a in data["arms"]),
     }
-    days = sorted({p["date"] for p in points})
+    stamps = sorted({p["at"] for p in points})
     series: dict[str, list[float]] = {}
     for group in ("treated", "control"):
-        daily = [
-            sum(p["responses"] + p["conversions"] for p in points
-                if p["date"] == d and p["group"] == group)
-            for d in days
-        ]  # fmt: skip
+        per_bucket = {p["at"]: p["responses"] + p["conversions"] for p in points
+                      if p["group"] == group}  # fmt: skip
         n = size[group] or 1
-        series[group] = [v / n * 100 for v in accumulate(daily)]
+        series[group] = [0.0] + [
+            v / n * 100 for v in accumulate(per_bucket.get(s, 0) for s in stamps)
+        ]
     top = max([*series["treated"], *series["control"], 0.001])
-    width, height, left, bottom = 720, 220, 50, 30
-    step = (width - left - 20) / max(len(days) - 1, 1)
+    width, height, left, bottom = 720, 220, 60, 30
+    step = (width - left - 20) / len(stamps)
 
     def xy(i: int, v: float) -> str:
         return f"{left + i * step:.1f},{height - bottom - v / top * (height - bottom - 15):.1f}"
@@ -164,15 +166,20 @@ def timeline(data: dict[str, Any]) -> Markup | None:
     parts = [
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" '
         f'stroke="{GRID}"/>',
-        f'<text x="5" y="20" font-size="11">{top:.2f}%</text>',
+        f'<text x="5" y="20" font-size="11">{top:.1f}%</text>',
         f'<text x="5" y="{height - bottom}" font-size="11">0%</text>',
-        f'<text x="{left}" y="{height - 8}" font-size="11">{days[0]}</text>',
+        f'<text x="{left}" y="{height - 8}" font-size="11">{stamps[0][:16]}</text>',
         f'<text x="{width - 10}" y="{height - 8}" text-anchor="end" font-size="11">'
-        f"{days[-1]}</text>",
+        f"{stamps[-1][:16]} (buckets of {data['timeline']['bucket']})</text>",
     ]
     for group, color in (("treated", TREATED), ("control", CONTROL)):
         coords = " ".join(xy(i, v) for i, v in enumerate(series[group]))
         parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
+        last = series[group][-1]
+        parts.append(
+            f'<text x="{width - 12}" y="{xy(len(stamps), last).split(",")[1]}" '
+            f'text-anchor="end" font-size="11" fill="{color}">{group} {last:.1f}%</text>'
+        )
     return _svg(width, height, parts, "cumulative responses per customer, treated and control")
 
 

@@ -86,7 +86,10 @@ async def create(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"Campaign {s.name}",
             search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(search.STAGE, "campaign:awaiting_approval")]
+                [
+                    SearchAttributePair(search.STAGE, "campaign:awaiting_approval"),
+                    SearchAttributePair(search.CAMPAIGN_ID, s.id),
+                ]
             ),
         )
     except WorkflowAlreadyStartedError:

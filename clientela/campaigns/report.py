@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_
@@ -246,13 +247,25 @@ def _count(
         g.conversions += int(response["conversion"])
 
 
-def _timeline(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
-    """Responses and conversions per day and group, inside the window."""
+BUCKETS = [
+    ("1m", timedelta(minutes=1)),
+    ("10m", timedelta(minutes=10)),
+    ("1h", timedelta(hours=1)),
+    ("6h", timedelta(hours=6)),
+    ("1d", timedelta(days=1)),
+    ("7d", timedelta(days=7)),
+]
+
+
+def _timeline(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """Responses and conversions per time bucket and group, inside the window; the bucket
+    is the smallest of a minute, ten minutes, an hour, six hours, a day or a week that cuts
+    the responses' span into at most 60."""
     group_of = select(CampaignMember.customer_id, CampaignMember.group).where(
         CampaignMember.campaign_id == campaign.id
     )
     groups = dict(session.exec(group_of).all())
-    counts: Counter[tuple[str, str, str]] = Counter()
+    seen: list[tuple[datetime, str, str]] = []
     for customer_id, kind, occurred_at in session.exec(
         _window(
             select(Interaction.customer_id, Interaction.kind, Interaction.occurred_at).where(
@@ -264,21 +277,33 @@ def _timeline(session: Session, campaign: Campaign) -> list[dict[str, Any]]:
         )
     ):
         group = groups.get(customer_id)
-        if group is None:
-            continue
-        day = (as_utc(occurred_at) or occurred_at).date().isoformat()
-        counts[(day, group, "conversions" if kind == "conversion" else "responses")] += 1
-    days = sorted({d for d, _, _ in counts})
-    return [
-        {
-            "date": day,
-            "group": group,
-            "responses": counts[(day, group, "responses")],
-            "conversions": counts[(day, group, "conversions")],
-        }
-        for day in days
-        for group in ("treated", "control")
-    ]
+        at = as_utc(occurred_at)
+        if group is not None and at is not None:
+            seen.append((at, group, "conversions" if kind == "conversion" else "responses"))
+    if not seen:
+        return {"bucket": None, "points": []}
+    first, last = min(t for t, _, _ in seen), max(t for t, _, _ in seen)
+    name, size = next(((n, d) for n, d in BUCKETS if (last - first) / d < 60), BUCKETS[-1])
+    origin = first.replace(second=0, microsecond=0)
+    if size >= timedelta(days=1):
+        origin = origin.replace(hour=0, minute=0)
+    counts: Counter[tuple[int, str, str]] = Counter(
+        (int((t - origin) / size), group, what) for t, group, what in seen
+    )
+    buckets = range(max(i for i, _, _ in counts) + 1)
+    return {
+        "bucket": name,
+        "points": [
+            {
+                "at": (origin + i * size).isoformat(),
+                "group": group,
+                "responses": counts[(i, group, "responses")],
+                "conversions": counts[(i, group, "conversions")],
+            }
+            for i in buckets
+            for group in ("treated", "control")
+        ],
+    }
 
 
 def _window(query: Any, campaign: Campaign) -> Any:
