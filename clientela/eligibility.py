@@ -10,8 +10,9 @@ customer's preferred channel first and then the others):
 2. the customer consented to it; 3. there is an address for it; 4. the address is not on the
    suppression list;
 5. the tier's contact caps for the channel are not reached. Caps count messages handed to a
-   provider (sent or delivered) over rolling windows: a day is the last 24 hours, a week the
-   last 7 days, a month the last 30 days. Every campaign and journey counts.
+   provider (sent or delivered) or being handed over (claimed) over rolling windows: a day
+   is the last 24 hours, a week the last 7 days, a month the last 30 days. Every campaign
+   and journey counts.
 
 The first channel that passes is chosen. Quiet hours come after the choice: an SMS is only
 sent between ``sms_hours`` (default 08:00-21:00) in the customer's own time zone; outside
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from clientela.timeutil import QuietHours, as_utc, zone_of
@@ -83,15 +85,27 @@ class Facts:
                 version = versions[vid]
                 policy = rules_of(version).spec.policies.get(tier) if version else None
                 self.policies[customer_id] = (tier, policy)
-            for customer_id, channel, sent_at in session.exec(
-                select(Message.customer_id, Message.channel, Message.sent_at).where(
+            # Handed to a provider, or claimed to be (another batch may be sending it now).
+            for customer_id, channel, sent_at, claimed_at in session.exec(
+                select(
+                    Message.customer_id, Message.channel, Message.sent_at, Message.claimed_at
+                ).where(
                     col(Message.customer_id).in_(part),
-                    col(Message.state).in_([MessageState.sent, MessageState.delivered]),
-                    col(Message.sent_at) >= since,
+                    or_(
+                        and_(
+                            col(Message.state).in_([MessageState.sent, MessageState.delivered]),
+                            col(Message.sent_at) >= since,
+                        ),
+                        and_(
+                            col(Message.state) == MessageState.sending,
+                            col(Message.claimed_at) >= since,
+                        ),
+                    ),
                 )
             ).all():
-                if sent_at is not None:
-                    self.recent[(customer_id, channel)].append(as_utc(sent_at) or sent_at)
+                at = as_utc(sent_at or claimed_at)
+                if at is not None:
+                    self.recent[(customer_id, channel)].append(at)
         addresses = sorted({a for c in batch for a in (c.email, c.phone) if a})
         for some in chunked(addresses):
             for row in session.exec(

@@ -352,3 +352,33 @@ async def test_an_unsubscribe_mid_campaign_is_honoured_before_the_next_page(
     assert (left.state, left.reason) == ("suppressed", "email: no consent")
     assert final.counts == {"sent": final.treated - 1, "suppressed": 1}
     assert len(read_outbox(settings.outbox_dir)) == final.treated - 1
+
+
+def test_a_message_being_sent_counts_against_the_cap(settings: Settings) -> None:
+    from clientela.eligibility import Facts
+    from clientela.timeutil import utcnow
+    from models import Customer
+
+    cid = make_customer(settings.db_url, locale="en")
+    apply_directly(settings.db_url)  # tier C: one email a week
+    with session_scope(settings.db_url) as session:
+        customer = session.exec(select(Customer).where(Customer.external_id == cid)).one()
+        assert customer.id is not None
+        assert Facts(session, [customer], utcnow()).choose_channel(customer, "email")[0]
+        session.add(  # another batch has claimed a message to this customer, not yet sent
+            Message(
+                key="other-campaign",
+                customer_id=customer.id,
+                channel="email",
+                template="welcome",
+                state="sending",
+                claimed_by="elsewhere",
+                claimed_at=utcnow(),
+            )
+        )
+        session.flush()
+        facts = Facts(session, [customer], utcnow())
+        assert facts.choose_channel(customer, "email") == (
+            None,
+            "email: contact cap of tier C: 1 per week",
+        )
