@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, DateTime
+from sqlalchemy import Column, DateTime, Index
 from sqlmodel import Field, SQLModel
 
 from models.base import utcnow
@@ -25,6 +25,10 @@ class MessageState(StrEnum):
 
 
 class Message(SQLModel, table=True):
+    # Contact caps read a batch of customers' recent messages by (customer, state); without
+    # this index SQLite scans every sent message for each batch.
+    __table_args__ = (Index("ix_message_customer_state", "customer_id", "state"),)
+
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, index=True, max_length=255, description="idempotency key")
     customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
