@@ -63,8 +63,7 @@ FEATURES: dict[str, Feature] = {
     ),
     "always_responds": Feature(
         "bool",
-        "3 or more messages in the last 12 months and at least as many responses; "
-        "unknown under 3",
+        "3 or more messages in the last 12 months and at least as many responses; unknown under 3",
     ),
     "complaints_open": Feature("number", "complaints not yet resolved"),
 }
