@@ -254,30 +254,37 @@ def customers_show(
 
 @journey_app.command("start")
 def journey_start(journey: str, customer_id: str) -> None:
-    """Start a journey for a customer (one per customer: a second start is refused)."""
+    """Start a journey for a customer by hand (its condition and re-entry policy apply)."""
     from clientela.customers import UnknownCustomer, get_customer
     from clientela.db import session_scope
-    from clientela.journeys import UnknownJourney, journey_workflow_id, start_welcome
+    from clientela.journey_router import BOOK, start_by_name
     from clientela.temporal import connect
+    from clientela.yamlfile import SpecError
 
     s = settings()
     try:
-        journey_workflow_id(journey, customer_id)
+        known = BOOK.journeys(s)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        raise fail(f"{s.journeys_dir}: {len(exc.problems)} error(s)") from None
+    if journey not in known:
+        raise fail(f"no journey named {journey!r}; journeys: {', '.join(sorted(known))}")
+    try:
         with session_scope(s.db_url) as session:
-            tier = get_customer(session=session, external_id=customer_id).tier
-    except (UnknownJourney, UnknownCustomer) as exc:
+            get_customer(session=session, external_id=customer_id)
+    except UnknownCustomer as exc:
         raise fail(str(exc)) from None
 
-    async def start() -> tuple[str, bool]:
-        return await start_welcome(await connect(s), s, customer_id, tier)
+    async def start() -> Any:
+        return await start_by_name(await connect(s), s, journey, customer_id)
 
     try:
-        wid, started = asyncio.run(start())
-    except ConnectionError as exc:
+        entry = asyncio.run(start())
+    except (LookupError, ConnectionError) as exc:
         raise fail(str(exc)) from None
-    if not started:
-        raise fail(f"{wid} already exists: a customer gets one {journey} journey", code=2)
-    out.print(f"Started {wid}")
+    if not entry.started:
+        raise fail(f"{entry.workflow_id} not started: {entry.reason}", code=2)
+    out.print(f"Started {entry.workflow_id}")
 
 
 @journey_app.command("status")
@@ -286,8 +293,8 @@ def journey_status_cmd(
     customer_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Where a customer's journey stands."""
-    from clientela.journeys import JourneyNotFound, UnknownJourney, journey_status
+    """Where a customer's journey stands: each step taken, messages, events."""
+    from clientela.journeys import JourneyNotFound, journey_status
     from clientela.temporal import connect
 
     s = settings()
@@ -297,20 +304,75 @@ def journey_status_cmd(
 
     try:
         data = asyncio.run(status())
-    except (UnknownJourney, JourneyNotFound, ConnectionError) as exc:
+    except (JourneyNotFound, ConnectionError) as exc:
         raise fail(str(exc)) from None
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
-    out.print(f"[bold]{data['workflow_id']}[/bold]: {data['execution']}, stage {data['stage']}")
-    kinds = ", ".join(data["response_kinds"])
-    out.print(f"  responded: {f'yes ({kinds})' if data['responded'] else 'no'}")
-    for step in ("welcome", "follow_up"):
-        m = data[step]
-        if m:
-            out.print(f"  {step:<10} {m['state']} on {m['channel'] or '-'} {m['reason']}")
-    if data["stage"] == "waiting":
-        out.print(f"  follow-up due {data['follow_up_due']}")
+    out.print(
+        f"[bold]{data['workflow_id']}[/bold]: {data['execution']}, step {data['step']} "
+        f"(version {data['version']})",
+        highlight=False,
+    )
+    for line in data["trail"]:
+        out.print(f"  {line}", highlight=False)
+    if data["events"]:
+        out.print(f"  events: {', '.join(data['events'])}", highlight=False)
+    if data["waiting_until"]:
+        out.print(f"  waiting until {data['waiting_until']}", highlight=False)
+
+
+@journey_app.command("list")
+def journey_list_cmd(
+    customer: Annotated[str | None, typer.Option("--customer", help="One customer's")] = None,
+    journey: Annotated[str | None, typer.Option("--journey", help="One journey's")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Journeys that ran or run, newest first (of a customer, of a journey, or all)."""
+    from clientela.journeys import journey_list
+    from clientela.temporal import connect
+
+    s = settings()
+
+    async def listing() -> list[dict[str, Any]]:
+        return await journey_list(await connect(s), customer, journey)
+
+    try:
+        rows = asyncio.run(listing())
+    except ConnectionError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for name in ("journey", "customer", "step", "execution", "started", "workflow id"):
+        table.add_column(name)
+    for r in rows:
+        table.add_row(
+            r["journey"] or "", r["customer_id"] or "", r["step"], r["execution"],
+            (r["started"] or "")[:19], r["workflow_id"],
+        )  # fmt: skip
+    out.print(table)
+
+
+@journey_app.command("cancel")
+def journey_cancel_cmd(journey: str, customer_id: str) -> None:
+    """Cancel a customer's running journey of that name (nothing more is sent)."""
+    from clientela.journeys import journey_cancel
+    from clientela.temporal import connect
+
+    s = settings()
+
+    async def cancel() -> list[str]:
+        return await journey_cancel(await connect(s), journey, customer_id)
+
+    try:
+        cancelled = asyncio.run(cancel())
+    except ConnectionError as exc:
+        raise fail(str(exc)) from None
+    if not cancelled:
+        raise fail(f"no running {journey} journey for customer {customer_id!r}")
+    out.print(f"Cancelled {', '.join(cancelled)}")
 
 
 def _load_rules(path: Path) -> Any:

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
+from activities.journeys import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.orders import OrderActivities
 from activities.rules import RulesActivities
@@ -23,11 +24,13 @@ from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
 from workflows.campaign import CampaignWorkflow
+from workflows.journey import JourneyWorkflow
 from workflows.order import OrderFulfilment
 from workflows.rules_apply import RulesApply
 from workflows.welcome import WelcomeJourney
 
-WORKFLOWS = [WelcomeJourney, RulesApply, CampaignWorkflow, OrderFulfilment]
+# WelcomeJourney stays for welcomes started before journeys were defined in data.
+WORKFLOWS = [WelcomeJourney, JourneyWorkflow, RulesApply, CampaignWorkflow, OrderFulfilment]
 
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
@@ -35,6 +38,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     rules = RulesActivities(settings)
     campaigns = CampaignActivities(messaging)
     orders = OrderActivities(settings)
+    journeys = JourneyActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -51,6 +55,8 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             campaigns.pilot_check,
             campaigns.report,
             orders.fulfil,
+            journeys.local_time,
+            journeys.condition,
         ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),

@@ -121,9 +121,12 @@ class CampaignActivities:
                     **campaign.spec,
                     "history": [*campaign.spec.get("history", []), params.note],
                 }
-            if params.window_days is not None:
+            # Responses count from the first message out until the window after the last.
+            if params.stage in ("pilot", "sending") and campaign.window_start is None:
                 campaign.window_start = utcnow()
-                campaign.window_end = campaign.window_start + timedelta(days=params.window_days)
+            if params.window_days is not None:
+                campaign.window_start = campaign.window_start or utcnow()
+                campaign.window_end = utcnow() + timedelta(days=params.window_days)
             session.add(campaign)
 
     @activity.defn(name="campaign_prepare")

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
-from clientela import realtime
+from clientela import journey_router, realtime
 from clientela.campaigns import html as report_html
 from clientela.campaigns.report import UnknownCampaign
 from clientela.campaigns.report import build as build_report
@@ -33,7 +33,7 @@ from clientela.customers import (
 )
 from clientela.db import get_engine, session_scope
 from clientela.delivery import UnknownStatus, record_sms_status
-from clientela.journeys import signal_response, start_fulfilment, start_welcome
+from clientela.journeys import signal_response, start_fulfilment
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
 from clientela.unsubscribe import BadToken, read_token
@@ -164,32 +164,47 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         client = await temporal_client(request)
         if isinstance(event, PurchaseEvent | ComplaintEvent | ProfileEvent):
             try:
-                return await asyncio.to_thread(_realtime, settings, event)
+                decided = await asyncio.to_thread(_realtime, settings, event)
             except UnknownCustomer as exc:
                 raise HTTPException(404, f"customer_id: {exc}") from None
+            kind = None if isinstance(event, ProfileEvent) else event.type
+            entries = await journey_router.after(client, settings, decided, kind)
+            return {**decided.as_dict(), "journeys": [e.as_dict() for e in entries]}
         if isinstance(event, SignupEvent):
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source
             data = CustomerIn.model_validate(fields)
-            created, tier = await asyncio.to_thread(_upsert, settings, data)
-            wid, started = await start_welcome(client, settings, data.external_id, tier)
+            created = await asyncio.to_thread(_upsert, settings, data)
+            entries = await journey_router.enter(
+                client,
+                settings,
+                data.external_id,
+                journey_router.Happening(kind="event", event="signup", key="signup"),
+            )
             return {
                 "customer_id": data.external_id,
                 "created": created,
-                "journey": {"workflow_id": wid, "started": started},
+                "journeys": [e.as_dict() for e in entries],
             }
         try:
             outcome, order = await asyncio.to_thread(_record_response, settings, event)
         except UnknownCustomer as exc:
             raise HTTPException(404, f"customer_id: {exc}") from None
-        signalled = await signal_response(client, event.customer_id, event.type, event.channel)
+        # What the customer did reaches the journeys they are in (and a welcome of old).
+        told = await journey_router.signal_event(
+            client, settings, event.customer_id, event.type, event.channel
+        )
+        if await signal_response(client, event.customer_id, event.type, event.channel):
+            told.append(f"welcome-{event.customer_id}")
+        entries = await journey_router.after(client, settings, outcome, event.type)
         fulfilment = None
         if order is not None:  # the order is recorded: its fulfilment starts (once)
             fulfilment = await start_fulfilment(client, settings, *order)
         return {
-            **outcome,
+            **outcome.as_dict(),
             "recorded": True,
-            "journey_signalled": signalled,
+            "journeys_told": told,
+            "journeys": [e.as_dict() for e in entries],
             "fulfilment": fulfilment,
         }
 
@@ -263,15 +278,15 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     return app
 
 
-def _upsert(settings: Settings, data: CustomerIn) -> tuple[bool, str | None]:
+def _upsert(settings: Settings, data: CustomerIn) -> bool:
     with session_scope(settings.db_url) as session:
-        customer, created = upsert_customer(session=session, data=data)
-        return created, customer.tier
+        _, created = upsert_customer(session=session, data=data)
+        return created
 
 
 def _record_response(
     settings: Settings, event: ResponseEvent
-) -> tuple[dict[str, Any], tuple[int, str] | None]:
+) -> tuple[realtime.Outcome, tuple[int, str] | None]:
     with session_scope(settings.db_url) as session:
         outcome, order = realtime.response(
             session,
@@ -284,12 +299,12 @@ def _record_response(
             today=datetime.now(UTC).date(),
         )
         placed = (order.id, order.uid) if order is not None and order.id is not None else None
-        return outcome.as_dict(), placed
+        return outcome, placed
 
 
 def _realtime(
     settings: Settings, event: PurchaseEvent | ComplaintEvent | ProfileEvent
-) -> dict[str, Any]:
+) -> realtime.Outcome:
     today = datetime.now(UTC).date()
     with session_scope(settings.db_url) as session:
         if isinstance(event, PurchaseEvent):
@@ -314,7 +329,7 @@ def _realtime(
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source
             outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
-        return outcome.as_dict()
+        return outcome
 
 
 async def _resume_fulfilment(app: FastAPI, every: float = 60.0) -> None:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -33,7 +33,7 @@ from bench.baseline import OneActivity, touch, touched
 from clientela.customers import upsert_customer
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journeys import start_welcome
+from clientela.journey_router import Happening, enter
 from clientela.settings import Settings
 from models.schemas import CustomerIn
 from worker import build_worker
@@ -99,7 +99,7 @@ async def main(journeys: int, paced: int, rate: float) -> None:
         temporal_address=env.client.service_client.config.target_host,
         task_queue=f"bench-{uuid.uuid4()}",
         catcher_port=catcher.port,
-        welcome_follow_up=timedelta(days=2),
+        sms_hours="00:00-24:00",
     )
     total = journeys + paced
     with session_scope(settings.db_url) as session:
@@ -125,8 +125,10 @@ async def main(journeys: int, paced: int, rate: float) -> None:
 
         async def start_journey(email: str) -> None:
             cid = f"B{int(email[1:].split('@')[0]):06d}"
-            _, started = await start_welcome(env.client, settings, cid)
-            assert started, cid
+            [entry] = await enter(
+                env.client, settings, cid, Happening(kind="event", event="signup", key="signup")
+            )
+            assert entry.started, cid
 
         async with Worker(
             env.client,

@@ -83,7 +83,8 @@ def run_demo(
 ) -> DemoReport:
     if not stack.is_up(settings):
         log("Starting the stack (Temporal, SMTP catcher, SMS sink, API, worker)...")
-        os.environ.setdefault("CLIENTELA_WELCOME_FOLLOW_UP", f"PT{follow_up_seconds:g}S")
+        # Journeys' waits shrink so that the welcome's two days last follow_up_seconds.
+        os.environ.setdefault("CLIENTELA_JOURNEY_TIME_SCALE", repr(follow_up_seconds / 172800))
         stack.start_detached(settings)
         started = True
     else:
@@ -119,7 +120,7 @@ def run_demo(
             r = http.post("/events", json=body)
             r.raise_for_status()
             report.signups.append(row["external_id"])
-            report.journeys_started += int(r.json()["journey"]["started"])
+            report.journeys_started += sum(j["started"] for j in r.json()["journeys"])
         log(f"Signed up {len(chosen)} customers through POST {api}/events")
         # A third of them respond to the welcome, which changes their follow-up.
         time.sleep(2)
@@ -203,7 +204,7 @@ async def _wait_finished(settings: Settings, customer_ids: list[str], within: fl
         for cid in customer_ids:
             if cid in done:
                 continue
-            desc = await client.get_workflow_handle(f"welcome-{cid}").describe()
+            desc = await client.get_workflow_handle(f"journey-welcome-{cid}").describe()
             if desc.status != WorkflowExecutionStatus.RUNNING:
                 done.add(cid)
         if len(done) == len(customer_ids):

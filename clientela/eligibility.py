@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import and_, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from clientela.timeutil import QuietHours, as_utc, zone_of
@@ -58,14 +59,24 @@ class Deferral:
 class Facts:
     """Consents, suppressions, tier policies and recent contacts of a batch of customers."""
 
-    def __init__(self, session: Session, customers: Iterable[Customer], now: datetime) -> None:
+    def __init__(
+        self,
+        session: Session,
+        customers: Iterable[Customer],
+        now: datetime,
+        deciding: Iterable[str] = (),
+    ) -> None:
+        """``deciding``: keys of the messages being decided, which do not count against
+        their own caps (a retried message's earlier claim is the same message)."""
         self.now = now
+        deciding_keys = set(deciding)
         batch = [c for c in customers if c.id is not None]
         ids = sorted({c.id for c in batch if c.id is not None})
         self.consents: dict[int, dict[str, Consent]] = defaultdict(dict)
         self.policies: dict[int, tuple[str, TierPolicy | None]] = {}
         self.recent: dict[tuple[int, str], list[datetime]] = defaultdict(list)
         self.suppressed: dict[tuple[str, str], str] = {}
+        self.offers: dict[int, list[str]] = {}  # next best offers, best first
         versions: dict[int, RuleVersion | None] = {}
         since = now - max(CAP_WINDOWS.values())
         for part in chunked(ids):
@@ -73,22 +84,28 @@ class Facts:
                 select(Consent).where(col(Consent.customer_id).in_(part))
             ).all():
                 self.consents[consent.customer_id][consent.channel] = consent
-            for customer_id, vid, tier in session.exec(
+            for customer_id, vid, tier, offers in session.exec(
                 select(
                     CustomerDecision.customer_id,
                     CustomerDecision.rule_version_id,
                     CustomerDecision.tier,
+                    CustomerDecision.offers,
                 ).where(col(CustomerDecision.customer_id).in_(part))
             ).all():
+                self.offers[customer_id] = list(offers)
                 if vid not in versions:
                     versions[vid] = session.get(RuleVersion, vid)
                 version = versions[vid]
                 policy = rules_of(version).spec.policies.get(tier) if version else None
                 self.policies[customer_id] = (tier, policy)
             # Handed to a provider, or claimed to be (another batch may be sending it now).
-            for customer_id, channel, sent_at, claimed_at in session.exec(
-                select(
-                    Message.customer_id, Message.channel, Message.sent_at, Message.claimed_at
+            for key, customer_id, channel, sent_at, claimed_at in session.execute(
+                sa_select(
+                    col(Message.key),
+                    col(Message.customer_id),
+                    col(Message.channel),
+                    col(Message.sent_at),
+                    col(Message.claimed_at),
                 ).where(
                     col(Message.customer_id).in_(part),
                     or_(
@@ -104,7 +121,7 @@ class Facts:
                 )
             ).all():
                 at = as_utc(sent_at or claimed_at)
-                if at is not None:
+                if at is not None and key not in deciding_keys:
                     self.recent[(customer_id, channel)].append(at)
         addresses = sorted({a for c in batch for a in (c.email, c.phone) if a})
         for some in chunked(addresses):

@@ -1,4 +1,7 @@
-"""Starting, signalling and inspecting journeys (shared by the API and the CLI)."""
+"""Inspecting, cancelling and signalling journeys (shared by the API and the CLI).
+
+Starting them is ``clientela.journey_router``'s job.
+"""
 
 from __future__ import annotations
 
@@ -7,62 +10,19 @@ from dataclasses import asdict
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clientela.settings import Settings
 from workflows import search
-from workflows.welcome import ResponseSignal, WelcomeInput, WelcomeJourney, WelcomeStatus
+from workflows.journey import JourneyStatus, JourneyWorkflow
+from workflows.welcome import ResponseSignal, WelcomeJourney
 from workflows.welcome import workflow_id as welcome_id
-
-JOURNEYS = {"welcome": welcome_id}
-
-
-class UnknownJourney(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no journey named {name!r}; journeys: {', '.join(sorted(JOURNEYS))}")
 
 
 class JourneyNotFound(LookupError):
     pass
-
-
-def journey_workflow_id(journey: str, customer_id: str) -> str:
-    if journey not in JOURNEYS:
-        raise UnknownJourney(journey)
-    return JOURNEYS[journey](customer_id)
-
-
-async def start_welcome(
-    client: Client, settings: Settings, customer_id: str, tier: str | None = None
-) -> tuple[str, bool]:
-    """Start the customer's welcome journey; (workflow id, False) if it ever ran before."""
-    wid = welcome_id(customer_id)
-    try:
-        await client.start_workflow(
-            WelcomeJourney.run,
-            WelcomeInput(
-                customer_id=customer_id,
-                tier=tier,
-                follow_up_after_seconds=settings.welcome_follow_up.total_seconds(),
-                send_heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
-            ),
-            id=wid,
-            task_queue=settings.task_queue,
-            # One welcome per customer, ever: a finished journey is not started again.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"Welcome journey of customer {customer_id}",
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search.CUSTOMER_ID, customer_id),
-                    SearchAttributePair(search.JOURNEY, "welcome"),
-                ]
-            ),
-        )
-    except WorkflowAlreadyStartedError:
-        return wid, False
-    return wid, True
 
 
 async def signal_response(client: Client, customer_id: str, kind: str, channel: str) -> bool:
@@ -77,21 +37,69 @@ async def signal_response(client: Client, customer_id: str, kind: str, channel: 
     return True
 
 
+def _query(customer_id: str | None, journey: str | None, running: bool = False) -> str:
+    parts = ["WorkflowType = 'Journey'"]
+    if customer_id:
+        parts.append(f"CustomerId = '{_quote(customer_id)}'")
+    if journey:
+        parts.append(f"Journey = '{_quote(journey)}'")
+    if running:
+        parts.append("ExecutionStatus = 'Running'")
+    return " AND ".join(parts)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "").replace("'", "")
+
+
+async def journey_list(
+    client: Client,
+    customer_id: str | None = None,
+    journey: str | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Journeys (newest first) of a customer, of a journey, or all, from the visibility store."""
+    found = []
+    async for w in client.list_workflows(_query(customer_id, journey), limit=limit):
+        attrs = w.typed_search_attributes
+        found.append(
+            {
+                "workflow_id": w.id,
+                "journey": attrs.get(search.JOURNEY),
+                "customer_id": attrs.get(search.CUSTOMER_ID),
+                "step": (attrs.get(search.STAGE) or "").partition(":")[2],
+                "execution": w.status.name if w.status else "UNKNOWN",
+                "started": w.start_time.isoformat() if w.start_time else None,
+            }
+        )
+    return sorted(found, key=lambda r: r["started"] or "", reverse=True)
+
+
 async def journey_status(client: Client, journey: str, customer_id: str) -> dict[str, Any]:
-    wid = journey_workflow_id(journey, customer_id)
-    handle = client.get_workflow_handle_for(WelcomeJourney.run, wid)
-    try:
-        desc = await handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise JourneyNotFound(f"no {journey} journey for customer {customer_id!r}") from None
-        raise
+    """The customer's latest run of the journey: steps taken, messages, events."""
+    runs = await journey_list(client, customer_id, journey, limit=50)
+    if not runs:
+        raise JourneyNotFound(f"no {journey} journey for customer {customer_id!r}")
+    wid = runs[0]["workflow_id"]
+    handle = client.get_workflow_handle_for(JourneyWorkflow.run, wid)
+    desc = await handle.describe()
     execution = desc.status.name if desc.status else "UNKNOWN"
     if desc.status == WorkflowExecutionStatus.COMPLETED:
-        status: WelcomeStatus = await handle.result()
+        status: JourneyStatus = await handle.result()
+    elif desc.status == WorkflowExecutionStatus.RUNNING:
+        status = await handle.query(JourneyWorkflow.status)
     else:
-        status = await handle.query(WelcomeJourney.status)
-    return {"workflow_id": wid, "execution": execution, **asdict(status)}
+        status = JourneyStatus(name=journey, version="", customer_id=customer_id)
+    return {"workflow_id": wid, "execution": execution, "runs": len(runs), **asdict(status)}
+
+
+async def journey_cancel(client: Client, journey: str, customer_id: str) -> list[str]:
+    """Cancel the customer's running journeys of that name; the ids cancelled."""
+    cancelled = []
+    async for w in client.list_workflows(_query(customer_id, journey, running=True)):
+        await client.get_workflow_handle(w.id).cancel()
+        cancelled.append(w.id)
+    return cancelled
 
 
 async def start_fulfilment(client: Client, settings: Settings, order_id: int, uid: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,9 @@ class Outcome:
     tier: str | None
     changed: bool
     detail: dict[str, Any]
+    previous_tier: str | None = None
+    entered_segments: list[str] = field(default_factory=list)
+    key: str = ""  # names what happened (a transaction, an interaction), for journeys
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +33,14 @@ class Outcome:
             "tier_changed": self.changed,
             **self.detail,
         }
+
+    def direction(self, levels: list[str]) -> str:
+        """up (towards the first level), down, or '' when the tier did not change."""
+        if not self.changed or self.tier not in levels:
+            return ""
+        if self.previous_tier not in levels:
+            return "up"
+        return "up" if levels.index(self.tier) < levels.index(self.previous_tier) else "down"
 
 
 def redecide(
@@ -44,6 +55,21 @@ def redecide(
     return decision.tier, changed
 
 
+def _decided(
+    session: Session,
+    customer: Customer,
+    trigger: str,
+    today: date,
+    detail: dict[str, Any],
+    key: str = "",
+) -> Outcome:
+    """Decide again, and say what changed: the tier (from, to) and the segments entered."""
+    before_tier, before_segments = customer.tier, set(customer.segments)
+    tier, changed = redecide(session, customer, trigger, today)
+    entered = sorted(set(customer.segments) - before_segments)
+    return Outcome(customer.external_id, tier, changed, detail, before_tier, entered, key)
+
+
 def purchase(
     session: Session,
     *,
@@ -56,18 +82,16 @@ def purchase(
 ) -> Outcome:
     customer = get_customer(session=session, external_id=customer_id)
     assert customer.id is not None
-    session.add(
-        Transaction(
-            customer_id=customer.id,
-            amount=amount,
-            currency=currency,
-            product=product,
-            occurred_at=at or utcnow(),
-        )
+    transaction = Transaction(
+        customer_id=customer.id,
+        amount=amount,
+        currency=currency,
+        product=product,
+        occurred_at=at or utcnow(),
     )
+    session.add(transaction)
     session.flush()
-    tier, changed = redecide(session, customer, "purchase", today)
-    return Outcome(customer_id, tier, changed, {})
+    return _decided(session, customer, "purchase", today, {}, f"t{transaction.id}")
 
 
 def complaint(
@@ -88,32 +112,28 @@ def complaint(
     row = Complaint(customer_id=customer.id, code=code, description=description)
     session.add(row)
     session.flush()
-    tier, changed = redecide(session, customer, "complaint", today)
+    decided = _decided(session, customer, "complaint", today, {}, f"c{row.id}")
+    tier = decided.tier
     latest = service.latest_run(session)
     if latest is not None and tier is not None:
         level = service.rules_of(latest[1]).spec.policies[tier].service_level
         row.responsible = level.responsible
         row.due_at = row.opened_at + timedelta(hours=level.complaint_response_hours)
         session.add(row)
-    return Outcome(
-        customer_id,
-        tier,
-        changed,
-        {
-            "complaint": {
-                "code": code,
-                "responsible": row.responsible or None,
-                "due_at": row.due_at.isoformat() if row.due_at else None,
-            }
-        },
-    )
+    decided.detail = {
+        "complaint": {
+            "code": code,
+            "responsible": row.responsible or None,
+            "due_at": row.due_at.isoformat() if row.due_at else None,
+        }
+    }
+    return decided
 
 
 def profile(session: Session, *, data: CustomerIn, today: date) -> Outcome:
     customer, created = upsert_customer(session=session, data=data)
     session.flush()
-    tier, changed = redecide(session, customer, "profile change", today)
-    return Outcome(data.external_id, tier, changed, {"created": created})
+    return _decided(session, customer, "profile change", today, {"created": created})
 
 
 def response(
@@ -157,5 +177,12 @@ def response(
         )
         session.add(order)
         session.flush()
-    tier, changed = redecide(session, customer, f"response ({kind})", today)
-    return Outcome(customer_id, tier, changed, {"order": order.id if order else None}), order
+    outcome = _decided(
+        session,
+        customer,
+        f"response ({kind})",
+        today,
+        {"order": order.id if order else None},
+        f"i{interaction.id}",
+    )
+    return outcome, order

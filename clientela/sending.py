@@ -117,8 +117,8 @@ def _outcome(row: Message) -> MessageOutcome:
     )
 
 
-def customer_context(customer: Customer) -> dict[str, Any]:
-    """Merge fields a template may use."""
+def customer_context(customer: Customer, offers: list[str] | None = None) -> dict[str, Any]:
+    """Merge fields a template may use (``offers``: the rules' next best offers, best first)."""
     return {
         "customer": {
             "id": customer.external_id,
@@ -130,6 +130,7 @@ def customer_context(customer: Customer) -> dict[str, Any]:
             "locale": customer.locale,
             "tier": customer.tier,
             "segments": list(customer.segments),
+            "offers": list(offers or []),
             "attributes": dict(customer.attributes),
         }
     }
@@ -297,7 +298,7 @@ class Sender:
                     select(Customer).where(col(Customer.external_id).in_(part))
                 ).all():
                     customers[c.external_id] = c
-            facts = Facts(session, customers.values(), now)
+            facts = Facts(session, customers.values(), now, deciding=keys)
             out: list[MessageOutcome | Prepared | Transient] = []
             new_rows: list[dict[str, Any]] = []
             seen: set[str] = set()
@@ -471,7 +472,8 @@ class Sender:
         deferral = facts.quiet(customer, channel, self.quiet_hours)
         if deferral is not None:
             return deferral
-        context = {**customer_context(customer), **req.context}
+        assert customer.id is not None
+        context = {**customer_context(customer, facts.offers.get(customer.id)), **req.context}
         link = ""
         if channel == Channel.email:
             link = url_for(self.settings, customer.external_id, channel, req.campaign)

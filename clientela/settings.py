@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     public_url: str = Field("", description="Base URL recipients reach; default: the local API")
 
     # Journeys. Durations: seconds (30), with a unit (90s, 15m, 2h, 2d) or ISO 8601 (P2D).
-    welcome_follow_up: Duration = timedelta(days=2)
+    journeys_dir: Path = Field(ROOT / "journeys", description="Journey definitions (YAML)")
+    journey_time_scale: float = Field(
+        1.0, gt=0, description="Multiplies every wait of a journey (demos and tests shorten them)"
+    )
     # A claim on a message older than this is "in doubt" and may be reconciled.
     send_lease: Duration = timedelta(seconds=30)
     #: Heartbeat timeout of long activities (sending, rules): how soon a dead worker is noticed.

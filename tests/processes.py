@@ -23,7 +23,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_SMS_SINK_PORT": str(settings.sms_sink_port),
         "CLIENTELA_SEND_LEASE": str(int(settings.send_lease.total_seconds())),
         "CLIENTELA_HEARTBEAT_TIMEOUT": str(int(settings.heartbeat_timeout.total_seconds())),
-        "CLIENTELA_WELCOME_FOLLOW_UP": str(int(settings.welcome_follow_up.total_seconds())),
+        "CLIENTELA_JOURNEY_TIME_SCALE": repr(settings.journey_time_scale),
         "CLIENTELA_SMS_HOURS": settings.sms_hours,
         "CLIENTELA_CAMPAIGN_LANES": str(settings.campaign_lanes),
         "CLIENTELA_CAMPAIGN_PAGE_SIZE": str(settings.campaign_page_size),

@@ -19,12 +19,12 @@ from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
 from clientela.sending import Sender
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
 from tests.factories import make_customer
-from workflows.welcome import WelcomeJourney
+from workflows.journey import JourneyWorkflow
 
 
 @pytest.fixture
 async def http(client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    fast = settings.model_copy(update={"welcome_follow_up": timedelta(seconds=30)})
+    fast = settings.model_copy(update={"journey_time_scale": 30 / (2 * 24 * 3600)})
     app = create_app(fast, client)
     async with (
         app.router.lifespan_context(app),
@@ -53,11 +53,13 @@ async def test_signup_creates_customer_and_starts_journey(
     assert r.json() == {
         "customer_id": cid,
         "created": True,
-        "journey": {"workflow_id": f"welcome-{cid}", "started": True},
+        "journeys": [
+            {"journey": "welcome", "workflow_id": f"journey-welcome-{cid}", "started": True}
+        ],
     }
     again = await http.post("/events", json=signup)
     assert again.json()["created"] is False
-    assert again.json()["journey"]["started"] is False
+    assert again.json()["journeys"][0]["started"] is False
     for _ in range(100):
         if read_outbox(catcher.handler.outbox):
             break
@@ -65,9 +67,12 @@ async def test_signup_creates_customer_and_starts_journey(
     click = await http.post(
         "/events", json={"type": "click", "customer_id": cid, "channel": "email"}
     )
-    assert click.status_code == 202 and click.json()["journey_signalled"] is True
-    result = await client.get_workflow_handle_for(WelcomeJourney.run, f"welcome-{cid}").result()
-    assert result.responded is True
+    assert click.status_code == 202
+    assert click.json()["journeys_told"] == [f"journey-welcome-{cid}"]
+    result = await client.get_workflow_handle_for(
+        JourneyWorkflow.run, f"journey-welcome-{cid}"
+    ).result()
+    assert result.events == ["click"] and result.exit_reason == "welcomed, and they responded"
     view = (await http.get(f"/customers/{cid}")).json()
     assert view["profile"]["first_name"] == "Marta"
     assert view["consent"]["email"]["granted"] is True
@@ -179,7 +184,13 @@ async def test_purchase_complaint_and_profile_events_redecide_the_tier(
         json={"type": "purchase", "customer_id": cid, "amount": "1500.00", "product": "tv"},
     )
     assert bought.status_code == 202, bought.text
-    assert bought.json() == {"customer_id": cid, "tier": "A", "tier_changed": True}
+    body = bought.json()
+    assert (body["customer_id"], body["tier"], body["tier_changed"]) == (cid, "A", True)
+    # The purchase and the move up to tier A let the customer into their journeys.
+    assert {j["journey"]: j["started"] for j in body["journeys"]} == {
+        "cross_sell": True,
+        "tier_upgrade": True,
+    }
     complained = await http.post(
         "/events", json={"type": "complaint", "customer_id": cid, "code": "BILLING-01"}
     )

@@ -382,3 +382,36 @@ def test_a_message_being_sent_counts_against_the_cap(settings: Settings) -> None
             None,
             "email: contact cap of tier C: 1 per week",
         )
+
+
+async def test_a_retried_message_does_not_count_against_its_own_cap(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    from clientela.timeutil import utcnow
+    from models import Customer
+
+    cid = make_customer(settings.db_url, locale="en")
+    apply_directly(settings.db_url)  # tier C: one email a week
+    with session_scope(settings.db_url) as session:  # an attempt claimed it, then died
+        customer = session.exec(select(Customer).where(Customer.external_id == cid)).one()
+        assert customer.id is not None
+        session.add(
+            Message(
+                key="retried",
+                customer_id=customer.id,
+                channel="email",
+                template="welcome",
+                state="sending",
+                claimed_by="dead/1/1",
+                claimed_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+    sender = Sender(settings, "t/1/2")
+    try:
+        outcome = await sender.deliver(
+            MessageRequest(key="retried", customer_id=cid, template="welcome")
+        )
+    finally:
+        await sender.close()
+    assert outcome.state == "sent"  # reconciled (the catcher never had it), then sent once
+    assert len(read_outbox(settings.outbox_dir)) == 1

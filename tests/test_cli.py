@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
@@ -14,7 +13,7 @@ from clientela.devstack.smtp_catcher import SmtpCatcher
 from clientela.settings import Settings
 from tests.factories import make_customer
 from tests.processes import run_cli
-from workflows.welcome import WelcomeJourney
+from workflows.journey import JourneyWorkflow
 
 
 def test_import_reports_bad_rows_and_exits_non_zero(settings: Settings, tmp_path: Path) -> None:
@@ -52,19 +51,23 @@ def test_bad_configuration_names_the_setting(settings: Settings) -> None:
 async def test_journey_start_and_status(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher
 ) -> None:
-    settings = settings.model_copy(update={"welcome_follow_up": timedelta(seconds=1)})
+    settings = settings.model_copy(update={"journey_time_scale": 1 / (2 * 24 * 3600)})
     cid = make_customer(settings.db_url, external_id=f"CLI-{uuid.uuid4().hex[:6]}")
     r = await asyncio.to_thread(run_cli, settings, "journey", "start", "welcome", cid)
     assert r.returncode == 0, r.stderr
-    assert f"Started welcome-{cid}" in r.stdout
+    assert f"Started journey-welcome-{cid}" in r.stdout
     again = await asyncio.to_thread(run_cli, settings, "journey", "start", "welcome", cid)
-    assert again.returncode == 2 and "already exists" in again.stderr
-    await client.get_workflow_handle_for(WelcomeJourney.run, f"welcome-{cid}").result()
+    assert again.returncode == 2 and "already in it (re-entry policy)" in again.stderr
+    await client.get_workflow_handle_for(JourneyWorkflow.run, f"journey-welcome-{cid}").result()
     status = await asyncio.to_thread(
         run_cli, settings, "journey", "status", "welcome", cid, "--json"
     )
     data = json.loads(status.stdout)
-    assert data["execution"] == "COMPLETED" and data["stage"] == "done"
-    assert data["welcome"]["state"] == "sent"
+    assert data["execution"] == "COMPLETED" and data["step"] == "done"
+    assert data["messages"][0]["state"] == "sent"
+    listed = await asyncio.to_thread(
+        run_cli, settings, "journey", "list", "--customer", cid, "--json"
+    )
+    assert [r["workflow_id"] for r in json.loads(listed.stdout)] == [f"journey-welcome-{cid}"]
     missing = await asyncio.to_thread(run_cli, settings, "journey", "status", "welcome", "zzz")
     assert missing.returncode == 1 and "no welcome journey for customer 'zzz'" in missing.stderr

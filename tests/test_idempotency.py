@@ -6,7 +6,6 @@ import asyncio
 import signal
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from sqlmodel import select
@@ -15,12 +14,12 @@ from temporalio.client import Client
 from clientela.channels.email import message_id_for
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journeys import start_welcome
 from clientela.settings import Settings
 from models import Message
 from tests.factories import make_customer
 from tests.processes import start_worker
-from workflows.welcome import WelcomeJourney
+from tests.test_welcome import sign_up
+from workflows.journey import JourneyWorkflow
 
 JOURNEYS = 40
 
@@ -28,7 +27,7 @@ JOURNEYS = 40
 async def test_killed_worker_sends_each_message_exactly_once(
     client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"welcome_follow_up": timedelta(seconds=1)})
+    settings = settings.model_copy(update={"journey_time_scale": 1 / (2 * 24 * 3600)})
     # A slow server keeps many messages in flight, so the kill lands in the middle of DATA.
     catcher.handler.delay_seconds = 0.15
     customers = [
@@ -39,7 +38,7 @@ async def test_killed_worker_sends_each_message_exactly_once(
     first = start_worker(settings, log)
     try:
         for cid in customers:
-            await start_welcome(client, settings, cid)
+            await sign_up(client, settings, cid)
         deadline = time.monotonic() + 60
         while len(read_outbox(settings.outbox_dir)) < JOURNEYS // 3:
             assert time.monotonic() < deadline, log.read_text()
@@ -58,7 +57,9 @@ async def test_killed_worker_sends_each_message_exactly_once(
         results = await asyncio.wait_for(
             asyncio.gather(
                 *(
-                    client.get_workflow_handle_for(WelcomeJourney.run, f"welcome-{c}").result()
+                    client.get_workflow_handle_for(
+                        JourneyWorkflow.run, f"journey-welcome-{c}"
+                    ).result()
                     for c in customers
                 )
             ),
@@ -68,12 +69,12 @@ async def test_killed_worker_sends_each_message_exactly_once(
         second.send_signal(signal.SIGTERM)
         second.wait(30)
 
-    assert all(r.welcome.state == r.follow_up.state == "sent" for r in results)
+    assert all([m.state for m in r.messages] == ["sent", "sent"] for r in results)
     outbox_ids = [m["message_id"] for m in read_outbox(settings.outbox_dir)]
     expected = [
-        message_id_for(f"welcome:{c}:{step}", settings.mail_from)
+        message_id_for(f"journey:welcome:{c}:once:{step}", settings.mail_from)
         for c in customers
-        for step in ("welcome", "follow_up")
+        for step in ("welcome", "reminder")
     ]
     duplicates = {i for i in outbox_ids if outbox_ids.count(i) > 1}
     assert not duplicates, f"sent twice: {duplicates}"

@@ -27,7 +27,8 @@ def stack_settings(tmp_path: Path) -> Settings:
         api_port=free_port(),
         catcher_port=free_port(),
         sms_sink_port=free_port(),
-        welcome_follow_up=1,  # type: ignore[arg-type]
+        journey_time_scale=1 / (2 * 24 * 3600),
+        sms_hours="00:00-24:00",  # the test runs at any hour
     )
 
 
@@ -70,7 +71,7 @@ def test_up_runs_the_whole_stack_and_down_stops_it(stack_settings: Settings) -> 
         assert texts[0].startswith("¡Bienvenido/a Noa!")
         assert texts[1].startswith("Noa, tu cuenta está lista")  # no response: the reminder
         status = run_cli(s, "journey", "status", "welcome", "STACK-1", "--json", env=env)
-        assert json.loads(status.stdout)["stage"] == "done"
+        assert json.loads(status.stdout)["step"] == "done"
         assert read_outbox(s.outbox_dir) == []  # SMS was preferred; no email went out
         # The sink reported delivery to the API's status callback, signed as Twilio signs.
         deadline = time.monotonic() + 20

@@ -1,27 +1,39 @@
-"""The welcome journey on the real Temporal dev server, catcher and sink."""
+"""The welcome journey (journeys/welcome.yaml) on the real Temporal dev server, catcher and sink."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio.client import Client
 
 from clientela.devstack.sms_sink import SmsSink
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journeys import journey_status, signal_response, start_welcome
+from clientela.journey_router import Happening, enter, signal_event
+from clientela.journeys import journey_status
 from clientela.settings import Settings
 from tests.factories import make_customer
 from workflows import search
-from workflows.welcome import WelcomeJourney, WelcomeStatus
+from workflows.journey import JourneyStatus, JourneyWorkflow
+
+TWO_DAYS = 2 * 24 * 3600.0
 
 
 def quick(settings: Settings, follow_up: float = 1.0) -> Settings:
-    return settings.model_copy(update={"welcome_follow_up": timedelta(seconds=follow_up)})
+    """Journey waits shrunk so that the welcome's two days last ``follow_up`` seconds."""
+    return settings.model_copy(update={"journey_time_scale": follow_up / TWO_DAYS})
 
 
-async def finished(client: Client, wid: str) -> WelcomeStatus:
-    handle = client.get_workflow_handle_for(WelcomeJourney.run, wid)
+async def sign_up(client: Client, settings: Settings, customer_id: str) -> tuple[str, bool]:
+    """What POST /events does for a sign-up: the journeys it triggers; (welcome id, started)."""
+    entries = await enter(
+        client, settings, customer_id, Happening(kind="event", event="signup", key="signup")
+    )
+    [welcome] = [e for e in entries if e.journey == "welcome"]
+    return welcome.workflow_id, welcome.started
+
+
+async def finished(client: Client, wid: str) -> JourneyStatus:
+    handle = client.get_workflow_handle_for(JourneyWorkflow.run, wid)
     return await asyncio.wait_for(handle.result(), timeout=60)
 
 
@@ -29,61 +41,65 @@ async def test_welcome_then_reminder_when_no_response(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher
 ) -> None:
     cid = make_customer(settings.db_url, preferred_channel="email", locale="en", first_name="Sam")
-    wid, started = await start_welcome(client, quick(settings), cid)
-    assert (wid, started) == (f"welcome-{cid}", True)
+    wid, started = await sign_up(client, quick(settings), cid)
+    assert (wid, started) == (f"journey-welcome-{cid}", True)
     result = await finished(client, wid)
-    assert result.welcome.state == "sent" and result.follow_up.state == "sent"
-    assert result.responded is False
+    assert [m.state for m in result.messages] == ["sent", "sent"]
+    assert result.events == [] and result.exit_reason == "welcomed, reminded"
     subjects = [m["subject"] for m in read_outbox(settings.outbox_dir)]
     assert subjects == ["Welcome, Sam!", "Sam, your account is ready when you are"]
 
 
-async def test_response_signal_changes_the_follow_up(
+async def test_a_response_changes_the_follow_up(
     client: Client, settings: Settings, worker: None, sms_sink: SmsSink
 ) -> None:
     cid = make_customer(settings.db_url, preferred_channel="sms", locale="en", first_name="Kim")
-    wid, _ = await start_welcome(client, quick(settings, follow_up=30), cid)
+    fast = quick(settings, follow_up=30)
+    wid, _ = await sign_up(client, fast, cid)
     handle = client.get_workflow_handle(wid)
     for _ in range(100):  # wait until the welcome went out
         if sms_sink.messages:
             break
         await asyncio.sleep(0.1)
-    assert await signal_response(client, cid, "reply", "sms") is True
+    assert await signal_event(client, fast, cid, "reply", "sms") == [wid]
     result = await finished(client, wid)
-    assert result.responded and result.response_kinds == ["reply"]
+    assert result.events == ["reply"] and result.exit_reason == "welcomed, and they responded"
     bodies = [m["body"] for m in sms_sink.messages]
     assert bodies[0].startswith("Welcome Kim!")
     assert bodies[1].startswith("Thanks Kim!")
     status = await journey_status(client, "welcome", cid)
-    assert status["stage"] == "done" and status["execution"] == "COMPLETED"
+    assert status["step"] == "done" and status["execution"] == "COMPLETED"
+    assert status["trail"][2] == "responded: responded -> engaged"
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(search.CUSTOMER_ID) == cid
     assert desc.typed_search_attributes.get(search.JOURNEY) == "welcome"
 
 
-async def test_second_trigger_never_starts_a_second_journey(
+async def test_second_trigger_never_starts_a_second_welcome(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher
 ) -> None:
     cid = make_customer(settings.db_url, preferred_channel="email")
-    _, first = await start_welcome(client, quick(settings, 0.2), cid)
-    _, while_running = await start_welcome(client, quick(settings, 0.2), cid)
-    await finished(client, f"welcome-{cid}")
-    _, after_finish = await start_welcome(client, quick(settings, 0.2), cid)
+    fast = quick(settings, 0.2)
+    wid, first = await sign_up(client, fast, cid)
+    _, while_running = await sign_up(client, fast, cid)
+    await finished(client, wid)
+    _, after_finish = await sign_up(client, fast, cid)
     assert (first, while_running, after_finish) == (True, False, False)
     assert len(read_outbox(settings.outbox_dir)) == 2
 
 
-async def test_signal_without_a_journey_is_reported(client: Client, settings: Settings) -> None:
-    assert await signal_response(client, "nobody", "click", "email") is False
+async def test_an_event_without_a_journey_tells_nobody(client: Client, settings: Settings) -> None:
+    assert await signal_event(client, settings, "nobody", "click", "email") == []
 
 
 async def test_customer_without_consent_gets_nothing(
     client: Client, settings: Settings, worker: None, catcher: SmtpCatcher
 ) -> None:
     cid = make_customer(settings.db_url, email_consent=False, sms_consent=False)
-    wid, _ = await start_welcome(client, quick(settings, 0.2), cid)
+    wid, _ = await sign_up(client, quick(settings, 0.2), cid)
     result = await finished(client, wid)
-    assert result.welcome.state == "suppressed" and result.follow_up.state == "suppressed"
+    assert [m.state for m in result.messages] == ["suppressed", "suppressed"]
+    assert result.messages[0].reason == "email: no consent; sms: no consent"
     assert read_outbox(settings.outbox_dir) == []
 
 
@@ -97,14 +113,15 @@ async def test_a_welcome_sms_in_quiet_hours_waits_until_they_end(
     quiet = quick(settings).model_copy(update={"sms_hours": hours})
     cid = make_customer(settings.db_url, timezone=zone, preferred_channel="sms", email=None)
     async with build_worker(client, quiet):
-        wid, _ = await start_welcome(client, quiet, cid)
-        handle = client.get_workflow_handle_for(WelcomeJourney.run, wid)
+        wid, _ = await sign_up(client, quiet, cid)
+        handle = client.get_workflow_handle_for(JourneyWorkflow.run, wid)
         for _ in range(50):
-            status = await handle.query(WelcomeJourney.status)
+            status = await handle.query(JourneyWorkflow.status)
             if status.waiting_until:
                 break
             await asyncio.sleep(0.1)
         assert status.waiting_until and sms_sink.messages == []  # nothing before the hours
         result = await handle.result()
-    assert result.welcome is not None and result.welcome.state == "sent"
-    assert result.welcome.channel == "sms" and len(sms_sink.messages) == 2  # welcome, follow-up
+    assert [(m.state, m.channel) for m in result.messages] == [("sent", "sms"), ("sent", "sms")]
+    assert any(line.startswith("welcome: quiet hours") for line in result.trail)
+    assert len(sms_sink.messages) == 2

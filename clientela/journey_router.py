@@ -1,0 +1,278 @@
+"""Which journeys a happening lets a customer into, and starting them once.
+
+A happening is an event (sign-up, purchase, complaint, a response), a tier change or a
+segment entry (dates come from the daily schedule). Every definition in ``journeys/`` whose
+trigger matches and whose ``when`` holds for the customer starts, under a workflow id that
+carries its re-entry policy, so a second trigger within the policy starts nothing:
+
+- ``once``: ``journey-<name>-<customer>``, ever;
+- ``once_per`` a period: ``journey-<name>-<customer>-p<n>``, n counting periods since 1970;
+- ``every_time``: ``journey-<name>-<customer>-<key>``, the key naming the happening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from clientela import ROOT
+from clientela.db import session_scope
+from clientela.journey_spec import Journey, facts_of, load_all
+from clientela.realtime import Outcome
+from clientela.settings import Settings
+from clientela.templating import Templates
+from clientela.timeutil import utcnow
+from rules.model import Rules, load
+from rules.service import latest_run, rules_of
+from workflows import search
+from workflows.journey import JourneyEvent, JourneyInput, JourneyWorkflow
+
+SHIPPED_RULES = ROOT / "rules" / "crm.yaml"
+
+
+@dataclass
+class Happening:
+    """What may let a customer into journeys."""
+
+    kind: str  # event, tier_change, segment_entry
+    event: str = ""  # with kind event: signup, purchase, complaint, open, click, ...
+    key: str = ""  # names this happening (every_time journeys start once per key)
+    from_tier: str | None = None
+    to_tier: str | None = None
+    segment: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # for templates: {{ trigger.<name> }}
+
+
+@dataclass
+class Entry:
+    journey: str
+    workflow_id: str
+    started: bool
+    reason: str = ""  # why not (already in it, condition not met)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "journey": self.journey,
+            "workflow_id": self.workflow_id,
+            "started": self.started,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+class Book:
+    """The journey definitions, read again when a file in the folder changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: tuple[Any, ...] | None = None
+        self._journeys: dict[str, Journey] = {}
+
+    def journeys(self, settings: Settings) -> dict[str, Journey]:
+        folder = settings.journeys_dir
+        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(Path(folder).glob("*.yaml")))
+        with self._lock:
+            key = (str(folder), stamp)
+            if key != self._seen:
+                templates = Templates(settings.templates_dir, settings.default_locale)
+                self._journeys = load_all(folder, _rules(settings), templates)
+                self._seen = key
+            return self._journeys
+
+
+BOOK = Book()
+
+
+def _rules(settings: Settings) -> Rules:
+    """The rules journeys are checked against: the latest applied version, else the shipped."""
+    with session_scope(settings.db_url) as session:
+        latest = latest_run(session)
+        if latest is not None:
+            return rules_of(latest[1])
+    return load(SHIPPED_RULES)
+
+
+def matches(journey: Journey, happening: Happening) -> bool:
+    trigger = journey.spec.trigger
+    if happening.kind == "event":
+        return trigger.event == happening.event
+    if happening.kind == "tier_change" and trigger.tier_change is not None:
+        change = trigger.tier_change
+        if change.to and happening.to_tier not in change.to:
+            return False
+        if change.from_ and happening.from_tier not in change.from_:
+            return False
+        if change.direction != "any" and happening.from_tier and happening.to_tier:
+            return happening.data.get("direction") == change.direction
+        return True
+    if happening.kind == "segment_entry":
+        return trigger.segment_entry == happening.segment
+    return False
+
+
+def workflow_id(journey: Journey, customer_id: str, happening_key: str) -> str:
+    base = f"journey-{journey.name}-{customer_id}"
+    reentry = journey.spec.reentry
+    if reentry.policy == "once":
+        return base
+    if reentry.policy == "once_per":
+        assert reentry.period is not None
+        return f"{base}-p{int(utcnow().timestamp() // reentry.period.total_seconds())}"
+    return f"{base}-{happening_key}"
+
+
+def _admitted(settings: Settings, journeys: list[Journey], customer_id: str) -> list[bool]:
+    with session_scope(settings.db_url) as session:
+        facts = facts_of(session, customer_id)
+        return [j.spec.when is None or facts.holds(j.spec.when) for j in journeys]
+
+
+async def enter(
+    client: Client, settings: Settings, customer_id: str, happening: Happening
+) -> list[Entry]:
+    """Start every journey the happening lets the customer into (each once, by its policy)."""
+    book = await asyncio.to_thread(BOOK.journeys, settings)
+    candidates = [j for j in book.values() if matches(j, happening)]
+    if not candidates:
+        return []
+    admitted = await asyncio.to_thread(_admitted, settings, candidates, customer_id)
+    entries = []
+    for journey, ok in zip(candidates, admitted, strict=True):
+        wid = workflow_id(
+            journey, customer_id, happening.key or utcnow().strftime("%Y%m%d%H%M%S%f")
+        )
+        if not ok:
+            entries.append(Entry(journey.name, wid, False, f"when: {journey.spec.when}"))
+            continue
+        entries.append(await start(client, settings, journey, customer_id, wid, happening))
+    return entries
+
+
+async def start(
+    client: Client,
+    settings: Settings,
+    journey: Journey,
+    customer_id: str,
+    wid: str,
+    happening: Happening,
+) -> Entry:
+    try:
+        await client.start_workflow(
+            JourneyWorkflow.run,
+            JourneyInput(
+                name=journey.name,
+                version=journey.version,
+                definition=journey.as_data(),
+                customer_id=customer_id,
+                entry=wid.removeprefix(f"journey-{journey.name}-{customer_id}").lstrip("-")
+                or "once",
+                trigger={"kind": happening.kind, "event": happening.event, **happening.data},
+                time_scale=settings.journey_time_scale,
+                heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
+            ),
+            id=wid,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"Journey {journey.name} of customer {customer_id}",
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search.CUSTOMER_ID, customer_id),
+                    SearchAttributePair(search.JOURNEY, journey.name),
+                ]
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        return Entry(journey.name, wid, False, "already in it (re-entry policy)")
+    return Entry(journey.name, wid, True)
+
+
+async def start_by_name(client: Client, settings: Settings, name: str, customer_id: str) -> Entry:
+    """Start a journey by hand (its trigger aside; its condition and policy apply)."""
+    book = await asyncio.to_thread(BOOK.journeys, settings)
+    if name not in book:
+        raise LookupError(f"no journey named {name!r}; journeys: {', '.join(sorted(book))}")
+    journey = book[name]
+    happening = Happening(kind="manual", key=utcnow().strftime("m%Y%m%d%H%M%S%f"))
+    wid = workflow_id(journey, customer_id, happening.key)
+    [ok] = await asyncio.to_thread(_admitted, settings, [journey], customer_id)
+    if not ok:
+        return Entry(name, wid, False, f"when: {journey.spec.when}")
+    return await start(client, settings, journey, customer_id, wid, happening)
+
+
+async def signal_event(
+    client: Client, settings: Settings, customer_id: str, kind: str, channel: str
+) -> list[str]:
+    """Tell the customer's running journeys what they did; the ids of those told.
+
+    Journeys with a ``once`` or ``once_per`` policy have known ids and are told directly;
+    ``every_time`` ones are found through the visibility store.
+    """
+    book = await asyncio.to_thread(BOOK.journeys, settings)
+    ids = {
+        workflow_id(j, customer_id, "")
+        for j in book.values()
+        if j.spec.reentry.policy != "every_time"
+    }
+    with contextlib.suppress(RPCError):
+        async for w in client.list_workflows(
+            f"WorkflowType = 'Journey' AND CustomerId = '{customer_id}' "
+            "AND ExecutionStatus = 'Running'"
+        ):
+            ids.add(w.id)
+    told = []
+    for wid in sorted(ids):
+        handle = client.get_workflow_handle_for(JourneyWorkflow.run, wid)
+        try:
+            await handle.signal(JourneyWorkflow.event, JourneyEvent(kind=kind, channel=channel))
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # not running (finished, or never started)
+            raise
+        told.append(wid)
+    return told
+
+
+async def after(
+    client: Client, settings: Settings, outcome: Outcome, event: str | None
+) -> list[Entry]:
+    """The journeys what just happened to a customer lets them into: the event itself, a
+    change of tier, and each segment they entered."""
+    happenings = []
+    if event is not None:
+        happenings.append(Happening(kind="event", event=event, key=outcome.key))
+    if outcome.changed:
+        levels = (await asyncio.to_thread(_rules, settings)).spec.tiers.levels
+        direction = outcome.direction(levels)
+        happenings.append(
+            Happening(
+                kind="tier_change",
+                key=f"{outcome.key or 'tier'}-{outcome.tier}",
+                from_tier=outcome.previous_tier,
+                to_tier=outcome.tier,
+                data={"from": outcome.previous_tier, "to": outcome.tier, "direction": direction},
+            )
+        )
+    for segment in outcome.entered_segments:
+        happenings.append(
+            Happening(
+                kind="segment_entry",
+                key=f"{outcome.key or 'segment'}-{segment}",
+                segment=segment,
+                data={"segment": segment},
+            )
+        )
+    entries = []
+    for happening in happenings:
+        entries.extend(await enter(client, settings, outcome.customer_id, happening))
+    return entries

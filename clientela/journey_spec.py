@@ -1,0 +1,305 @@
+"""Journey definitions: YAML a marketer writes, validated with file, line and field.
+
+A journey has a trigger, an entry condition, a re-entry policy and steps. Steps run in
+order; ``branch`` jumps to a step by its ``id``; ``exit`` (or the end of the list) ends it.
+``journeys/*.yaml`` are the shipped definitions; docs/journeys.md lists every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlmodel import Session
+
+from clientela.customers import get_customer
+from clientela.settings import Duration
+from clientela.templating import Templates
+from clientela.yamlfile import Problem, SpecError, load_model, read_source
+from models import CustomerDecision, RuleVersion
+from rules.language import ConditionError, Parsed, holds, parse
+from rules.model import Rules
+from rules.service import rules_of
+
+NAME = r"^[a-z][a-z0-9_]{0,47}$"
+EVENTS = (
+    "signup",
+    "purchase",
+    "complaint",
+    "open",
+    "click",
+    "visit",
+    "reply",
+    "conversion",
+)
+DATES = ("birthday", "signup_anniversary")
+DOCS = "docs/journeys.md"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TierChange(_Strict):
+    to: list[str] = Field(default_factory=list, description="any of; empty: any tier")
+    from_: list[str] = Field(default_factory=list, alias="from", description="any of")
+    direction: Literal["up", "down", "any"] = "any"
+
+
+class Trigger(_Strict):
+    """Exactly one of: an event, a tier change, entering a segment, a date."""
+
+    event: Literal[EVENTS] | None = None  # type: ignore[valid-type]
+    tier_change: TierChange | None = None
+    segment_entry: str | None = None
+    date: str | None = Field(
+        None, description="birthday, signup_anniversary or attr.<name> (a YYYY-MM-DD date)"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Trigger:
+        given = [k for k in ("event", "tier_change", "segment_entry", "date") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of event, tier_change, segment_entry, date"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        if self.date and self.date not in DATES and not re.match(r"^attr\.\w+$", self.date):
+            raise ValueError(f"date {self.date!r}: birthday, signup_anniversary or attr.<name>")
+        return self
+
+
+class Reentry(_Strict):
+    policy: Literal["once", "once_per", "every_time"] = "once"
+    period: Duration | None = Field(None, description="with once_per: e.g. 90d, 365d")
+
+    @model_validator(mode="after")
+    def _period(self) -> Reentry:
+        if (self.policy == "once_per") != (self.period is not None):
+            raise ValueError("period goes with policy once_per, and only with it")
+        return self
+
+
+class Send(_Strict):
+    template: str
+    channel: Literal["preferred", "email", "sms"] = "preferred"
+
+
+class WaitFor(_Strict):
+    events: list[Literal[EVENTS]] = Field(min_length=1)  # type: ignore[valid-type]
+    timeout: Duration
+
+
+class Route(_Strict):
+    if_: str = Field(alias="if", description="responded, event:<kind> or a rule condition")
+    goto: str
+
+
+class Step(_Strict):
+    id: str | None = Field(None, pattern=NAME)
+    send: Send | None = None
+    wait: Duration | None = None
+    wait_until: time | None = Field(None, description="the next such local time, HH:MM")
+    wait_for: WaitFor | None = None
+    branch: list[Route] | None = None
+    else_: str | None = Field(None, alias="else", description="with branch: where to go")
+    exit: str | None = Field(None, description="end here, with the reason")
+
+    @property
+    def action(self) -> str:
+        for key in ("send", "wait", "wait_until", "wait_for", "branch", "exit"):
+            if getattr(self, key) is not None:
+                return key
+        raise AssertionError("validated")
+
+    @model_validator(mode="after")
+    def _one(self) -> Step:
+        given = [
+            k
+            for k in ("send", "wait", "wait_until", "wait_for", "branch", "exit")
+            if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "a step does exactly one of send, wait, wait_until, wait_for, branch, exit"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        if self.else_ is not None and self.branch is None:
+            raise ValueError("else goes with branch")
+        return self
+
+
+class JourneySpec(_Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    owner: str = Field(min_length=1)
+    trigger: Trigger
+    when: str | None = Field(None, description="entry condition over the customer's fields")
+    reentry: Reentry = Field(default_factory=Reentry)
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _ids_unique(cls, steps: list[Step]) -> list[Step]:
+        ids = [s.id for s in steps if s.id]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"step ids must be unique: {', '.join(dupes)}")
+        return steps
+
+
+class Journey:
+    """A valid definition: its conditions parsed, its steps addressable, its version."""
+
+    def __init__(
+        self, spec: JourneySpec, source: str, path: str, conditions: dict[str, Parsed]
+    ) -> None:
+        self.spec, self.source, self.path, self.conditions = spec, source, path, conditions
+        self.name = spec.name
+
+    @property
+    def version(self) -> str:
+        """A digest of the definition's content: what a running journey keeps."""
+        return hashlib.sha256(self.source.encode()).hexdigest()[:12]
+
+    def as_data(self) -> dict[str, Any]:
+        """The definition as plain data for a workflow's input (replayed as it was):
+        durations in seconds, local times as HH:MM."""
+        return _plain(self.spec.model_dump(by_alias=True, exclude_none=True))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    return value
+
+
+def condition_kinds(rules: Rules) -> dict[str, Any]:
+    """Fields a journey condition may use: the rules' fields, ``tier``, and each segment."""
+    return {
+        **rules.kinds,
+        "tier": "string",
+        **{segment.name: "bool" for segment in rules.spec.segments},
+    }
+
+
+class CustomerFacts:
+    """A customer's fields as the rules last decided them, with tier and segment flags."""
+
+    def __init__(self, rules: Rules | None, values: dict[str, Any]) -> None:
+        self.rules, self.values = rules, values
+
+    def holds(self, condition: str) -> bool:
+        """Whether the condition holds; unknown (no decision yet, a missing field) is no."""
+        if self.rules is None:
+            return False
+        return holds(parse(condition, condition_kinds(self.rules)).tree, self.values)
+
+
+def facts_of(session: Session, customer_id: str) -> CustomerFacts:
+    customer = get_customer(session=session, external_id=customer_id)
+    decision = session.get(CustomerDecision, customer.id)
+    if decision is None:
+        return CustomerFacts(None, {})
+    version = session.get(RuleVersion, decision.rule_version_id)
+    if version is None:
+        return CustomerFacts(None, {})
+    rules = rules_of(version)
+    values: dict[str, Any] = dict(decision.features)
+    values["tier"] = decision.tier
+    for segment in rules.spec.segments:
+        values[segment.name] = segment.name in decision.segments
+    return CustomerFacts(rules, values)
+
+
+def step_ids(spec: JourneySpec) -> list[str]:
+    return [s.id or f"step{i + 1}" for i, s in enumerate(spec.steps)]
+
+
+def load(path: Path, rules: Rules, templates: Templates) -> Journey:
+    return loads(read_source(path), str(path), rules, templates)
+
+
+def loads(source: str, path: str, rules: Rules, templates: Templates) -> Journey:
+    spec, positions = load_model(source, path, JourneySpec, DOCS)
+    problems: list[Problem] = []
+
+    def problem(loc: tuple[Any, ...], message: str) -> None:
+        line, col = positions.at(loc)
+        problems.append(Problem(path, line, col, f"{'.'.join(map(str, loc))}: {message}"))
+
+    conditions: dict[str, Parsed] = {}
+    kinds = condition_kinds(rules)
+
+    def condition(loc: tuple[Any, ...], text: str, key: str) -> None:
+        try:
+            conditions[key] = parse(text, kinds)
+        except ConditionError as exc:
+            problem(loc, exc.message)
+
+    if spec.when is not None:
+        condition(("when",), spec.when, "when")
+    levels = rules.spec.tiers.levels
+    change = spec.trigger.tier_change
+    if change is not None:
+        for key, tiers in (("to", change.to), ("from", change.from_)):
+            for i, tier in enumerate(tiers):
+                if tier not in levels:
+                    problem(("trigger", "tier_change", key, i), f"no tier {tier!r} ({levels})")
+    segment = spec.trigger.segment_entry
+    if segment is not None and segment not in {s.name for s in rules.spec.segments}:
+        problem(("trigger", "segment_entry"), f"no segment {segment!r} in rule set {rules.name}")
+    ids = step_ids(spec)
+    for i, step in enumerate(spec.steps):
+        if step.send is not None:
+            channels = ["email", "sms"] if step.send.channel == "preferred" else [step.send.channel]
+            for channel in channels:
+                part = "body.html" if channel == "email" else "sms.txt"
+                if not templates.has(step.send.template, part):
+                    problem(
+                        ("steps", i, "send", "template"),
+                        f"template {step.send.template!r} has no {part} (needed for {channel})",
+                    )
+        for j, route in enumerate(step.branch or []):
+            if route.goto not in ids:
+                problem(("steps", i, "branch", j, "goto"), f"no step {route.goto!r}")
+            if route.if_ != "responded" and not route.if_.startswith("event:"):
+                condition(("steps", i, "branch", j, "if"), route.if_, f"{ids[i]}:{j}")
+            elif route.if_.startswith("event:") and route.if_[6:] not in EVENTS:
+                problem(("steps", i, "branch", j, "if"), f"no event {route.if_[6:]!r}")
+        if step.else_ is not None and step.else_ not in ids:
+            problem(("steps", i, "else"), f"no step {step.else_!r}")
+        if step.wait is not None and step.wait <= timedelta(0):
+            problem(("steps", i, "wait"), "a wait must be longer than zero")
+    if problems:
+        raise SpecError(problems)
+    return Journey(spec, source, path, conditions)
+
+
+def load_all(directory: Path, rules: Rules, templates: Templates) -> dict[str, Journey]:
+    """Every definition in a folder, by name; all problems of all files together."""
+    found: dict[str, Journey] = {}
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            journey = load(path, rules, templates)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        if journey.name in found:
+            other = found[journey.name].path
+            problems.append(Problem(str(path), 1, 1, f"name: {journey.name!r} is also {other}"))
+        found[journey.name] = journey
+    if problems:
+        raise SpecError(problems)
+    return found
