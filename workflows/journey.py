@@ -17,14 +17,12 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
-        DEFERRED,
         MessageOutcome,
         MessageRequest,
-        SendMessagesInput,
-        SendMessagesResult,
     )
     from activities.journeys import ConditionInput, LocalTimeInput
     from workflows import search
+    from workflows.messages import send_one
 
 
 @dataclass
@@ -146,26 +144,13 @@ class JourneyWorkflow:
             journey=p.name,
             context={"trigger": p.trigger},
         )
-        while True:
-            result: SendMessagesResult = await workflow.execute_activity(
-                "send_messages",
-                SendMessagesInput(messages=[request]),
-                result_type=SendMessagesResult,
-                start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_seconds),
-                retry_policy=SEND_RETRY,
-            )
-            outcome = result.outcomes[0]
-            if outcome.state != DEFERRED:
-                return outcome
-            # Quiet hours: the message waits in the ledger; ask again when they end.
-            self._status.waiting_until = outcome.retry_at
-            self._trail(sid, outcome.reason)
-            await workflow.sleep(
-                max(datetime.fromisoformat(outcome.retry_at) - workflow.now(), timedelta(0))
-                + timedelta(seconds=1)
-            )
-            self._status.waiting_until = ""
+
+        def waiting(outcome: MessageOutcome | None) -> None:
+            self._status.waiting_until = outcome.retry_at if outcome else ""
+            if outcome:
+                self._trail(sid, outcome.reason)
+
+        return await send_one(request, p.heartbeat_timeout_seconds, waiting)
 
     async def _wait_for(self, sid: str, spec: dict[str, Any]) -> None:
         """Until one of the events arrives (after this step began), or the timeout."""

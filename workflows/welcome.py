@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
-        DEFERRED,
         MessageOutcome,
         MessageRequest,
-        SendMessagesInput,
-        SendMessagesResult,
     )
     from workflows import search
+    from workflows.messages import send_one
 
 JOURNEY = "welcome"
 
@@ -99,26 +97,13 @@ class WelcomeJourney:
             template=template,
             journey=JOURNEY,
         )
-        while True:
-            result: SendMessagesResult = await workflow.execute_activity(
-                "send_messages",
-                SendMessagesInput(messages=[request]),
-                result_type=SendMessagesResult,
-                start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(seconds=params.send_heartbeat_timeout_seconds),
-                retry_policy=SEND_RETRY,
-            )
-            outcome = result.outcomes[0]
-            if outcome.state != DEFERRED:
-                return outcome
-            # Quiet hours: the message waits in the ledger; ask again when they end.
-            self._status.waiting_until = outcome.retry_at
-            workflow.set_current_details(f"**{step}:** {outcome.reason}")
-            await workflow.sleep(
-                max(datetime.fromisoformat(outcome.retry_at) - workflow.now(), timedelta(0))
-                + timedelta(seconds=1)
-            )
-            self._status.waiting_until = None
+
+        def waiting(outcome: MessageOutcome | None) -> None:
+            self._status.waiting_until = outcome.retry_at if outcome else None
+            if outcome:
+                workflow.set_current_details(f"**{step}:** {outcome.reason}")
+
+        return await send_one(request, params.send_heartbeat_timeout_seconds, waiting)
 
     def _stage(self, stage: str) -> None:
         self._status.stage = stage
