@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
 from clientela.devstack.smtp_catcher import SmtpCatcher
-from clientela.journeys import signal_response, start_welcome
+from clientela.journey_router import Happening, enter, signal_event
 from clientela.settings import Settings
 from tests.conftest import TEMPORAL_BIN, free_port
 from tests.factories import make_customer
 from worker import build_worker
 from workflows import search
-from workflows.welcome import WelcomeJourney
+from workflows.journey import JourneyWorkflow
 
 HERE = Path(__file__).parent
 
@@ -45,20 +44,23 @@ async def main(tag: str) -> None:
         temporal_address=env.client.service_client.config.target_host,
         task_queue="record",
         catcher_port=catcher.port,
-        welcome_follow_up=timedelta(seconds=2),
+        journey_time_scale=2 / (2 * 24 * 3600),  # the welcome's two days last two seconds
+        sms_hours="00:00-24:00",
     )
     try:
         async with build_worker(env.client, settings):
             for name, respond in (("responded", True), ("silent", False)):
                 cid = make_customer(settings.db_url, external_id=f"H-{name}")
-                wid, _ = await start_welcome(env.client, settings, cid, tier="A")
+                [entry] = await enter(
+                    env.client, settings, cid, Happening(kind="event", event="signup", key="s")
+                )
                 if respond:
                     await asyncio.sleep(0.5)
-                    await signal_response(env.client, cid, "click", "email")
-                handle = env.client.get_workflow_handle_for(WelcomeJourney.run, wid)
+                    await signal_event(env.client, settings, cid, "click", "email")
+                handle = env.client.get_workflow_handle_for(JourneyWorkflow.run, entry.workflow_id)
                 await handle.result()
                 history = await handle.fetch_history()
-                save(HERE / f"welcome-{tag}-{name}.json", history.to_json())
+                save(HERE / f"journey-welcome-{tag}-{name}.json", history.to_json())
             await record_campaign(env, settings, tag, home)
     finally:
         catcher.stop()
@@ -82,7 +84,8 @@ async def record_campaign(
         "id: history\nname: History\nowner: me\n"
         "target_kpi: {metric: conversion_rate, uplift: 1}\nbudget: 10\n"
         "cost_per_message: {email: 0.01}\nchannel: email\ntemplate: spring_offer\n"
-        "control: {share: 0.2}\nresponse_window: 60\n"
+        "control: {share: 0.2}\nresponse_window: 60\npilot: {share: 0.5}\n"
+        "proof: {emails: [qa@example.com]}\nstakeholders: [lead@example.com]\n"
     )
     rules = load(HERE.parent.parent / "rules" / "crm.yaml")
     _, handle = await lifecycle.create(env.client, settings, spec, rules)
