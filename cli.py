@@ -132,6 +132,12 @@ def demo(
         )
         _print_report(c.report)
         out.print(f"Report page:  {c.report_path} (emailed to the stakeholders: {c.reported})")
+    if report.purchase_journeys:
+        out.print(
+            "Purchases started journeys: "
+            + ", ".join(f"{name} {n}" for name, n in sorted(report.purchase_journeys.items()))
+            + " (clientela journey list)"
+        )
     out.print(
         f"Journeys: {report.journeys_started} started, {report.journeys_finished} finished "
         f"({report.responses} customers responded).\n"

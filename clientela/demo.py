@@ -55,6 +55,7 @@ class DemoReport:
     tiers: dict[str, int] = field(default_factory=dict)
     rules_version: str = ""
     campaign: CampaignRun | None = None
+    purchase_journeys: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -127,6 +128,15 @@ def run_demo(
         for cid in report.signups[::3]:
             r = http.post("/events", json={"type": "click", "customer_id": cid})
             report.responses += int(r.status_code == 202)
+        # Three of them buy: a purchase starts the cross-sell journey, a move up a tier its own.
+        for cid in report.signups[1::5][:3]:
+            r = http.post(
+                "/events",
+                json={"type": "purchase", "customer_id": cid, "amount": "1500.00", "product": "tv"},
+            )
+            r.raise_for_status()
+            for entry in r.json()["journeys"]:
+                report.purchase_journeys[entry["journey"]] += int(entry["started"])
     log(f"{report.responses} of them clicked; waiting for the journeys to finish...")
     report.journeys_finished = asyncio.run(
         _wait_finished(settings, report.signups, within=follow_up_seconds + 60)
