@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -75,7 +75,9 @@ class RulesActivities:
             assert run.id is not None
             activity.heartbeat("ranking")
             thresholds = service.rank(session, run, rules, date.fromisoformat(params.today))
-            total = session.exec(select(func.count()).select_from(Customer)).one()
+            total = session.exec(
+                select(func.count()).select_from(Customer).where(col(Customer.internal).is_(False))
+            ).one()
             return PrepareResult(
                 run_id=run.id,
                 total=int(total),

@@ -20,7 +20,8 @@ def customer_page(session: Session, *, after_id: int, limit: int) -> list[Custom
     return list(
         session.exec(
             select(Customer)
-            .where(col(Customer.id) > after_id)
+            # Internal records (proof list, stakeholders) are not customers: no tier.
+            .where(col(Customer.id) > after_id, col(Customer.internal).is_(False))
             .order_by(col(Customer.id))
             .limit(limit)
         ).all()

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 from temporalio.client import Client
 
 from clientela.customers import customer_view, get_customer
@@ -228,3 +228,30 @@ async def test_rules_apply_survives_a_worker_restart(
     assert finished and decisions == 3000
     assert changes == 3000  # one first tier each: re-done pages wrote no duplicates
     assert progress.processed >= 3000  # pages re-done after the kill count again
+
+
+def test_internal_records_get_no_tier(settings: Settings) -> None:
+    from clientela.customers import internal_recipient
+    from models import Customer, CustomerDecision
+
+    make_customer(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        internal_recipient(
+            session,
+            external_id="staff:lead@example.com",
+            channel="email",
+            address="lead@example.com",
+            locale="en",
+            name="Team",
+        )
+    apply_directly(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        decided = {
+            c.external_id
+            for c, _ in session.exec(
+                select(Customer, CustomerDecision).join(
+                    CustomerDecision, col(CustomerDecision.customer_id) == col(Customer.id)
+                )
+            ).all()
+        }
+    assert len(decided) == 1 and "staff:lead@example.com" not in decided
