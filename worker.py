@@ -21,16 +21,25 @@ from activities.messaging import MessagingActivities
 from activities.orders import OrderActivities
 from activities.rules import RulesActivities
 from clientela.db import get_engine
+from clientela.journey_router import ensure_date_schedule
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
 from workflows.campaign import CampaignWorkflow
+from workflows.dates import DateJourneys
 from workflows.journey import JourneyWorkflow
 from workflows.order import OrderFulfilment
 from workflows.rules_apply import RulesApply
 from workflows.welcome import WelcomeJourney
 
 # WelcomeJourney stays for welcomes started before journeys were defined in data.
-WORKFLOWS = [WelcomeJourney, JourneyWorkflow, RulesApply, CampaignWorkflow, OrderFulfilment]
+WORKFLOWS = [
+    WelcomeJourney,
+    JourneyWorkflow,
+    DateJourneys,
+    RulesApply,
+    CampaignWorkflow,
+    OrderFulfilment,
+]
 
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
@@ -38,7 +47,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     rules = RulesActivities(settings)
     campaigns = CampaignActivities(messaging)
     orders = OrderActivities(settings)
-    journeys = JourneyActivities(settings)
+    journeys = JourneyActivities(settings, client)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -57,6 +66,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             orders.fulfil,
             journeys.local_time,
             journeys.condition,
+            journeys.date_journeys,
         ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),
@@ -68,6 +78,8 @@ async def run(settings: Settings) -> None:
     get_engine(settings.db_url)  # create the schema before the first activity needs it
     client = await connect(settings)
     worker = build_worker(client, settings)
+    if await ensure_date_schedule(client, settings):
+        logging.info("created the hourly schedule of the date journeys")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

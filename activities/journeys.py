@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from clientela import dates
 from clientela.customers import UnknownCustomer, get_customer
 from clientela.db import session_scope
 from clientela.journey_spec import facts_of
@@ -28,8 +33,39 @@ class ConditionInput:
 
 
 class JourneyActivities:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
         self.settings = settings
+        self.client = client
+
+    @activity.defn(name="date_journeys")
+    async def date_journeys(self, slot: str) -> dict[str, int]:
+        """Start the date journeys of the customers whose date it is in this slot (once a
+        year each: a slot run twice starts nothing new)."""
+        from clientela import journey_router
+
+        assert self.client is not None, "date journeys need the worker's Temporal client"
+        when = datetime.fromisoformat(slot)
+        book = await asyncio.to_thread(journey_router.BOOK.journeys, self.settings)
+        by_occasion: dict[str, list[Any]] = {}
+        for journey in book.values():
+            if journey.spec.trigger.date in dates.OCCASIONS:
+                by_occasion.setdefault(journey.spec.trigger.date, []).append(journey)
+        counts: Counter[str] = Counter()
+        for occasion, journeys in by_occasion.items():
+            found = await asyncio.to_thread(self._due, when, occasion)
+            for i, occ in enumerate(found):
+                for journey in journeys:
+                    entry = await journey_router.enter_date(
+                        self.client, self.settings, journey, occ
+                    )
+                    counts[f"{journey.name} {'started' if entry.started else 'not started'}"] += 1
+                if i % 100 == 0:
+                    activity.heartbeat(i)
+        return dict(counts)
+
+    def _due(self, when: datetime, occasion: str) -> list[dates.Occasion]:
+        with session_scope(self.settings.db_url) as session:
+            return dates.due(session, when, self.settings.date_hour, occasion)
 
     @activity.defn(name="journey_local_time")
     def local_time(self, params: LocalTimeInput) -> str:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clientela import ROOT
+from clientela.dates import Occasion
 from clientela.db import session_scope
 from clientela.journey_spec import Journey, facts_of, load_all
 from clientela.realtime import Outcome
@@ -276,3 +278,63 @@ async def after(
     for happening in happenings:
         entries.extend(await enter(client, settings, outcome.customer_id, happening))
     return entries
+
+
+async def enter_date(
+    client: Client, settings: Settings, journey: Journey, occasion: Occasion
+) -> Entry:
+    """A date journey, once per customer, occasion and year (whatever its re-entry policy)."""
+    wid = f"journey-{journey.name}-{occasion.customer_id}-{occasion.key}"
+    [ok] = await asyncio.to_thread(_admitted, settings, [journey], occasion.customer_id)
+    if not ok:
+        return Entry(journey.name, wid, False, f"when: {journey.spec.when}")
+    happening = Happening(
+        kind="date",
+        key=occasion.key,
+        data={"occasion": occasion.occasion, "date": occasion.on.isoformat()},
+    )
+    return await start(client, settings, journey, occasion.customer_id, wid, happening)
+
+
+async def ensure_date_schedule(
+    client: Client, settings: Settings, schedule_id: str = "", paused: bool = False
+) -> bool:
+    """Create the hourly schedule of the date journeys if it is not there; True if created.
+
+    Missed runs (the server or the workers were down) are caught up within
+    ``date_catchup``; runs never overlap, they queue.
+    """
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleIntervalSpec,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+        ScheduleState,
+    )
+
+    from workflows.dates import SCHEDULE_ID, DateJourneys
+
+    schedule_id = schedule_id or SCHEDULE_ID
+    try:
+        await client.get_schedule_handle(schedule_id).describe()
+        return False
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    await client.create_schedule(
+        schedule_id,
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                DateJourneys.run, "", id="date-journeys", task_queue=settings.task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))]),
+            policy=SchedulePolicy(
+                overlap=ScheduleOverlapPolicy.BUFFER_ALL,
+                catchup_window=settings.date_catchup,
+            ),
+            state=ScheduleState(paused=paused),
+        ),
+    )
+    return True

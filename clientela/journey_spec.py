@@ -8,7 +8,6 @@ order; ``branch`` jumps to a step by its ``id``; ``exit`` (or the end of the lis
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -56,9 +55,7 @@ class Trigger(_Strict):
     event: Literal[EVENTS] | None = None  # type: ignore[valid-type]
     tier_change: TierChange | None = None
     segment_entry: str | None = None
-    date: str | None = Field(
-        None, description="birthday, signup_anniversary or attr.<name> (a YYYY-MM-DD date)"
-    )
+    date: str | None = Field(None, description="birthday or signup_anniversary")
 
     @model_validator(mode="after")
     def _one(self) -> Trigger:
@@ -68,8 +65,8 @@ class Trigger(_Strict):
                 "give exactly one of event, tier_change, segment_entry, date"
                 + (f" (found {', '.join(given)})" if given else "")
             )
-        if self.date and self.date not in DATES and not re.match(r"^attr\.\w+$", self.date):
-            raise ValueError(f"date {self.date!r}: birthday, signup_anniversary or attr.<name>")
+        if self.date and self.date not in DATES:
+            raise ValueError(f"date {self.date!r}: birthday or signup_anniversary")
         return self
 
 

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
 
     # Journeys. Durations: seconds (30), with a unit (90s, 15m, 2h, 2d) or ISO 8601 (P2D).
     journeys_dir: Path = Field(ROOT / "journeys", description="Journey definitions (YAML)")
+    date_hour: int = Field(9, ge=0, le=23, description="Local hour of birthday greetings")
+    date_catchup: Duration = Field(
+        timedelta(days=2), description="How far back missed hourly date runs are caught up"
+    )
     journey_time_scale: float = Field(
         1.0, gt=0, description="Multiplies every wait of a journey (demos and tests shorten them)"
     )

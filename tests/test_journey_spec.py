@@ -58,6 +58,10 @@ def test_a_valid_definition_has_a_version_and_plain_data() -> None:
             "trigger: give exactly one of event, tier_change, segment_entry, date",
         ),
         (BASE.replace("goto: done}", "goto: nowhere}"), "steps.3.branch.0.goto: no step 'nowhere'"),
+        (
+            BASE.replace("trigger: {event: purchase}", "trigger: {date: attr.renewal}"),
+            "date 'attr.renewal': birthday or signup_anniversary",
+        ),
         (BASE.replace("tier == 'A'", "tier == "), "j.yaml:12:"),
         (BASE.replace("template: welcome", "template: nope"), "template 'nope' has no body.html"),
         (BASE.replace("  - wait: 2d\n", "  - wait: 2d\n    exit: x\n"), "exactly one of send"),
@@ -77,5 +81,5 @@ def test_errors_are_placed(text: str, expected: str) -> None:
 
 def test_the_shipped_definitions_are_valid() -> None:
     journeys = load_all(ROOT / "journeys", RULES, TEMPLATES)
-    assert set(journeys) == {"welcome", "cross_sell", "tier_upgrade"}
+    assert set(journeys) == {"welcome", "cross_sell", "tier_upgrade", "birthday"}
     assert journeys["tier_upgrade"].as_data()["steps"][0] == {"wait_until": "10:00"}
