@@ -212,26 +212,38 @@ async def start_by_name(client: Client, settings: Settings, name: str, customer_
     return await start(client, settings, journey, customer_id, wid, happening)
 
 
+def listens(journey: Journey) -> bool:
+    """Whether the journey waits for or branches on what the customer does."""
+    return any(
+        step.wait_for is not None
+        or any(r.if_ == "responded" or r.if_.startswith("event:") for r in step.branch or [])
+        for step in journey.spec.steps
+    )
+
+
 async def signal_event(
     client: Client, settings: Settings, customer_id: str, kind: str, channel: str
 ) -> list[str]:
-    """Tell the customer's running journeys what they did; the ids of those told.
+    """Tell the customer's running journeys that listen what they did; the ids of those told.
 
     Journeys with a ``once`` or ``once_per`` policy have known ids and are told directly;
-    ``every_time`` ones are found through the visibility store.
+    ``every_time`` and date ones are found through the visibility store, asked only when
+    such a journey listens.
     """
     book = await asyncio.to_thread(BOOK.journeys, settings)
+    listening = [j for j in book.values() if listens(j)]
     ids = {
         workflow_id(j, customer_id, "")
-        for j in book.values()
-        if j.spec.reentry.policy != "every_time"
+        for j in listening
+        if j.spec.reentry.policy != "every_time" and not j.spec.trigger.date
     }
-    with contextlib.suppress(RPCError):
-        async for w in client.list_workflows(
-            f"WorkflowType = 'Journey' AND CustomerId = '{customer_id}' "
-            "AND ExecutionStatus = 'Running'"
-        ):
-            ids.add(w.id)
+    if any(j.spec.reentry.policy == "every_time" or j.spec.trigger.date for j in listening):
+        with contextlib.suppress(RPCError):
+            async for w in client.list_workflows(
+                f"WorkflowType = 'Journey' AND CustomerId = '{customer_id}' "
+                "AND ExecutionStatus = 'Running'"
+            ):
+                ids.add(w.id)
     told = []
     for wid in sorted(ids):
         handle = client.get_workflow_handle_for(JourneyWorkflow.run, wid)
