@@ -132,6 +132,8 @@ def demo(
         )
         _print_report(c.report)
         out.print(f"Report page:  {c.report_path} (emailed to the stakeholders: {c.reported})")
+    if report.birthday:
+        out.print(f"Birthday:     {report.birthday}", highlight=False)
     if report.purchase_journeys:
         out.print(
             "Purchases started journeys: "

@@ -56,6 +56,7 @@ class DemoReport:
     rules_version: str = ""
     campaign: CampaignRun | None = None
     purchase_journeys: Counter[str] = field(default_factory=Counter)
+    birthday: str = ""  # what the birthday greeting of one demo customer did
 
 
 @dataclass
@@ -141,6 +142,10 @@ def run_demo(
     report.journeys_finished = asyncio.run(
         _wait_finished(settings, report.signups, within=follow_up_seconds + 60)
     )
+    quiet = [r["external_id"] for r in rows if r["external_id"] not in report.signups]
+    if quiet:
+        report.birthday = asyncio.run(_birthday(settings, quiet[0], run))
+        log(f"Birthday: {report.birthday}")
     # Delivery reports for SMS arrive a moment after the send; give them a few seconds.
     deadline = time.monotonic() + 5
     while True:
@@ -314,3 +319,40 @@ async def _respond(
                 if r.json().get("fulfilment"):
                     fulfilments.append(r.json()["fulfilment"])
     return counts, fulfilments
+
+
+async def _birthday(settings: Settings, customer_id: str, run: str) -> str:
+    """Make today one customer's birthday and run the hourly date journeys for the hour in
+    which they are greeted (09:00 where they live), as the schedule will."""
+    from datetime import date, time
+
+    from clientela.timeutil import zone_of
+    from workflows.dates import DateJourneys
+    from workflows.journey import JourneyStatus, JourneyWorkflow
+
+    with session_scope(settings.db_url) as session:
+        customer = session.exec(select(Customer).where(Customer.external_id == customer_id)).one()
+        zone = zone_of(customer.timezone)
+        today = datetime.now(UTC).astimezone(zone).date()
+        customer.birthday = date(1990, today.month, min(today.day, 28))
+        session.add(customer)
+    slot = datetime.combine(today, time(settings.date_hour), tzinfo=zone).astimezone(UTC)
+    client = await connect(settings)
+    counts = await client.execute_workflow(
+        DateJourneys.run,
+        slot.isoformat(),
+        id=f"demo-dates-{run}",
+        task_queue=settings.task_queue,
+    )
+    wid = f"journey-birthday-{customer_id}-{today.year}"
+    try:
+        result: JourneyStatus = await asyncio.wait_for(
+            client.get_workflow_handle_for(JourneyWorkflow.run, wid).result(), timeout=60
+        )
+    except Exception as exc:  # shown as it is: the demo reports, it does not hide
+        return f"{customer_id}: {wid} did not finish ({exc}); date run {counts}"
+    message = result.messages[0] if result.messages else None
+    how = f"{message.state} on {message.channel or '-'}" if message else "nothing sent"
+    if message and message.reason:
+        how += f" ({message.reason})"
+    return f"{customer_id} greeted at 09:00 {zone.key} by {wid}: {how}"

@@ -72,6 +72,7 @@ class Facts:
         deciding_keys = set(deciding)
         batch = [c for c in customers if c.id is not None]
         ids = sorted({c.id for c in batch if c.id is not None})
+        internal = {c.id for c in batch if c.internal}
         self.consents: dict[int, dict[str, Consent]] = defaultdict(dict)
         self.policies: dict[int, tuple[str, TierPolicy | None]] = {}
         self.recent: dict[tuple[int, str], list[datetime]] = defaultdict(list)
@@ -93,6 +94,8 @@ class Facts:
                 ).where(col(CustomerDecision.customer_id).in_(part))
             ).all():
                 self.offers[customer_id] = list(offers)
+                if customer_id in internal:
+                    continue  # proof list, stakeholders: no tier, no caps
                 if vid not in versions:
                     versions[vid] = session.get(RuleVersion, vid)
                 version = versions[vid]

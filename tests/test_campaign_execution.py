@@ -415,3 +415,49 @@ async def test_a_retried_message_does_not_count_against_its_own_cap(
         await sender.close()
     assert outcome.state == "sent"  # reconciled (the catcher never had it), then sent once
     assert len(read_outbox(settings.outbox_dir)) == 1
+
+
+def test_internal_records_are_never_capped(settings: Settings) -> None:
+    from clientela.customers import internal_recipient
+    from clientela.eligibility import Facts
+    from clientela.timeutil import utcnow
+    from models import Customer, CustomerDecision
+
+    make_customer(settings.db_url)
+    apply_directly(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        internal_recipient(
+            session,
+            external_id="staff:lead@example.com",
+            channel="email",
+            address="lead@example.com",
+            locale="en",
+            name="Team",
+        )
+        staff = session.exec(
+            select(Customer).where(Customer.external_id == "staff:lead@example.com")
+        ).one()
+        some = session.exec(select(CustomerDecision)).first()
+        assert staff.id is not None and some is not None
+        # A decision left from before internal records were skipped, and a report sent.
+        session.add(
+            CustomerDecision(
+                customer_id=staff.id,
+                rule_version_id=some.rule_version_id,
+                tier="C",
+                tier_rule="old",
+            )
+        )
+        session.add(
+            Message(
+                key="report-1",
+                customer_id=staff.id,
+                channel="email",
+                template="campaign_report",
+                state="sent",
+                sent_at=utcnow(),
+            )
+        )
+        session.flush()
+        chosen = Facts(session, [staff], utcnow()).choose_channel(staff, "email")
+    assert chosen == ("email", "lead@example.com")
