@@ -136,18 +136,6 @@ def customer_context(customer: Customer, offers: list[str] | None = None) -> dic
     }
 
 
-def tier_channels(*, session: Session, customer: Customer) -> tuple[str, list[str]] | None:
-    """(tier, channels) its tier's policy allows; None before the rules decided a tier."""
-    return Facts(session, [customer], utcnow()).tier_channels(customer)
-
-
-def choose_channel(
-    *, session: Session, customer: Customer, requested: str | None
-) -> tuple[str, str] | tuple[None, str]:
-    """(channel, address) allowed for this customer now, or (None, why not)."""
-    return Facts(session, [customer], utcnow()).choose_channel(customer, requested)
-
-
 class Sender:
     """Sends messages through the ledger protocol; one instance per activity attempt."""
 
@@ -611,4 +599,4 @@ class Sender:
         }
 
 
-__all__ = ["DEFERRED", "InDoubt", "Prepared", "Sender", "choose_channel", "customer_context"]
+__all__ = ["DEFERRED", "InDoubt", "Prepared", "Sender", "customer_context"]
