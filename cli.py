@@ -303,16 +303,10 @@ def journey_status_cmd(
 ) -> None:
     """Where a customer's journey stands: each step taken, messages, events."""
     from clientela.journeys import JourneyNotFound, journey_status
-    from clientela.temporal import connect
-
-    s = settings()
-
-    async def status() -> dict[str, Any]:
-        return await journey_status(await connect(s), journey, customer_id)
 
     try:
-        data = asyncio.run(status())
-    except (JourneyNotFound, ConnectionError) as exc:
+        data = _run_temporal(lambda client, s: journey_status(client, journey, customer_id))
+    except JourneyNotFound as exc:
         raise fail(str(exc)) from None
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -338,17 +332,8 @@ def journey_list_cmd(
 ) -> None:
     """Journeys that ran or run, newest first (of a customer, of a journey, or all)."""
     from clientela.journeys import journey_list
-    from clientela.temporal import connect
 
-    s = settings()
-
-    async def listing() -> list[dict[str, Any]]:
-        return await journey_list(await connect(s), customer, journey)
-
-    try:
-        rows = asyncio.run(listing())
-    except ConnectionError as exc:
-        raise fail(str(exc)) from None
+    rows = _run_temporal(lambda client, s: journey_list(client, customer, journey))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -367,17 +352,8 @@ def journey_list_cmd(
 def journey_cancel_cmd(journey: str, customer_id: str) -> None:
     """Cancel a customer's running journey of that name (nothing more is sent)."""
     from clientela.journeys import journey_cancel
-    from clientela.temporal import connect
 
-    s = settings()
-
-    async def cancel() -> list[str]:
-        return await journey_cancel(await connect(s), journey, customer_id)
-
-    try:
-        cancelled = asyncio.run(cancel())
-    except ConnectionError as exc:
-        raise fail(str(exc)) from None
+    cancelled = _run_temporal(lambda client, s: journey_cancel(client, journey, customer_id))
     if not cancelled:
         raise fail(f"no running {journey} journey for customer {customer_id!r}")
     out.print(f"Cancelled {', '.join(cancelled)}")
@@ -600,6 +576,7 @@ def campaign_preview(
 
 
 def _run_temporal(coro_factory: Any) -> Any:
+    """Run ``coro_factory(client, settings)``; Temporal's refusals become one-line errors."""
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.service import RPCError
 
@@ -615,7 +592,7 @@ def _run_temporal(coro_factory: Any) -> Any:
     except WorkflowUpdateFailedError as exc:
         raise fail(str(exc.cause or exc)) from None
     except RPCError as exc:
-        raise fail(f"{exc}: check the campaign id (`clientela campaign list`)") from None
+        raise fail(f"{exc}: check the id (`clientela campaign list`, `journey list`)") from None
     except ConnectionError as exc:
         raise fail(str(exc)) from None
 

@@ -35,3 +35,18 @@ def make_customer(db_url: str, **overrides: Any) -> str:
     with session_scope(db_url) as session:
         upsert_customer(session=session, data=data)
     return data.external_id
+
+
+def make_staff(db_url: str, address: str = "lead@example.com") -> str:
+    """An internal recipient (as a campaign's stakeholders are); its external id."""
+    from clientela.customers import internal_recipient
+
+    with session_scope(db_url) as session:
+        return internal_recipient(
+            session,
+            external_id=f"staff:{address}",
+            channel="email",
+            address=address,
+            locale="en",
+            name="Team",
+        )

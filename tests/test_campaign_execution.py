@@ -21,7 +21,7 @@ from clientela.sending import Sender
 from clientela.settings import Settings
 from clientela.timeutil import QuietHours, as_utc, zone_of
 from models import Campaign, Message
-from tests.factories import make_customer
+from tests.factories import make_customer, make_staff
 from tests.test_campaign_workflow import (
     RULES,
     approved,
@@ -418,22 +418,14 @@ async def test_a_retried_message_does_not_count_against_its_own_cap(
 
 
 def test_internal_records_are_never_capped(settings: Settings) -> None:
-    from clientela.customers import internal_recipient
     from clientela.eligibility import Facts
     from clientela.timeutil import utcnow
     from models import Customer, CustomerDecision
 
     make_customer(settings.db_url)
     apply_directly(settings.db_url)
+    make_staff(settings.db_url)
     with session_scope(settings.db_url) as session:
-        internal_recipient(
-            session,
-            external_id="staff:lead@example.com",
-            channel="email",
-            address="lead@example.com",
-            locale="en",
-            name="Team",
-        )
         staff = session.exec(
             select(Customer).where(Customer.external_id == "staff:lead@example.com")
         ).one()

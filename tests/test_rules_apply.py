@@ -20,7 +20,7 @@ from clientela.settings import Settings
 from models import Customer, CustomerDecision, RuleRun, TierChange, Transaction
 from rules import service
 from rules.model import load
-from tests.factories import make_customer
+from tests.factories import make_customer, make_staff
 from tests.processes import start_worker
 from workflows.rules_apply import RulesApply, workflow_id
 
@@ -231,19 +231,10 @@ async def test_rules_apply_survives_a_worker_restart(
 
 
 def test_internal_records_get_no_tier(settings: Settings) -> None:
-    from clientela.customers import internal_recipient
     from models import Customer, CustomerDecision
 
     make_customer(settings.db_url)
-    with session_scope(settings.db_url) as session:
-        internal_recipient(
-            session,
-            external_id="staff:lead@example.com",
-            channel="email",
-            address="lead@example.com",
-            locale="en",
-            name="Team",
-        )
+    make_staff(settings.db_url)
     apply_directly(settings.db_url)
     with session_scope(settings.db_url) as session:
         decided = {
