@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +27,10 @@ app.add_typer(events_app, name="events")
 app.add_typer(customers_app, name="customers")
 app.add_typer(journey_app, name="journey")
 app.add_typer(rules_app, name="rules")
+complaint_app = typer.Typer(help="Complaint cases.", no_args_is_help=True)
+service_app = typer.Typer(help="Customer service indicators.", no_args_is_help=True)
+app.add_typer(complaint_app, name="complaint")
+app.add_typer(service_app, name="service")
 DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "crm.yaml"
 
 out = Console()
@@ -883,6 +889,197 @@ def _uplift_text(u: dict[str, Any], unit: str) -> str:
     diff = u["uplift_pp"] if unit == "pp" else u["diff"]
     low, high = u["ci95"]
     return f"{diff:+.2f}{unit} [{low:+.2f}, {high:+.2f}] p={u['p_value']:.2g}"
+
+
+# --- complaints and service -----------------------------------------------------------------
+
+
+def _case_change(complaint_id: int, change: Any) -> dict[str, Any]:
+    """Apply ``change(session)`` to the case, then wake its workflow (if Temporal is up)."""
+    from clientela import complaints
+    from clientela.db import session_scope
+    from clientela.journeys import tell_case
+    from clientela.temporal import connect
+    from models import Customer
+
+    s = settings()
+    try:
+        with session_scope(s.db_url) as session:
+            row = change(session) if change else complaints.get_case(session, complaint_id)
+            customer = session.get(Customer, row.customer_id)
+            assert customer is not None
+            case = complaints.view(row, customer.external_id)
+    except complaints.UnknownComplaint as exc:
+        raise fail(f"{exc} (`clientela complaint list`)") from None
+    except complaints.CaseConflict as exc:
+        raise fail(str(exc)) from None
+    if change is not None:
+
+        async def tell() -> bool:
+            return await tell_case(await connect(s), complaint_id, row.uid)
+
+        try:
+            case["workflow_told"] = asyncio.run(tell())
+        except ConnectionError as exc:
+            err.print(f"recorded; the case workflow will see it at its next deadline ({exc})")
+            case["workflow_told"] = False
+    return case
+
+
+def _print_case(case: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]complaint {case['id']}[/bold] {case['code']} of {case['customer_id']} "
+        f"(tier {case['tier'] or '-'}): [bold]{case['state']}[/bold]"
+        + (f", breached: {', '.join(case['breached'])}" if case["breached"] else "")
+    )
+    for label, key in [
+        ("opened", "opened_at"),
+        ("response due", "due_at"),
+        ("resolution due", "resolution_due_at"),
+        ("acknowledged", "acknowledged_at"),
+        ("answered", "responded_at"),
+        ("escalated", "escalated_at"),
+        ("resolved", "resolved_at"),
+        ("closed", "closed_at"),
+    ]:
+        if case[key]:
+            by = case.get(key.replace("_at", "_by"))
+            out.print(f"  {label:<15} {case[key][:19]}" + (f" by {by}" if by else ""))
+    out.print(f"  responsible     {case['responsible'] or '-'}")
+    if case["satisfaction"] is not None:
+        out.print(f"  satisfaction    {case['satisfaction']}/5")
+    out.print(f"  workflow        {case['workflow_id']}")
+
+
+@complaint_app.command("list")
+def complaint_list(
+    state: Annotated[
+        str | None,
+        typer.Option(help="open, responded, resolved, closed, or unresolved (open+responded)"),
+    ] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's cases")] = None,
+    limit: int = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Complaint cases, newest first, with the service levels they breach."""
+    from clientela import complaints
+    from clientela.db import session_scope
+
+    if state not in (None, "open", "responded", "resolved", "closed", "unresolved"):
+        raise fail(f"--state {state}: one of open, responded, resolved, closed, unresolved")
+    s = settings()
+    pk = _about_customer(customer, lambda _s, c: c.id) if customer is not None else None
+    with session_scope(s.db_url) as session:
+        rows = complaints.list_cases(session, state=state, customer_pk=pk, limit=limit)
+        cases = [complaints.view(row, external_id) for row, external_id in rows]
+    if as_json:
+        print(json.dumps(cases, indent=2))
+        return
+    table = Table()
+    for column in ("id", "customer", "tier", "code", "state", "opened", "breached"):
+        table.add_column(column)
+    for c in cases:
+        table.add_row(
+            str(c["id"]),
+            c["customer_id"],
+            c["tier"] or "-",
+            c["code"],
+            c["state"],
+            (c["opened_at"] or "")[:16],
+            ", ".join(c["breached"]) or "-",
+        )
+    out.print(table)
+
+
+@complaint_app.command("show")
+def complaint_show(
+    complaint_id: int, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """One case: its times, who answered, breaches, satisfaction."""
+    case = _case_change(complaint_id, None)
+    if as_json:
+        print(json.dumps(case, indent=2))
+    else:
+        _print_case(case)
+
+
+@complaint_app.command("respond")
+def complaint_respond(
+    complaint_id: int,
+    by: Annotated[str, typer.Option(help="Who answered the customer")],
+    note: Annotated[str, typer.Option(help="What they were told")] = "",
+) -> None:
+    """Record the first answer to the customer: the response reminders stop."""
+    from clientela import complaints
+
+    _print_case(
+        _case_change(
+            complaint_id, partial(complaints.respond, complaint_id=complaint_id, by=by, note=note)
+        )
+    )
+
+
+@complaint_app.command("resolve")
+def complaint_resolve(
+    complaint_id: int,
+    by: Annotated[str, typer.Option(help="Who resolved it")],
+    resolution: Annotated[str, typer.Option(help="How it was resolved")] = "",
+) -> None:
+    """Resolve the case: the customer is asked for a satisfaction score."""
+    from clientela import complaints
+
+    _print_case(
+        _case_change(
+            complaint_id,
+            partial(complaints.resolve, complaint_id=complaint_id, by=by, resolution=resolution),
+        )
+    )
+
+
+@complaint_app.command("rate")
+def complaint_rate(
+    complaint_id: int,
+    score: Annotated[int, typer.Argument(help="1 (very unhappy) to 5 (very happy)")],
+    comment: str = "",
+) -> None:
+    """Record the customer's satisfaction taken by phone or in store."""
+    from clientela import complaints
+
+    _print_case(
+        _case_change(
+            complaint_id,
+            partial(complaints.rate, complaint_id=complaint_id, score=score, comment=comment),
+        )
+    )
+
+
+@service_app.command("report")
+def service_report(
+    since: Annotated[
+        datetime | None, typer.Option(help="Only cases opened since (e.g. 2026-11-01)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The documented JSON report")] = False,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write a page")] = None,
+) -> None:
+    """Response and resolution times, breaches, frequent codes and satisfaction, by tier."""
+    from clientela.db import session_scope
+    from clientela.service import report
+
+    s = settings()
+    start = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+    with session_scope(s.db_url) as session:
+        data = report.build(session, since=start)
+    if html_path is not None:
+        try:
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(report.render_html(data), encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"--html {html_path}: {exc.strerror or exc}") from None
+        err.print(f"report page: {html_path.resolve()}", highlight=False)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(report.render_text(data), highlight=False)
 
 
 def main() -> None:

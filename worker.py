@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
+from activities.complaints import ComplaintActivities
 from activities.journeys import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.orders import OrderActivities
@@ -25,6 +26,7 @@ from clientela.journey_router import ensure_date_schedule
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
 from workflows.campaign import CampaignWorkflow
+from workflows.complaint import ComplaintCase
 from workflows.dates import DateJourneys
 from workflows.journey import JourneyWorkflow
 from workflows.order import OrderFulfilment
@@ -39,6 +41,7 @@ WORKFLOWS = [
     RulesApply,
     CampaignWorkflow,
     OrderFulfilment,
+    ComplaintCase,
 ]
 
 
@@ -48,6 +51,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     campaigns = CampaignActivities(messaging)
     orders = OrderActivities(settings)
     journeys = JourneyActivities(settings, client)
+    complaints = ComplaintActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -67,6 +71,9 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             journeys.local_time,
             journeys.condition,
             journeys.date_journeys,
+            complaints.clock,
+            complaints.messages,
+            complaints.mark,
         ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),

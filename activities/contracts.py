@@ -17,6 +17,10 @@ class MessageRequest:
     journey: str | None = None
     campaign: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    #: A service message (answer to the customer's own request: an order confirmation, a
+    #: complaint's acknowledgement or survey): needs no marketing consent, is not bound by
+    #: the tier's channels or caps and does not count against them. Suppression still holds.
+    service: bool = False
 
 
 #: Outcome state of a message that may not go yet (quiet hours); its ledger row stays queued.

@@ -4,10 +4,11 @@ import asyncio
 import html
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
@@ -19,7 +20,7 @@ from sqlmodel import col, select
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
-from clientela import journey_router, realtime
+from clientela import complaints, journey_router, realtime
 from clientela.campaigns import html as report_html
 from clientela.campaigns.report import UnknownCampaign
 from clientela.campaigns.report import build as build_report
@@ -33,11 +34,12 @@ from clientela.customers import (
 )
 from clientela.db import get_engine, session_scope
 from clientela.delivery import UnknownStatus, record_sms_status
-from clientela.journeys import signal_response, start_fulfilment
+from clientela.journeys import signal_response, start_case, start_fulfilment, tell_case
+from clientela.service import report as service_report
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
-from clientela.unsubscribe import BadToken, read_token
-from models import Direction, Order
+from clientela.unsubscribe import BadToken, read_survey_token, read_token
+from models import Complaint, Customer, Direction, Order
 from models.schemas import CustomerIn
 
 
@@ -87,6 +89,34 @@ class ComplaintEvent(BaseModel):
     customer_id: str = Field(min_length=1, max_length=128)
     code: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     description: str = Field("", max_length=2000)
+    channel: Literal["email", "sms", "web", "phone", "store"] | None = Field(
+        None, description="where it came in; the acknowledgement goes back on it if it can"
+    )
+
+
+class CaseResponse(BaseModel):
+    """The responsible answered the customer (the first answer counts for the service level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(min_length=1, max_length=128)
+    note: str = Field("", max_length=2000)
+
+
+class CaseResolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(min_length=1, max_length=128)
+    resolution: str = Field("", max_length=2000)
+
+
+class CaseRating(BaseModel):
+    """The customer's satisfaction with the handling: 1 (very unhappy) to 5 (very happy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=1, le=5)
+    comment: str = Field("", max_length=2000)
 
 
 class ProfileEvent(CustomerIn):
@@ -145,7 +175,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(get_engine, settings.db_url)
-        sweeper = asyncio.create_task(_resume_fulfilment(app))
+        sweeper = asyncio.create_task(_sweep(app))
         yield
         sweeper.cancel()
 
@@ -168,6 +198,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             except UnknownCustomer as exc:
                 raise HTTPException(404, f"customer_id: {exc}") from None
             kind = None if isinstance(event, ProfileEvent) else event.type
+            if decided.case is not None:  # the case is recorded: its clock starts (once)
+                await start_case(client, settings, *decided.case)
             entries = await journey_router.after(client, settings, decided, kind)
             return {**decided.as_dict(), "journeys": [e.as_dict() for e in entries]}
         if isinstance(event, SignupEvent):
@@ -275,7 +307,156 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         except UnknownCustomer as exc:
             raise HTTPException(404, str(exc)) from None
 
+    @app.get("/complaints", dependencies=Authorised)
+    async def complaint_list(
+        state: Literal["open", "responded", "resolved", "closed", "unresolved"] | None = None,
+        customer_id: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Complaint cases, newest first; ``state=unresolved`` for open and answered ones."""
+        try:
+            return await asyncio.to_thread(_cases, settings, state, customer_id, limit)
+        except UnknownCustomer as exc:
+            raise HTTPException(404, f"customer_id: {exc}") from None
+
+    @app.get("/complaints/{complaint_id}", dependencies=Authorised)
+    async def complaint_case(complaint_id: int) -> dict[str, Any]:
+        return await _case_change(settings, complaint_id, None)
+
+    @app.post("/complaints/{complaint_id}/response", dependencies=Authorised)
+    async def complaint_response(
+        complaint_id: int, body: CaseResponse, request: Request
+    ) -> dict[str, Any]:
+        """Record the first answer to the customer; the case's reminders stop."""
+        change = partial(complaints.respond, complaint_id=complaint_id, by=body.by, note=body.note)
+        return await _case_change(settings, complaint_id, change, request)
+
+    @app.post("/complaints/{complaint_id}/resolution", dependencies=Authorised)
+    async def complaint_resolution(
+        complaint_id: int, body: CaseResolution, request: Request
+    ) -> dict[str, Any]:
+        """Resolve the case; the customer is asked for a satisfaction score."""
+        change = partial(
+            complaints.resolve, complaint_id=complaint_id, by=body.by, resolution=body.resolution
+        )
+        return await _case_change(settings, complaint_id, change, request)
+
+    @app.post("/complaints/{complaint_id}/satisfaction", dependencies=Authorised)
+    async def complaint_satisfaction(
+        complaint_id: int, body: CaseRating, request: Request
+    ) -> dict[str, Any]:
+        """The customer's score, taken by another channel (a call, a form of your own)."""
+        change = partial(
+            complaints.rate, complaint_id=complaint_id, score=body.score, comment=body.comment
+        )
+        return await _case_change(settings, complaint_id, change, request)
+
+    @app.get("/s/{token}", response_class=HTMLResponse)
+    async def survey_page(token: str, score: int | None = None) -> HTMLResponse:
+        """What a survey link opens: the score to confirm, so that link scanners rate nothing."""
+        try:
+            complaint_id = read_survey_token(settings, token)
+        except BadToken as exc:
+            return HTMLResponse(_page(str(exc)), status_code=404)
+        return HTMLResponse(_page(_survey_form(token, complaint_id, score)))
+
+    @app.post("/s/{token}", response_class=HTMLResponse)
+    async def survey_answer(token: str, request: Request) -> HTMLResponse:
+        try:
+            complaint_id = read_survey_token(settings, token)
+        except BadToken as exc:
+            return HTMLResponse(_page(str(exc)), status_code=404)
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        raw = form.get("score", "")
+        if raw not in ("1", "2", "3", "4", "5"):
+            return HTMLResponse(_page(_survey_form(token, complaint_id, None)), status_code=422)
+        change = partial(
+            complaints.rate,
+            complaint_id=complaint_id,
+            score=int(raw),
+            comment=form.get("comment", "")[:2000],
+        )
+        try:
+            await _case_change(settings, complaint_id, change, request)
+        except HTTPException as exc:
+            if exc.status_code == 409:
+                return HTMLResponse(_page("You have answered already. Thank you."))
+            raise
+        return HTMLResponse(_page("Thank you for telling us."))
+
+    @app.get("/service/report", dependencies=Authorised)
+    async def service_report_json(since: datetime | None = None) -> dict[str, Any]:
+        """Service indicators (the JSON of `clientela service report --json`)."""
+        return await asyncio.to_thread(_service_report, settings, since)
+
+    @app.get("/service/report.html", dependencies=Authorised, response_class=HTMLResponse)
+    async def service_report_page(since: datetime | None = None) -> HTMLResponse:
+        data = await asyncio.to_thread(_service_report, settings, since)
+        return HTMLResponse(service_report.render_html(data))
+
     return app
+
+
+def _cases(
+    settings: Settings, state: str | None, customer_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    with session_scope(settings.db_url) as session:
+        pk = None
+        if customer_id is not None:
+            pk = get_customer(session=session, external_id=customer_id).id
+        rows = complaints.list_cases(session, state=state, customer_pk=pk, limit=limit)
+        return [complaints.view(row, external_id) for row, external_id in rows]
+
+
+async def _case_change(
+    settings: Settings,
+    complaint_id: int,
+    change: Callable[[Any], Complaint] | None,
+    request: Request | None = None,
+) -> dict[str, Any]:
+    """Apply a change to a case (or only read it), then wake its workflow."""
+
+    def apply() -> tuple[dict[str, Any], str]:
+        with session_scope(settings.db_url) as session:
+            row = change(session) if change else complaints.get_case(session, complaint_id)
+            customer = session.get(Customer, row.customer_id)
+            assert customer is not None
+            return complaints.view(row, customer.external_id), row.uid
+
+    try:
+        case, uid = await asyncio.to_thread(apply)
+    except complaints.UnknownComplaint as exc:
+        raise HTTPException(404, str(exc)) from None
+    except complaints.CaseConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    if change is not None and request is not None:
+        try:
+            client = await _client_of(request.app)
+            case["workflow_told"] = await tell_case(client, complaint_id, uid)
+        except HTTPException:  # recorded; the workflow reads it at its next deadline
+            case["workflow_told"] = False
+    return case
+
+
+def _survey_form(token: str, complaint_id: int, score: int | None) -> str:
+    buttons = "".join(
+        f'<button type="submit" name="score" value="{n}" style="font-size: 1.4em; margin: 0.2em;'
+        f'{" outline: 3px solid #2563eb;" if n == score else ""}">{n}</button>'
+        for n in range(1, 6)
+    )
+    return (
+        f"How satisfied are you with how we handled your complaint {complaint_id}?<br>"
+        "1 = very unhappy, 5 = very happy."
+        f'<form method="post" action="/s/{html.escape(token)}">'
+        f"<p>{buttons}</p>"
+        '<p><textarea name="comment" rows="3" cols="50" placeholder="Anything to add? '
+        '(optional)"></textarea></p></form>'
+    )
+
+
+def _service_report(settings: Settings, since: datetime | None) -> dict[str, Any]:
+    with session_scope(settings.db_url) as session:
+        return service_report.build(session, since=since)
 
 
 def _upsert(settings: Settings, data: CustomerIn) -> bool:
@@ -323,6 +504,7 @@ def _realtime(
                 customer_id=event.customer_id,
                 code=event.code,
                 description=event.description,
+                channel=event.channel or "",
                 today=today,
             )
         else:
@@ -332,13 +514,30 @@ def _realtime(
         return outcome
 
 
-async def _resume_fulfilment(app: FastAPI, every: float = 60.0) -> None:
+async def _sweep(app: FastAPI, every: float = 60.0) -> None:
     while True:
         await asyncio.sleep(every)
         try:
             await resume_fulfilment(app)
+            await resume_cases(app)
         except Exception:  # a sweep that fails is tried again at the next tick
-            logging.getLogger(__name__).exception("resuming order fulfilment")
+            logging.getLogger(__name__).exception("resuming orders and complaint cases")
+
+
+async def resume_cases(app: FastAPI) -> list[str]:
+    """Complaint cases recorded a minute ago or more that were never acknowledged: their
+    workflow is started again (a no-op when it runs)."""
+    settings: Settings = app.state.settings
+
+    def read() -> list[tuple[int, str]]:
+        with session_scope(settings.db_url) as session:
+            return complaints.unstarted(session, timedelta(minutes=1))
+
+    waiting = await asyncio.to_thread(read)
+    if not waiting:
+        return []
+    client = await _client_of(app)
+    return [await start_case(client, settings, cid, uid) for cid, uid in waiting]
 
 
 async def resume_fulfilment(app: FastAPI) -> list[str]:

@@ -14,6 +14,9 @@ customer's preferred channel first and then the others):
    is the last 24 hours, a week the last 7 days, a month the last 30 days. Every campaign
    and journey counts.
 
+A *service* message (an order confirmation, a complaint's acknowledgement and survey: the
+answer to the customer's own request) skips 1, 2 and 5 and does not count against caps.
+
 The first channel that passes is chosen. Quiet hours come after the choice: an SMS is only
 sent between ``sms_hours`` (default 08:00-21:00) in the customer's own time zone; outside
 them the message waits (``Deferral``) rather than moving to another channel.
@@ -111,6 +114,7 @@ class Facts:
                     col(Message.claimed_at),
                 ).where(
                     col(Message.customer_id).in_(part),
+                    col(Message.service).is_(False),
                     or_(
                         and_(
                             col(Message.state).in_([MessageState.sent, MessageState.delivered]),
@@ -159,30 +163,33 @@ class Facts:
         self.recent[(customer.id, channel)].append(self.now)
 
     def choose_channel(
-        self, customer: Customer, requested: str | None
+        self, customer: Customer, requested: str | None, service: bool = False
     ) -> tuple[str, str] | tuple[None, str]:
-        """(channel, address) allowed for this customer, or (None, why not)."""
+        """(channel, address) allowed for this customer, or (None, why not).
+
+        A service message (``service``) answers the customer's own request: only an
+        address and the suppression list decide."""
         assert customer.id is not None
         granted = self.consents.get(customer.id, {})
-        if requested:
+        if requested and not service:
             order = [requested]
-        else:
-            preferred = customer.preferred_channel or Channel.email
+        else:  # a service message reaches the customer on whichever channel it can
+            preferred = requested or customer.preferred_channel or Channel.email
             order = [preferred] + [c.value for c in Channel if c.value != preferred]
         allowed = self.tier_channels(customer)
         reasons = []
         for channel in order:
             address = customer.email if channel == Channel.email else customer.phone
             consent = granted.get(channel)
-            if allowed is not None and channel not in allowed[1]:
+            if not service and allowed is not None and channel not in allowed[1]:
                 reasons.append(f"{channel}: not a channel of tier {allowed[0]}")
-            elif consent is None or not consent.granted:
+            elif not service and (consent is None or not consent.granted):
                 reasons.append(f"{channel}: no consent")
             elif not address:
                 reasons.append(f"{channel}: no address")
             elif (hit := self.suppressed.get((channel, address))) is not None:
                 reasons.append(f"{channel}: address suppressed ({hit})")
-            elif (cap := self.cap_reached(customer, channel)) is not None:
+            elif not service and (cap := self.cap_reached(customer, channel)) is not None:
                 reasons.append(f"{channel}: {cap}")
             else:
                 return channel, address

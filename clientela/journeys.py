@@ -116,3 +116,35 @@ async def start_fulfilment(client: Client, settings: Settings, order_id: int, ui
             static_summary=f"Fulfil order {order_id}",
         )
     return workflow_id(order_id, uid)
+
+
+async def start_case(client: Client, settings: Settings, complaint_id: int, uid: str) -> str:
+    """Start the complaint's case workflow (``complaint-<id>-<uid>``); again, it is a no-op."""
+    from clientela.complaints import workflow_id
+    from workflows.complaint import ComplaintCase
+
+    wid = workflow_id(complaint_id, uid)
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            ComplaintCase.run,
+            complaint_id,
+            id=wid,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"Complaint {complaint_id}",
+        )
+    return wid
+
+
+async def tell_case(client: Client, complaint_id: int, uid: str) -> bool:
+    """Wake the case workflow after a change written to the case; False if it is not running
+    (closed, or not started yet: it reads the case when it starts)."""
+    from clientela.complaints import workflow_id
+
+    try:
+        await client.get_workflow_handle(workflow_id(complaint_id, uid)).signal("changed")
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

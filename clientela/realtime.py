@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlmodel import Session
 
+from clientela import complaints
 from clientela.customers import get_customer, record_interaction, upsert_customer
 from clientela.timeutil import utcnow
-from models import Complaint, Customer, Direction, Order, Transaction
+from models import Customer, Direction, Order, Transaction
 from models.schemas import CustomerIn
 from rules import service
 
@@ -25,6 +26,7 @@ class Outcome:
     previous_tier: str | None = None
     entered_segments: list[str] = field(default_factory=list)
     key: str = ""  # names what happened (a transaction, an interaction), for journeys
+    case: tuple[int, str] | None = None  # a complaint case opened: (id, uid)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,38 +97,52 @@ def purchase(
 
 
 def complaint(
-    session: Session, *, customer_id: str, code: str, description: str, today: date
+    session: Session,
+    *,
+    customer_id: str,
+    code: str,
+    description: str,
+    channel: str = "",
+    today: date,
 ) -> Outcome:
-    """Open a coded complaint; its due time comes from the tier's service level."""
+    """Open a coded complaint case; its responsible and due times come from the tier's
+    service level (``complaints.open_case``)."""
     customer = get_customer(session=session, external_id=customer_id)
     assert customer.id is not None
     record_interaction(
         session=session,
         customer_id=customer.id,
-        channel="service",
+        channel=channel or "service",
         direction=Direction.inbound,
         kind="complaint",
         outcome="opened",
         detail={"code": code},
     )
-    row = Complaint(customer_id=customer.id, code=code, description=description)
-    session.add(row)
-    session.flush()
+    row = complaints.open_case(
+        session, customer, code=code, description=description, channel=channel
+    )
     decided = _decided(session, customer, "complaint", today, {}, f"c{row.id}")
-    tier = decided.tier
     latest = service.latest_run(session)
-    if latest is not None and tier is not None:
-        level = service.rules_of(latest[1]).spec.policies[tier].service_level
-        row.responsible = level.responsible
-        row.due_at = row.opened_at + timedelta(hours=level.complaint_response_hours)
-        session.add(row)
+    level = None
+    if latest is not None and decided.tier is not None:
+        policy = service.rules_of(latest[1]).spec.policies.get(decided.tier)
+        level = policy.service_level if policy else None
+    complaints.set_level(row, decided.tier, level)
+    session.add(row)
+    assert row.id is not None
     decided.detail = {
         "complaint": {
+            "id": row.id,
             "code": code,
             "responsible": row.responsible or None,
             "due_at": row.due_at.isoformat() if row.due_at else None,
+            "resolution_due_at": (
+                row.resolution_due_at.isoformat() if row.resolution_due_at else None
+            ),
+            "workflow_id": complaints.workflow_id(row.id, row.uid),
         }
     }
+    decided.case = (row.id, row.uid)
     return decided
 
 

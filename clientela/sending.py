@@ -315,7 +315,11 @@ class Sender:
                     out.append(self._reserve(new_rows, req, customer, decision, now))
                 else:
                     out.append(self._claim(session, found, req, customer, decision, now))
-                if isinstance(decision, Decision) and isinstance(out[-1], Prepared):
+                if (
+                    isinstance(decision, Decision)
+                    and isinstance(out[-1], Prepared)
+                    and not req.service
+                ):
                     facts.count_contact(customer, decision.channel)
             try:
                 if new_rows:  # one INSERT for the batch's new keys
@@ -348,6 +352,7 @@ class Sender:
             "locale": "",
             "journey": req.journey,
             "campaign": req.campaign,
+            "service": req.service,
             "state": MessageState.queued,
             "reason": "",
             "provider_id": "",
@@ -454,7 +459,7 @@ class Sender:
         self, facts: Facts, req: MessageRequest, customer: Customer
     ) -> Decision | Refusal | Deferral:
         """Which channel and address, and the rendered content; or why not (now)."""
-        channel, address_or_reason = facts.choose_channel(customer, req.channel)
+        channel, address_or_reason = facts.choose_channel(customer, req.channel, req.service)
         if channel is None:
             return Refusal(MessageState.suppressed, address_or_reason)
         deferral = facts.quiet(customer, channel, self.quiet_hours)

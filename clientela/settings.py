@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     journey_time_scale: float = Field(
         1.0, gt=0, description="Multiplies every wait of a journey (demos and tests shorten them)"
     )
+    # Complaints: where reminders and escalations go unless the tier's service level names
+    # its own addresses, and how long a resolved case waits for the customer's score.
+    service_desk: str = Field(
+        "Customer service <service@clientela.example>",
+        description="Who is reminded of complaints due (a tier's responsible_email overrides)",
+    )
+    service_escalation: str = Field(
+        "Service lead <service-lead@clientela.example>",
+        description="Where a breached complaint is escalated (a tier's escalate_to overrides)",
+    )
+    satisfaction_wait: Duration = Field(
+        timedelta(days=7), description="How long a resolved complaint waits for the score"
+    )
     # A claim on a message older than this is "in doubt" and may be reconciled.
     send_lease: Duration = timedelta(seconds=30)
     #: Heartbeat timeout of long activities (sending, rules): how soon a dead worker is noticed.

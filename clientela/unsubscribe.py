@@ -1,4 +1,4 @@
-"""Unsubscribe links: signed tokens naming a customer and a channel (RFC 8058 one-click)."""
+"""Signed links in messages: unsubscribe (RFC 8058 one-click) and satisfaction surveys."""
 
 from __future__ import annotations
 
@@ -58,3 +58,29 @@ def read_token(settings: Settings, token: str) -> tuple[str, str, str | None]:
 
 def url_for(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> str:
     return f"{settings.recipient_base_url}/u/{token_for(settings, customer_id, channel, campaign)}"
+
+
+# Satisfaction survey links: the same signature over a payload of their own.
+
+
+def survey_token(settings: Settings, complaint_id: int, uid: str) -> str:
+    payload = f"survey\x1f{complaint_id}\x1f{uid}"
+    signed = f"{payload}\x1f{_sign(secret_key(settings), payload)}"
+    return base64.urlsafe_b64encode(signed.encode()).decode().rstrip("=")
+
+
+def read_survey_token(settings: Settings, token: str) -> int:
+    """The complaint id of a genuine survey token; BadToken otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        kind, complaint_id, uid, signature = raw.split("\x1f")
+        expected = _sign(secret_key(settings), f"{kind}\x1f{complaint_id}\x1f{uid}")
+        if kind != "survey" or not hmac.compare_digest(signature, expected):
+            raise ValueError
+        return int(complaint_id)
+    except (ValueError, UnicodeDecodeError):
+        raise BadToken("this survey link is not valid") from None
+
+
+def survey_url(settings: Settings, complaint_id: int, uid: str) -> str:
+    return f"{settings.recipient_base_url}/s/{survey_token(settings, complaint_id, uid)}"

@@ -2,7 +2,7 @@
 
 from models.campaign import Campaign, CampaignMember
 from models.customer import Channel, Consent, Customer, Suppression
-from models.history import Complaint, Direction, Interaction, Transaction
+from models.history import Complaint, ComplaintState, Direction, Interaction, Transaction
 from models.ledger import Message, MessageState
 from models.order import Order
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
@@ -12,6 +12,7 @@ __all__ = [
     "CampaignMember",
     "Channel",
     "Complaint",
+    "ComplaintState",
     "Consent",
     "Customer",
     "CustomerDecision",

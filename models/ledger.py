@@ -39,6 +39,7 @@ class Message(SQLModel, table=True):
     journey: str | None = Field(default=None, max_length=64, index=True)
     campaign: str | None = Field(default=None, max_length=128, index=True)
     state: str = Field(default=MessageState.queued, max_length=16, index=True)
+    service: bool = Field(default=False, description="a service message: outside the caps")
     reason: str = Field(default="", max_length=1000)
     provider_id: str = Field(default="", max_length=255)
     attempts: int = 0

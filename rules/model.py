@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clientela.yamlfile import Positions, Problem, SpecError, load_model, read_source
 from rules.features import FEATURES
 from rules.language import ConditionError, Kind, Parsed, parse
 
 NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+#: An e-mail address, bare or with a display name: "Ana <ana@example.com>".
+ADDRESS = r"^(?:[^<>@]*<[^<>@\s]+@[^<>@\s]+\.[^<>@\s]+>|[^<>@\s]+@[^<>@\s]+\.[^<>@\s]+)$"
 
 
 class RuleFileError(SpecError):
@@ -83,8 +85,41 @@ class Caps(_Strict):
 
 class ServiceLevel(_Strict):
     responsible: str = Field("customer service", min_length=1, description="who answers")
+    responsible_email: str | None = Field(
+        None, pattern=ADDRESS, description="reminders go here; default CLIENTELA_SERVICE_DESK"
+    )
+    escalate_to: str | None = Field(
+        None, pattern=ADDRESS, description="breaches go here; default CLIENTELA_SERVICE_ESCALATION"
+    )
     complaint_response_hours: float = Field(gt=0)
     complaint_resolution_hours: float | None = Field(None, gt=0)
+    remind_before_hours: float | None = Field(
+        None, gt=0, description="reminder lead before each due time; default a quarter of it"
+    )
+
+    @model_validator(mode="after")
+    def _reminder_fits(self) -> ServiceLevel:
+        if (
+            self.remind_before_hours is not None
+            and self.remind_before_hours >= self.complaint_response_hours
+        ):
+            raise ValueError(
+                "remind_before_hours must be shorter than complaint_response_hours "
+                f"({self.remind_before_hours} >= {self.complaint_response_hours})"
+            )
+        if (
+            self.complaint_resolution_hours is not None
+            and self.complaint_resolution_hours < self.complaint_response_hours
+        ):
+            raise ValueError(
+                "complaint_resolution_hours cannot be shorter than complaint_response_hours"
+            )
+        return self
+
+    @property
+    def remind_before(self) -> float:
+        """Hours before each due time that the responsible is reminded."""
+        return self.remind_before_hours or self.complaint_response_hours / 4
 
 
 class TierPolicy(_Strict):

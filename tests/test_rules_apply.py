@@ -47,9 +47,9 @@ def buy(db_url: str, cid: str, amounts: list[float], days_ago_each: int = 20) ->
             )
 
 
-def apply_directly(db_url: str) -> dict[str, CustomerDecision]:
+def apply_directly(db_url: str, path: Path = CRM) -> dict[str, CustomerDecision]:
     """What the workflow's activities do, run inline: rank, decide every page, finish."""
-    rules = load(CRM)
+    rules = load(path)
     with session_scope(db_url) as session:
         version = service.register(session, rules)
         run = service.start_run(session, version)

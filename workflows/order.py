@@ -58,6 +58,7 @@ class OrderFulfilment:
                         key=f"order:{order_id}:confirmation",
                         customer_id=fulfilled.customer_id,
                         template="order_confirmation",
+                        service=True,
                         context={
                             "order": {
                                 "id": order_id,

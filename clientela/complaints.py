@@ -1,0 +1,222 @@
+"""Complaint cases: opened by a complaint event, answered and resolved by the service team,
+rated by the customer. The database holds each case; the ``ComplaintCase`` workflow keeps its
+clock (acknowledgement, reminders, escalation, the satisfaction survey).
+
+Every change here is written first and the workflow told afterwards, so a case whose
+workflow cannot be reached loses nothing: the workflow reads the case again before each
+reminder or escalation, and an answer recorded in the meantime stops it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from clientela.customers import record_interaction
+from clientela.timeutil import as_utc, utcnow
+from models import Complaint, ComplaintState, Customer, Direction
+from rules.model import ServiceLevel
+
+
+class UnknownComplaint(LookupError):
+    pass
+
+
+class CaseConflict(ValueError):
+    """The case is not in a state that allows this (e.g. a score before the resolution)."""
+
+
+def workflow_id(complaint_id: int, uid: str) -> str:
+    return f"complaint-{complaint_id}-{uid}"
+
+
+def open_case(
+    session: Session, customer: Customer, *, code: str, description: str, channel: str
+) -> Complaint:
+    """A new case, open; ``set_level`` gives it its responsible and due times."""
+    assert customer.id is not None
+    row = Complaint(customer_id=customer.id, code=code, description=description, channel=channel)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def set_level(row: Complaint, tier: str | None, level: ServiceLevel | None) -> None:
+    """The tier's service level (none before any rules run: no due times then)."""
+    row.tier = tier
+    if level is None:
+        return
+    row.responsible = level.responsible
+    row.responsible_email = level.responsible_email or ""
+    row.escalate_to = level.escalate_to or ""
+    row.due_at = row.opened_at + timedelta(hours=level.complaint_response_hours)
+    if level.complaint_resolution_hours is not None:
+        row.resolution_due_at = row.opened_at + timedelta(hours=level.complaint_resolution_hours)
+    row.remind_before_s = level.remind_before * 3600
+
+
+def get_case(session: Session, complaint_id: int, *, lock: bool = False) -> Complaint:
+    row = session.get(Complaint, complaint_id, with_for_update=lock)
+    if row is None:
+        raise UnknownComplaint(f"no complaint with id {complaint_id}")
+    return row
+
+
+def respond(session: Session, complaint_id: int, *, by: str, note: str = "") -> Complaint:
+    """The first answer to the customer; a later one changes nothing (the first counts)."""
+    row = get_case(session, complaint_id, lock=True)
+    if row.responded_at is None:
+        row.responded_at, row.responded_by, row.response = utcnow(), by, note
+        if row.state == ComplaintState.open:
+            row.state = ComplaintState.responded
+        session.add(row)
+        _log(session, row, "responded", {"by": by})
+    return row
+
+
+def resolve(session: Session, complaint_id: int, *, by: str, resolution: str = "") -> Complaint:
+    """Resolve the case (it counts as answered too, if it was not); once."""
+    row = get_case(session, complaint_id, lock=True)
+    if row.resolved_at is not None:
+        return row
+    now = utcnow()
+    if row.responded_at is None:
+        row.responded_at, row.responded_by, row.response = now, by, resolution
+    row.resolved_at, row.resolved_by, row.resolution = now, by, resolution
+    row.state = ComplaintState.resolved
+    session.add(row)
+    _log(session, row, "resolved", {"by": by})
+    return row
+
+
+def rate(session: Session, complaint_id: int, *, score: int, comment: str = "") -> Complaint:
+    """The customer's satisfaction, 1 (very unhappy) to 5 (very happy): once, after the
+    resolution."""
+    if not 1 <= score <= 5:
+        raise CaseConflict(f"score must be 1 to 5, not {score}")
+    row = get_case(session, complaint_id, lock=True)
+    if row.resolved_at is None:
+        raise CaseConflict(f"complaint {complaint_id} is not resolved yet; rate it afterwards")
+    if row.satisfaction is not None:
+        raise CaseConflict(f"complaint {complaint_id} was rated already ({row.satisfaction})")
+    row.satisfaction, row.satisfaction_comment, row.rated_at = score, comment, utcnow()
+    session.add(row)
+    _log(session, row, "rated", {"score": score})
+    return row
+
+
+def mark(session: Session, complaint_id: int, step: str, detail: dict[str, Any]) -> Complaint:
+    """Record a step the case workflow took (once: the first record stays)."""
+    row = get_case(session, complaint_id, lock=True)
+    if step in row.steps:
+        return row
+    now = utcnow()
+    row.steps = {**row.steps, step: {"at": now.isoformat(), **detail}}
+    if step == "acknowledged":
+        row.acknowledged_at = now
+    elif step.startswith("escalated:") and row.escalated_at is None:
+        row.escalated_at = now
+    elif step == "closed":
+        row.closed_at, row.state = now, ComplaintState.closed
+    session.add(row)
+    _log(session, row, step.replace(":", " "), detail)
+    return row
+
+
+def _log(session: Session, row: Complaint, outcome: str, detail: dict[str, Any]) -> None:
+    record_interaction(
+        session=session,
+        customer_id=row.customer_id,
+        channel="service",
+        direction=Direction.outbound if outcome != "rated" else Direction.inbound,
+        kind="complaint",
+        outcome=outcome[:64],
+        detail={"complaint": row.id, "code": row.code, **detail},
+    )
+
+
+def view(row: Complaint, customer_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """A case as plain data (API, CLI), with its breaches as of ``now``."""
+    now = now or utcnow()
+    return {
+        "id": row.id,
+        "customer_id": customer_id,
+        "code": row.code,
+        "description": row.description,
+        "channel": row.channel,
+        "tier": row.tier,
+        "state": row.state,
+        "responsible": row.responsible,
+        "opened_at": iso(row.opened_at),
+        "due_at": iso(row.due_at),
+        "resolution_due_at": iso(row.resolution_due_at),
+        "acknowledged_at": iso(row.acknowledged_at),
+        "responded_at": iso(row.responded_at),
+        "responded_by": row.responded_by or None,
+        "resolved_at": iso(row.resolved_at),
+        "resolved_by": row.resolved_by or None,
+        "resolution": row.resolution or None,
+        "escalated_at": iso(row.escalated_at),
+        "breached": breaches(row, now),
+        "satisfaction": row.satisfaction,
+        "closed_at": iso(row.closed_at),
+        "steps": row.steps,
+        "workflow_id": workflow_id(row.id or 0, row.uid),
+    }
+
+
+def breaches(row: Complaint, now: datetime) -> list[str]:
+    """Which service levels the case broke (or is breaking now): response, resolution."""
+    out = []
+    due, answered = as_utc(row.due_at), as_utc(row.responded_at)
+    if due is not None and (answered or now) > due:
+        out.append("response")
+    due, resolved = as_utc(row.resolution_due_at), as_utc(row.resolved_at)
+    if due is not None and (resolved or now) > due:
+        out.append("resolution")
+    return out
+
+
+def list_cases(
+    session: Session,
+    *,
+    state: str | None = None,
+    customer_pk: int | None = None,
+    limit: int = 100,
+) -> list[tuple[Complaint, str]]:
+    """Cases, newest first, with their customer's external id."""
+    query = select(Complaint, Customer.external_id).join(
+        Customer, col(Customer.id) == col(Complaint.customer_id)
+    )
+    if state == "unresolved":
+        query = query.where(col(Complaint.resolved_at).is_(None))
+    elif state:
+        query = query.where(Complaint.state == state)
+    if customer_pk is not None:
+        query = query.where(Complaint.customer_id == customer_pk)
+    rows = session.exec(query.order_by(col(Complaint.id).desc()).limit(limit)).all()
+    return [(row, external_id) for row, external_id in rows]
+
+
+def unstarted(session: Session, older_than: timedelta) -> list[tuple[int, str]]:
+    """Cases never acknowledged, opened ``older_than`` ago or more: their workflow may not
+    have started (the API stopped between the commit and the start)."""
+    cutoff = utcnow() - older_than
+    return [
+        (complaint_id, uid)
+        for complaint_id, uid in session.exec(
+            select(Complaint.id, Complaint.uid).where(
+                col(Complaint.acknowledged_at).is_(None),
+                col(Complaint.closed_at).is_(None),
+                col(Complaint.opened_at) < cutoff,
+            )
+        ).all()
+        if complaint_id is not None
+    ]
+
+
+def iso(value: datetime | None) -> str | None:
+    value = as_utc(value)
+    return value.isoformat() if value is not None else None
