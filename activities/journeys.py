@@ -39,33 +39,43 @@ class JourneyActivities:
 
     @activity.defn(name="date_journeys")
     async def date_journeys(self, slot: str) -> dict[str, int]:
-        """Start the date journeys of the customers whose date it is in this slot (once a
-        year each: a slot run twice starts nothing new)."""
+        """Start the journeys of the customers whose date it is in this slot (once a year
+        each: a slot run twice starts nothing new), and of those who reach a journey's days
+        without a purchase (once per spell)."""
         from clientela import journey_router
 
         assert self.client is not None, "date journeys need the worker's Temporal client"
         when = datetime.fromisoformat(slot)
         book = await asyncio.to_thread(journey_router.BOOK.journeys, self.settings)
-        by_occasion: dict[str, list[Any]] = {}
+        by_trigger: dict[tuple[str, int], list[Any]] = {}
         for journey in book.values():
-            if journey.spec.trigger.date in dates.OCCASIONS:
-                by_occasion.setdefault(journey.spec.trigger.date, []).append(journey)
+            trigger = journey.spec.trigger
+            if trigger.date:
+                by_trigger.setdefault((trigger.date, 0), []).append(journey)
+            elif trigger.no_purchase_for:
+                days = trigger.no_purchase_for.days
+                by_trigger.setdefault(("no_purchase_for", days), []).append(journey)
         counts: Counter[str] = Counter()
-        for occasion, journeys in by_occasion.items():
-            found = await asyncio.to_thread(self._due, when, occasion)
-            for i, occ in enumerate(found):
+        done = 0
+        for (occasion, days), journeys in by_trigger.items():
+            found = await asyncio.to_thread(self._due, when, occasion, days)
+            for occ in found:
                 for journey in journeys:
                     entry = await journey_router.enter_date(
                         self.client, self.settings, journey, occ
                     )
                     counts[f"{journey.name} {'started' if entry.started else 'not started'}"] += 1
-                if i % 100 == 0:
-                    activity.heartbeat(i)
+                done += 1
+                if done % 100 == 0:
+                    activity.heartbeat(done)
         return dict(counts)
 
-    def _due(self, when: datetime, occasion: str) -> list[dates.Occasion]:
+    def _due(self, when: datetime, occasion: str, days: int) -> list[Any]:
+        hour = self.settings.date_hour
         with session_scope(self.settings.db_url) as session:
-            return dates.due(session, when, self.settings.date_hour, occasion)
+            if occasion == "no_purchase_for":
+                return dates.lapsed(session, when, hour, days)
+            return dates.due(session, when, hour, occasion)
 
     @activity.defn(name="journey_local_time")
     def local_time(self, params: LocalTimeInput) -> str:

@@ -200,8 +200,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             kind = None if isinstance(event, ProfileEvent) else event.type
             if decided.case is not None:  # the case is recorded: its clock starts (once)
                 await start_case(client, settings, *decided.case)
+            told: list[str] = []
+            if isinstance(event, PurchaseEvent):  # journeys waiting for a purchase
+                told = await journey_router.signal_event(
+                    client, settings, event.customer_id, event.type, "store"
+                )
             entries = await journey_router.after(client, settings, decided, kind)
-            return {**decided.as_dict(), "journeys": [e.as_dict() for e in entries]}
+            return {
+                **decided.as_dict(),
+                "journeys_told": told,
+                "journeys": [e.as_dict() for e in entries],
+            }
         if isinstance(event, SignupEvent):
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source

@@ -26,7 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clientela import ROOT
-from clientela.dates import Occasion
+from clientela.dates import Lapse, Occasion
 from clientela.db import session_scope
 from clientela.journey_spec import Journey, facts_of, load_all
 from clientela.realtime import Outcome
@@ -235,9 +235,9 @@ async def signal_event(
     ids = {
         workflow_id(j, customer_id, "")
         for j in listening
-        if j.spec.reentry.policy != "every_time" and not j.spec.trigger.date
+        if j.spec.reentry.policy != "every_time" and not j.spec.trigger.scheduled
     }
-    if any(j.spec.reentry.policy == "every_time" or j.spec.trigger.date for j in listening):
+    if any(j.spec.reentry.policy == "every_time" or j.spec.trigger.scheduled for j in listening):
         with contextlib.suppress(RPCError):
             async for w in client.list_workflows(
                 f"WorkflowType = 'Journey' AND CustomerId = '{customer_id}' "
@@ -293,18 +293,23 @@ async def after(
 
 
 async def enter_date(
-    client: Client, settings: Settings, journey: Journey, occasion: Occasion
+    client: Client, settings: Settings, journey: Journey, occasion: Occasion | Lapse
 ) -> Entry:
-    """A date journey, once per customer, occasion and year (whatever its re-entry policy)."""
+    """A journey of the hourly run, whatever its re-entry policy: a date once per customer,
+    occasion and year; a lapse once per spell without a purchase."""
     wid = f"journey-{journey.name}-{occasion.customer_id}-{occasion.key}"
     [ok] = await asyncio.to_thread(_admitted, settings, [journey], occasion.customer_id)
     if not ok:
         return Entry(journey.name, wid, False, f"when: {journey.spec.when}")
-    happening = Happening(
-        kind="date",
-        key=occasion.key,
-        data={"occasion": occasion.occasion, "date": occasion.on.isoformat()},
-    )
+    if isinstance(occasion, Lapse):
+        data = {
+            "occasion": "no_purchase_for",
+            "since": occasion.since.isoformat(),
+            "days": (occasion.on - occasion.since).days,
+        }
+    else:
+        data = {"occasion": occasion.occasion, "date": occasion.on.isoformat()}
+    happening = Happening(kind="date", key=occasion.key, data=data)
     return await start(client, settings, journey, occasion.customer_id, wid, happening)
 
 

@@ -8,6 +8,7 @@ order; ``branch`` jumps to a step by its ``id``; ``exit`` (or the end of the lis
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ EVENTS = (
     "conversion",
 )
 DATES = ("birthday", "signup_anniversary")
+ATTRIBUTE = r"attr\.[A-Za-z_][A-Za-z0-9_]{0,63}"
 DOCS = "docs/journeys.md"
 
 
@@ -50,24 +52,41 @@ class TierChange(_Strict):
 
 
 class Trigger(_Strict):
-    """Exactly one of: an event, a tier change, entering a segment, a date."""
+    """Exactly one of: an event, a tier change, entering a segment, a date, a lapse."""
 
     event: Literal[EVENTS] | None = None  # type: ignore[valid-type]
     tier_change: TierChange | None = None
     segment_entry: str | None = None
-    date: str | None = Field(None, description="birthday or signup_anniversary")
+    date: str | None = Field(
+        None, description="birthday, signup_anniversary or attr.<name> (a date attribute)"
+    )
+    no_purchase_for: Duration | None = Field(
+        None, description="whole days since the last purchase (or the sign-up, if none)"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> Trigger:
-        given = [k for k in ("event", "tier_change", "segment_entry", "date") if getattr(self, k)]
+        kinds = ("event", "tier_change", "segment_entry", "date", "no_purchase_for")
+        given = [k for k in kinds if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of event, tier_change, segment_entry, date"
+                f"give exactly one of {', '.join(kinds)}"
                 + (f" (found {', '.join(given)})" if given else "")
             )
-        if self.date and self.date not in DATES:
-            raise ValueError(f"date {self.date!r}: birthday or signup_anniversary")
+        if self.date and self.date not in DATES and not re.fullmatch(ATTRIBUTE, self.date):
+            raise ValueError(
+                f"date {self.date!r}: birthday, signup_anniversary or attr.<name> (a customer "
+                "attribute holding YYYY-MM-DD or MM-DD)"
+            )
+        lapse = self.no_purchase_for
+        if lapse is not None and (lapse < timedelta(days=1) or lapse % timedelta(days=1)):
+            raise ValueError(f"no_purchase_for is whole days (e.g. 90d), not {lapse}")
         return self
+
+    @property
+    def scheduled(self) -> bool:
+        """Entered by the hourly date run (a date or a lapse), once per occasion."""
+        return bool(self.date or self.no_purchase_for)
 
 
 class Reentry(_Strict):

@@ -116,3 +116,127 @@ async def test_missed_hours_are_caught_up_by_the_schedule(
         assert len(recipients) == len(set(recipients)) == len(customers)
     finally:
         await handle.delete()
+
+
+def test_dates_from_an_imported_attribute(settings: Settings) -> None:
+    """``date: attr.<name>``: an attribute holding YYYY-MM-DD or MM-DD, in the customer's zone."""
+    full = make_customer(settings.db_url, attributes={"renewal": "2024-03-10"})
+    short = make_customer(settings.db_url, attributes={"renewal": "03-10"})
+    make_customer(settings.db_url, attributes={"renewal": "2024-03-11"})
+    make_customer(settings.db_url, attributes={"contract": "2024-03-10"})
+    make_customer(settings.db_url)
+    assert due_ids(settings, SLOT, "attr.renewal") == {full, short}
+
+
+def _bought(settings: Settings, customer_id: str, *days: date) -> None:
+    from decimal import Decimal
+
+    from clientela.customers import get_customer
+    from models import Transaction
+
+    with session_scope(settings.db_url) as session:
+        customer = get_customer(session=session, external_id=customer_id)
+        assert customer.id is not None
+        for day in days:  # at noon Madrid time
+            session.add(
+                Transaction(
+                    customer_id=customer.id,
+                    amount=Decimal("20.00"),
+                    occurred_at=datetime(day.year, day.month, day.day, 11, tzinfo=UTC),
+                )
+            )
+
+
+def test_lapsed_customers_are_found_on_the_day_they_reach_n_days(settings: Settings) -> None:
+    today = date(2027, 3, 10)  # SLOT is 09:00 of this day in Madrid
+    lapsed_day = today - timedelta(days=90)
+    lapsed = make_customer(settings.db_url, timezone="Europe/Madrid")
+    _bought(settings, lapsed, lapsed_day - timedelta(days=40), lapsed_day)
+    recent = make_customer(settings.db_url, timezone="Europe/Madrid")
+    _bought(settings, recent, lapsed_day, lapsed_day + timedelta(days=30))  # bought since
+    early = make_customer(settings.db_url, timezone="Europe/Madrid")
+    _bought(settings, early, lapsed_day + timedelta(days=1))  # 89 days: tomorrow's turn
+    never = make_customer(
+        settings.db_url, timezone="Europe/Madrid", signup_date=lapsed_day.isoformat()
+    )
+    elsewhere = make_customer(settings.db_url, timezone="America/New_York")
+    _bought(settings, elsewhere, lapsed_day)  # their 09:00 comes later
+    with session_scope(settings.db_url) as session:
+        found = dates.lapsed(session, SLOT, 9, 90)
+        tomorrow = dates.lapsed(session, SLOT + timedelta(days=1), 9, 90)
+        later = dates.lapsed(session, SLOT + timedelta(hours=6), 9, 90)
+    assert {(f.customer_id, f.key) for f in found} == {
+        (lapsed, lapsed_day.isoformat()),
+        (never, lapsed_day.isoformat()),
+    }
+    assert {f.customer_id for f in tomorrow} == {early}
+    assert {f.customer_id for f in later} == {elsewhere}
+
+
+async def test_win_back_ends_on_a_purchase_and_nudges_those_who_stay_away(
+    client: Client, settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """The shipped win-back journey through the hourly run: one customer buys after the first
+    message (the journey ends, won back), the other hears nothing more until the last nudge.
+    Its two weeks last three seconds here."""
+    import httpx
+
+    from api.app import create_app
+    from tests.test_rules_apply import apply_directly
+    from worker import build_worker
+
+    two_weeks = 14 * 24 * 3600
+    quick = settings.model_copy(update={"journey_time_scale": 3 / two_weeks})
+    lapsed_day = date(2027, 3, 10) - timedelta(days=90)
+    buyer = make_customer(settings.db_url, timezone="Europe/Madrid", locale="en")
+    away = make_customer(settings.db_url, timezone="Europe/Madrid", locale="es")
+    for cid in (buyer, away):
+        _bought(settings, cid, lapsed_day)
+    apply_directly(settings.db_url)
+    app = create_app(quick, client)
+    async with (
+        build_worker(client, quick),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        runs = [  # run twice: each spell enters once
+            await client.execute_workflow(
+                DateJourneys.run,
+                SLOT.isoformat(),
+                id=f"dates-{uuid.uuid4().hex[:8]}",
+                task_queue=quick.task_queue,
+            )
+            for _ in range(2)
+        ]
+        assert runs[0].get("win_back started") == 2, runs
+        assert runs[1].get("win_back not started") == 2, runs
+        key = lapsed_day.isoformat()
+        handles = {
+            cid: client.get_workflow_handle(f"journey-win_back-{cid}-{key}")
+            for cid in (buyer, away)
+        }
+        for _ in range(100):  # the first message is out
+            if len(read_outbox(quick.outbox_dir)) == 2:
+                break
+            await asyncio.sleep(0.1)
+        r = await http.post(
+            "/events", json={"type": "purchase", "customer_id": buyer, "amount": "35.00"}
+        )
+        assert r.status_code == 202 and r.json()["journeys_told"] == [
+            f"journey-win_back-{buyer}-{key}"
+        ]
+        won = await asyncio.wait_for(handles[buyer].result(), timeout=30)
+        nudged = await asyncio.wait_for(handles[away].result(), timeout=30)
+    assert won["exit_reason"] == "won back" and nudged["exit_reason"] == "nudged"
+    by_customer: dict[str, list[str]] = {}
+    for mail in read_outbox(quick.outbox_dir):
+        by_customer.setdefault(mail["to"][0], []).append(mail["subject"])
+    assert by_customer == {
+        f"ana{int(buyer[1:])}@example.com": [f"Ana{int(buyer[1:])}, we miss you"],
+        f"ana{int(away[1:])}@example.com": [f"Ana{int(away[1:])}, te extrañamos"],
+    }
+    # The nudge came within the same week here (two weeks last three seconds), so the
+    # tier's weekly email cap held it back, and the journey recorded why.
+    last = nudged["messages"][-1]
+    assert last["key"].endswith(":last_chance") and last["state"] == "suppressed"
+    assert "contact cap of tier" in last["reason"] and "per week" in last["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,16 @@ def test_a_valid_definition_has_a_version_and_plain_data() -> None:
         (BASE.replace("trigger: {event: purchase}", "trigger: {event: dance}"), "j.yaml:3:"),
         (
             BASE.replace("trigger: {event: purchase}", "trigger: {}"),
-            "trigger: give exactly one of event, tier_change, segment_entry, date",
+            "trigger: give exactly one of event, tier_change, segment_entry, date, no_purchase_for",
         ),
         (BASE.replace("goto: done}", "goto: nowhere}"), "steps.3.branch.0.goto: no step 'nowhere'"),
         (
-            BASE.replace("trigger: {event: purchase}", "trigger: {date: attr.renewal}"),
-            "date 'attr.renewal': birthday or signup_anniversary",
+            BASE.replace("trigger: {event: purchase}", "trigger: {date: anniversary}"),
+            "date 'anniversary': birthday, signup_anniversary or attr.<name>",
+        ),
+        (
+            BASE.replace("trigger: {event: purchase}", "trigger: {no_purchase_for: 36h}"),
+            "no_purchase_for is whole days (e.g. 90d)",
         ),
         (BASE.replace("tier == 'A'", "tier == "), "j.yaml:12:"),
         (BASE.replace("template: welcome", "template: nope"), "template 'nope' has no body.html"),
@@ -81,5 +86,6 @@ def test_errors_are_placed(text: str, expected: str) -> None:
 
 def test_the_shipped_definitions_are_valid() -> None:
     journeys = load_all(ROOT / "journeys", RULES, TEMPLATES)
-    assert set(journeys) == {"welcome", "cross_sell", "tier_upgrade", "birthday"}
+    assert set(journeys) == {"welcome", "cross_sell", "tier_upgrade", "birthday", "win_back"}
+    assert journeys["win_back"].spec.trigger.no_purchase_for == timedelta(days=90)
     assert journeys["tier_upgrade"].as_data()["steps"][0] == {"wait_until": "10:00"}
