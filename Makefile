@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-campaign bench-rules up down clean
+.PHONY: demo test lint bench bench-campaign bench-dates bench-rules up down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench-campaign: $(STAMP)
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
 	$(BIN)/python -m bench.campaign
+
+# A day of birthday greetings over 1,000,000 customers, into smtp-sink as well.
+bench-dates: $(STAMP)
+	@test -x /usr/sbin/smtp-sink || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
+	$(BIN)/python -m bench.dates
 
 up: $(STAMP)
 	$(BIN)/clientela up

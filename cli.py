@@ -140,6 +140,11 @@ def demo(
         out.print(f"Report page:  {c.report_path} (emailed to the stakeholders: {c.reported})")
     if report.birthday:
         out.print(f"Birthday:     {report.birthday}", highlight=False)
+    if report.complaints:
+        from clientela.service.report import render_text
+
+        out.print("Complaints:   " + "\n              ".join(report.complaints), highlight=False)
+        out.print(render_text(report.service), highlight=False)
     if report.purchase_journeys:
         out.print(
             "Purchases started journeys: "

@@ -138,7 +138,8 @@ class ComplaintActivities:
             responded=row.responded_at is not None,
             resolved=row.resolved_at is not None,
             rated=row.satisfaction is not None,
-            survey_wait_s=self.settings.satisfaction_wait.total_seconds(),
+            survey_wait_s=self.settings.satisfaction_wait.total_seconds()
+            * self.settings.journey_time_scale,
             steps=sorted(row.steps),
         )
 

@@ -32,6 +32,10 @@ class ConditionInput:
     condition: str
 
 
+#: Journeys the date run starts concurrently.
+STARTS_AT_ONCE = 16
+
+
 class JourneyActivities:
     def __init__(self, settings: Settings, client: Client | None = None) -> None:
         self.settings = settings
@@ -56,18 +60,21 @@ class JourneyActivities:
                 days = trigger.no_purchase_for.days
                 by_trigger.setdefault(("no_purchase_for", days), []).append(journey)
         counts: Counter[str] = Counter()
-        done = 0
+        client = self.client
         for (occasion, days), journeys in by_trigger.items():
             found = await asyncio.to_thread(self._due, when, occasion, days)
-            for occ in found:
-                for journey in journeys:
-                    entry = await journey_router.enter_date(
-                        self.client, self.settings, journey, occ
+            # Started STARTS_AT_ONCE at a time: each start is a round trip to the server.
+            for i in range(0, len(found), STARTS_AT_ONCE):
+                entries = await asyncio.gather(
+                    *(
+                        journey_router.enter_date(client, self.settings, journey, occ)
+                        for occ in found[i : i + STARTS_AT_ONCE]
+                        for journey in journeys
                     )
-                    counts[f"{journey.name} {'started' if entry.started else 'not started'}"] += 1
-                done += 1
-                if done % 100 == 0:
-                    activity.heartbeat(done)
+                )
+                for entry in entries:
+                    counts[f"{entry.journey} {'started' if entry.started else 'not started'}"] += 1
+                activity.heartbeat(i)
         return dict(counts)
 
     def _due(self, when: datetime, occasion: str, days: int) -> list[Any]:

@@ -515,6 +515,7 @@ def _realtime(
                 description=event.description,
                 channel=event.channel or "",
                 today=today,
+                time_scale=settings.journey_time_scale,
             )
         else:
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)

@@ -43,18 +43,23 @@ def open_case(
     return row
 
 
-def set_level(row: Complaint, tier: str | None, level: ServiceLevel | None) -> None:
-    """The tier's service level (none before any rules run: no due times then)."""
+def set_level(
+    row: Complaint, tier: str | None, level: ServiceLevel | None, time_scale: float = 1.0
+) -> None:
+    """The tier's service level (none before any rules run: no due times then).
+
+    ``time_scale`` (``CLIENTELA_JOURNEY_TIME_SCALE``) shrinks its hours for demos and tests."""
     row.tier = tier
     if level is None:
         return
+    hour = timedelta(hours=1) * time_scale
     row.responsible = level.responsible
     row.responsible_email = level.responsible_email or ""
     row.escalate_to = level.escalate_to or ""
-    row.due_at = row.opened_at + timedelta(hours=level.complaint_response_hours)
+    row.due_at = row.opened_at + hour * level.complaint_response_hours
     if level.complaint_resolution_hours is not None:
-        row.resolution_due_at = row.opened_at + timedelta(hours=level.complaint_resolution_hours)
-    row.remind_before_s = level.remind_before * 3600
+        row.resolution_due_at = row.opened_at + hour * level.complaint_resolution_hours
+    row.remind_before_s = (hour * level.remind_before).total_seconds()
 
 
 def get_case(session: Session, complaint_id: int, *, lock: bool = False) -> Complaint:

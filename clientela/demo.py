@@ -57,6 +57,8 @@ class DemoReport:
     campaign: CampaignRun | None = None
     purchase_journeys: Counter[str] = field(default_factory=Counter)
     birthday: str = ""  # what the birthday greeting of one demo customer did
+    complaints: list[str] = field(default_factory=list)  # how each demo complaint went
+    service: dict[str, Any] = field(default_factory=dict)  # the service report after them
 
 
 @dataclass
@@ -146,6 +148,11 @@ def run_demo(
     if quiet:
         report.birthday = asyncio.run(_birthday(settings, quiet[0], run))
         log(f"Birthday: {report.birthday}")
+    if len(quiet) >= 3:
+        log("Two customers complain; one case is answered in time, one breaches its level...")
+        report.complaints, report.service = asyncio.run(_complaints(settings, quiet[1:]))
+        for line in report.complaints:
+            log(f"  {line}")
     # Delivery reports for SMS arrive a moment after the send; give them a few seconds.
     deadline = time.monotonic() + 5
     while True:
@@ -356,3 +363,101 @@ async def _birthday(settings: Settings, customer_id: str, run: str) -> str:
     if message and message.reason:
         how += f" ({message.reason})"
     return f"{customer_id} greeted at 09:00 {zone.key} by {wid}: {how}"
+
+
+async def _complaints(
+    settings: Settings, candidates: list[str]
+) -> tuple[list[str], dict[str, Any]]:
+    """Two complaints through the API, as the service desk and the customers handle them.
+
+    The first is answered and resolved at once; the second, from the most valuable customer
+    at hand, is left until its service level is breached and escalated, then resolved. Both
+    customers answer the satisfaction survey through its link. The service levels run at the
+    stack's time scale (the demo's own stack shrinks the tier's hours to seconds)."""
+    from clientela.service import report as service_report
+    from clientela.unsubscribe import survey_url
+    from models import Complaint
+
+    with session_scope(settings.db_url) as session:
+        tiers = dict(
+            session.exec(
+                select(Customer.external_id, Customer.tier).where(
+                    col(Customer.external_id).in_(candidates)
+                )
+            ).all()
+        )
+    ranked = sorted(candidates, key=lambda c: tiers.get(c) or "Z")
+    late = ranked[0]  # the most valuable customer at hand: the shortest service level
+    prompt = next((c for c in ranked if tiers.get(c) != tiers.get(late)), ranked[1])
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    lines = []
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as http:
+        cases = {}
+        for cid, code, text in [
+            (prompt, "DELIVERY-02", "the parcel did not arrive"),
+            (late, "BILLING-01", "charged twice this month"),
+        ]:
+            r = await http.post(
+                "/events",
+                json={
+                    "type": "complaint",
+                    "customer_id": cid,
+                    "code": code,
+                    "description": text,
+                    "channel": "email",
+                },
+            )
+            r.raise_for_status()
+            cases[cid] = r.json()["complaint"]
+        first = cases[prompt]["id"]
+        for step, body in [
+            ("response", {"by": "demo desk", "note": "called the customer"}),
+            ("resolution", {"by": "demo desk", "resolution": "sent the parcel again"}),
+        ]:
+            (await http.post(f"/complaints/{first}/{step}", json=body)).raise_for_status()
+        second = cases[late]["id"]
+        case = await _case_until(http, second, lambda c: c["escalated_at"], within=45)
+        if not case["escalated_at"]:
+            lines.append(
+                f"complaint {second} not escalated within 45 s: this stack runs service levels "
+                f"in real time (response due {case['due_at']})"
+            )
+        body = {"by": "service lead", "resolution": "refunded the double charge"}
+        (await http.post(f"/complaints/{second}/resolution", json=body)).raise_for_status()
+        for complaint_id, score in [(first, 5), (second, 2)]:
+            case = await _case_until(http, complaint_id, lambda c: "surveyed" in c["steps"], 30)
+            uid = case["workflow_id"].rsplit("-", 1)[1]
+            link = survey_url(settings, complaint_id, uid).removeprefix(settings.recipient_base_url)
+            r = await http.post(
+                link,
+                content=f"score={score}",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            r.raise_for_status()
+        for complaint_id in (first, second):
+            case = await _case_until(http, complaint_id, lambda c: c["state"] == "closed", 30)
+            steps = " > ".join(sorted(case["steps"], key=lambda s: case["steps"][s]["at"]))
+            lines.append(
+                f"#{complaint_id} {case['code']}, tier {case['tier'] or '-'}: {steps}; "
+                f"breached: {', '.join(case['breached']) or 'nothing'}; "
+                f"scored {case['satisfaction']}/5"
+            )
+    with session_scope(settings.db_url) as session:
+        opened = session.exec(select(Complaint.opened_at).where(Complaint.id == first)).one()
+        data = service_report.build(session, since=opened)
+    return lines, data
+
+
+async def _case_until(
+    http: httpx.AsyncClient, complaint_id: int, done: Callable[[dict[str, Any]], Any], within: float
+) -> dict[str, Any]:
+    """The case once ``done(case)`` holds, or as it is after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        r = await http.get(f"/complaints/{complaint_id}")
+        r.raise_for_status()
+        case: dict[str, Any] = r.json()
+        if done(case) or time.monotonic() > deadline:
+            return case
+        await asyncio.sleep(0.3)

@@ -104,6 +104,7 @@ def complaint(
     description: str,
     channel: str = "",
     today: date,
+    time_scale: float = 1.0,
 ) -> Outcome:
     """Open a coded complaint case; its responsible and due times come from the tier's
     service level (``complaints.open_case``)."""
@@ -127,7 +128,7 @@ def complaint(
     if latest is not None and decided.tier is not None:
         policy = service.rules_of(latest[1]).spec.policies.get(decided.tier)
         level = policy.service_level if policy else None
-    complaints.set_level(row, decided.tier, level)
+    complaints.set_level(row, decided.tier, level, time_scale)
     session.add(row)
     assert row.id is not None
     decided.detail = {

@@ -96,7 +96,10 @@ class Settings(BaseSettings):
         timedelta(days=2), description="How far back missed hourly date runs are caught up"
     )
     journey_time_scale: float = Field(
-        1.0, gt=0, description="Multiplies every wait of a journey (demos and tests shorten them)"
+        1.0,
+        gt=0,
+        description="Multiplies every wait of a journey and every service level of a complaint "
+        "(demos and tests shorten them)",
     )
     # Complaints: where reminders and escalations go unless the tier's service level names
     # its own addresses, and how long a resolved case waits for the customer's score.

@@ -23,5 +23,15 @@ async def test_saved_history_replays(name: str, text: str) -> None:
 
 
 def test_there_are_histories_to_replay() -> None:
-    assert {p.stem.rsplit("-", 1)[-1] for p in HISTORIES} >= {"responded", "silent", "done"}
-    assert {p.stem.split("-v")[0] for p in HISTORIES} >= {"welcome", "journey-welcome", "campaign"}
+    assert {p.stem.rsplit("-", 1)[-1] for p in HISTORIES} >= {
+        "responded",
+        "silent",
+        "done",
+        "rated",
+    }
+    assert {p.stem.split("-v")[0] for p in HISTORIES} >= {
+        "welcome",
+        "journey-welcome",
+        "campaign",
+        "complaint",
+    }

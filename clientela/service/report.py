@@ -171,38 +171,52 @@ def render_html(data: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(data=data)
 
 
+def duration(hours: float | None) -> str:
+    """Hours as a person reads them: 45s, 12m, 3.5h, 2.1d."""
+    if hours is None:
+        return "-"
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if hours < 48:
+        return f"{hours:.1f}h"
+    return f"{hours / 24:.1f}d"
+
+
 def render_text(data: dict[str, Any]) -> str:
-    """The report as a terminal table."""
+    """The report as a terminal table (under 80 columns)."""
     lines = [
         "Service report" + (f" (cases opened since {data['since'][:16]})" if data["since"] else ""),
         "",
-        f"{'tier':<8}{'opened':>7}{'open':>6}{'resp. h':>9}{'p90':>7}{'resol. h':>10}"
-        f"{'p90':>7}{'breach r/s':>12}{'escal.':>7}{'satisf.':>9}{'4-5':>7}",
+        f"{'tier':<6}{'opened':>7}{'open':>5}{'answer p50/p90':>16}{'resolved p50/p90':>18}"
+        f"{'breach':>8}{'esc':>4}{'score':>6}{'4-5':>6}",
     ]
     for label, ind in [("all", data["overall"])] + [(t["tier"], t) for t in data["by_tier"]]:
         s = ind["satisfaction"]
+        answer, resolved = ind["response_hours"], ind["resolution_hours"]
         lines.append(
-            f"{label:<8}{ind['opened']:>7}{ind['unresolved']:>6}"
-            f"{_num(ind['response_hours']['median'], 2):>9}"
-            f"{_num(ind['response_hours']['p90'], 2):>7}"
-            f"{_num(ind['resolution_hours']['median'], 2):>10}"
-            f"{_num(ind['resolution_hours']['p90'], 2):>7}"
-            f"{ind['response_breaches']:>6}/{ind['resolution_breaches']:<5}{ind['escalated']:>7}"
-            f"{_num(s['mean'], 2):>9}{_pct(s['satisfied_share']):>7}"
+            f"{label:<6}{ind['opened']:>7}{ind['unresolved']:>5}"
+            f"{duration(answer['median']) + ' / ' + duration(answer['p90']):>16}"
+            f"{duration(resolved['median']) + ' / ' + duration(resolved['p90']):>18}"
+            f"{str(ind['response_breaches']) + '/' + str(ind['resolution_breaches']):>8}"
+            f"{ind['escalated']:>4}{_num(s['mean'], 1):>6}{_pct(s['satisfied_share']):>6}"
         )
+    lines.append("breach: response/resolution breaches; esc: escalated; score: mean 1-5")
     if data["codes"]:
         lines += ["", "most frequent codes:"]
         lines += [
-            f"  {c['code']:<20}{c['count']:>6}  {_pct(c['share']):>6}  "
-            f"unresolved {c['unresolved']}, median resolution "
-            f"{_num(c['resolution_hours'], 2)} h, satisfaction {_num(c['satisfaction_mean'], 2)}"
+            f"  {c['code']:<16}{c['count']:>6} {_pct(c['share']):>6}  unresolved "
+            f"{c['unresolved']}, resolved in {duration(c['resolution_hours'])}, "
+            f"score {_num(c['satisfaction_mean'], 1)}"
             for c in data["codes"]
         ]
     if data["overdue"]:
         lines += ["", "breaching now (most important customers first):"]
         lines += [
-            f"  #{c['id']:<6} {c['customer_id']:<16} tier {c['tier'] or '-':<4} {c['code']:<16}"
-            f" {'+'.join(c['breached'])} {c['overdue_hours']:.2f} h over"
+            f"  #{c['id']:<6} {c['customer_id']:<16} tier {c['tier'] or '-':<3} {c['code']:<16}"
+            f" {'+'.join(c['breached'])}, {duration(c['overdue_hours'])} over"
             f"{' (escalated)' if c['escalated'] else ''}"
             for c in data["overdue"]
         ]

@@ -1,4 +1,5 @@
-"""Record the histories the replay test checks: ``python -m tests.histories.record``.
+"""Record the histories the replay test checks:
+``python -m tests.histories.record TAG [welcome] [campaign] [complaint]``.
 
 Run it when a workflow gains a new shape that running executions will have, and commit the
 JSON. Old files stay: executions started under them may still be running somewhere.
@@ -33,7 +34,7 @@ def save(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-async def main(tag: str) -> None:
+async def main(tag: str, what: set[str]) -> None:
     home = Path(tempfile.mkdtemp())
     catcher = SmtpCatcher(home / "outbox", port=free_port()).start()
     env = await WorkflowEnvironment.start_local(
@@ -49,7 +50,11 @@ async def main(tag: str) -> None:
     )
     try:
         async with build_worker(env.client, settings):
+            if "complaint" in what:
+                await record_complaint(env, settings, tag, home)
             for name, respond in (("responded", True), ("silent", False)):
+                if "welcome" not in what:
+                    break
                 cid = make_customer(settings.db_url, external_id=f"H-{name}")
                 [entry] = await enter(
                     env.client, settings, cid, Happening(kind="event", event="signup", key="s")
@@ -61,7 +66,8 @@ async def main(tag: str) -> None:
                 await handle.result()
                 history = await handle.fetch_history()
                 save(HERE / f"journey-welcome-{tag}-{name}.json", history.to_json())
-            await record_campaign(env, settings, tag, home)
+            if "campaign" in what:
+                await record_campaign(env, settings, tag, home)
     finally:
         catcher.stop()
         await env.shutdown()
@@ -98,5 +104,46 @@ async def record_campaign(
     save(HERE / f"campaign-{tag}-done.json", history.to_json())
 
 
+async def record_complaint(
+    env: WorkflowEnvironment, settings: Settings, tag: str, home: Path
+) -> None:
+    """A complaint left unanswered (reminded, escalated), then resolved and rated."""
+    from clientela import complaints, realtime
+    from clientela.db import session_scope
+    from clientela.journeys import start_case, tell_case
+    from clientela.timeutil import utcnow
+    from tests.test_complaints import quick_rules
+    from tests.test_rules_apply import apply_directly
+    from workflows.complaint import ComplaintCase
+
+    cid = make_customer(settings.db_url, external_id="HK-1", locale="en")
+    apply_directly(settings.db_url, quick_rules(home, response_h=0.0015, resolution_h=0.01))
+    with session_scope(settings.db_url) as session:
+        outcome = realtime.complaint(
+            session, customer_id=cid, code="BILLING", description="", today=utcnow().date()
+        )
+    assert outcome.case is not None
+    complaint_id, uid = outcome.case
+    wid = await start_case(env.client, settings, complaint_id, uid)
+    handle = env.client.get_workflow_handle_for(ComplaintCase.run, wid)
+    for _ in range(100):
+        if "escalated:response" in (await handle.query("status"))["steps"]:
+            break
+        await asyncio.sleep(0.2)
+    for change in (
+        lambda s: complaints.resolve(s, complaint_id, by="recorder"),
+        lambda s: complaints.rate(s, complaint_id, score=3),
+    ):
+        with session_scope(settings.db_url) as session:
+            change(session)
+        await tell_case(env.client, complaint_id, uid)
+        await asyncio.sleep(1)
+    await handle.result()
+    history = await handle.fetch_history()
+    save(HERE / f"complaint-{tag}-rated.json", history.to_json())
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "v1"))
+    # python -m tests.histories.record TAG [welcome] [campaign] [complaint] (default: all)
+    chosen = set(sys.argv[2:]) or {"welcome", "campaign", "complaint"}
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "v1", chosen))
