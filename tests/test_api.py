@@ -21,7 +21,6 @@ from clientela.settings import STATUS_CALLBACK_PATH, Settings
 from tests.factories import make_customer
 from workflows.journey import JourneyWorkflow
 
-
 #: Journeys' two days last 30 seconds, and service levels shrink alike (4 hours: 2.5 s).
 FAST = 30 / (2 * 24 * 3600)
 
