@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
@@ -194,10 +194,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         client = await temporal_client(request)
         if isinstance(event, PurchaseEvent | ComplaintEvent | ProfileEvent):
             try:
-                decided = await asyncio.to_thread(_realtime, settings, event)
+                decided, held = await asyncio.to_thread(_realtime, settings, event)
             except UnknownCustomer as exc:
                 raise HTTPException(404, f"customer_id: {exc}") from None
-            kind = None if isinstance(event, ProfileEvent) else event.type
             if decided.case is not None:  # the case is recorded: its clock starts (once)
                 await start_case(client, settings, *decided.case)
             told: list[str] = []
@@ -205,7 +204,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
                 told = await journey_router.signal_event(
                     client, settings, event.customer_id, event.type, "store"
                 )
-            entries = await journey_router.after(client, settings, decided, kind)
+            entries = await journey_router.release(client, settings, held)
             return {
                 **decided.as_dict(),
                 "journeys_told": told,
@@ -215,20 +214,15 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source
             data = CustomerIn.model_validate(fields)
-            created = await asyncio.to_thread(_upsert, settings, data)
-            entries = await journey_router.enter(
-                client,
-                settings,
-                data.external_id,
-                journey_router.Happening(kind="event", event="signup", key="signup"),
-            )
+            created, held = await asyncio.to_thread(_upsert, settings, data)
+            entries = await journey_router.release(client, settings, held)
             return {
                 "customer_id": data.external_id,
                 "created": created,
                 "journeys": [e.as_dict() for e in entries],
             }
         try:
-            outcome, order = await asyncio.to_thread(_record_response, settings, event)
+            outcome, order, held = await asyncio.to_thread(_record_response, settings, event)
         except UnknownCustomer as exc:
             raise HTTPException(404, f"customer_id: {exc}") from None
         # What the customer did reaches the journeys they are in (and a welcome of old).
@@ -237,7 +231,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         )
         if await signal_response(client, event.customer_id, event.type, event.channel):
             told.append(f"welcome-{event.customer_id}")
-        entries = await journey_router.after(client, settings, outcome, event.type)
+        entries = await journey_router.release(client, settings, held)
         fulfilment = None
         if order is not None:  # the order is recorded: its fulfilment starts (once)
             fulfilment = await start_fulfilment(client, settings, *order)
@@ -468,15 +462,20 @@ def _service_report(settings: Settings, since: datetime | None) -> dict[str, Any
         return service_report.build(session, since=since)
 
 
-def _upsert(settings: Settings, data: CustomerIn) -> bool:
+# Each intake records what happened and, in the same transaction, the journey entries it
+# causes (``journey_router.hold``); the handler starts them once it has committed.
+
+
+def _upsert(settings: Settings, data: CustomerIn) -> tuple[bool, list[int]]:
     with session_scope(settings.db_url) as session:
         _, created = upsert_customer(session=session, data=data)
-        return created
+        signup = journey_router.Happening(kind="event", event="signup", key="signup")
+        return created, journey_router.hold(session, settings, data.external_id, [signup])
 
 
 def _record_response(
     settings: Settings, event: ResponseEvent
-) -> tuple[realtime.Outcome, tuple[int, str] | None]:
+) -> tuple[realtime.Outcome, tuple[int, str] | None, list[int]]:
     with session_scope(settings.db_url) as session:
         outcome, order = realtime.response(
             session,
@@ -489,12 +488,12 @@ def _record_response(
             today=datetime.now(UTC).date(),
         )
         placed = (order.id, order.uid) if order is not None and order.id is not None else None
-        return outcome, placed
+        return outcome, placed, _hold(session, settings, outcome, event.type)
 
 
 def _realtime(
     settings: Settings, event: PurchaseEvent | ComplaintEvent | ProfileEvent
-) -> realtime.Outcome:
+) -> tuple[realtime.Outcome, list[int]]:
     today = datetime.now(UTC).date()
     with session_scope(settings.db_url) as session:
         if isinstance(event, PurchaseEvent):
@@ -521,7 +520,15 @@ def _realtime(
             fields = event.model_dump(exclude={"type"}, exclude_unset=True)
             fields["consent_source"] = event.consent_source
             outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
-        return outcome
+        kind = None if isinstance(event, ProfileEvent) else event.type
+        return outcome, _hold(session, settings, outcome, kind)
+
+
+def _hold(
+    session: Session, settings: Settings, outcome: realtime.Outcome, event: str | None
+) -> list[int]:
+    happenings = journey_router.happenings_of(outcome, event, journey_router.levels_of(session))
+    return journey_router.hold(session, settings, outcome.customer_id, happenings)
 
 
 async def _sweep(app: FastAPI, every: float = 60.0) -> None:
@@ -530,8 +537,19 @@ async def _sweep(app: FastAPI, every: float = 60.0) -> None:
         try:
             await resume_fulfilment(app)
             await resume_cases(app)
+            await resume_journeys(app)
         except Exception:  # a sweep that fails is tried again at the next tick
             logging.getLogger(__name__).exception("resuming orders and complaint cases")
+
+
+async def resume_journeys(app: FastAPI) -> list[journey_router.Entry]:
+    """Journey entries held a minute ago or more and not started yet: started now (what
+    was started already is refused by its workflow id)."""
+    settings: Settings = app.state.settings
+    held = await asyncio.to_thread(journey_router.waiting, settings, timedelta(minutes=1))
+    if not held:
+        return []
+    return await journey_router.release(await _client_of(app), settings, held)
 
 
 async def resume_cases(app: FastAPI) -> list[str]:

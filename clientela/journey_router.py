@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -33,6 +35,7 @@ from clientela.realtime import Outcome
 from clientela.settings import Settings
 from clientela.templating import Templates
 from clientela.timeutil import utcnow
+from models import JourneyOutbox
 from rules.model import Rules, load
 from rules.service import latest_run, rules_of
 from workflows import search
@@ -259,16 +262,13 @@ async def signal_event(
     return told
 
 
-async def after(
-    client: Client, settings: Settings, outcome: Outcome, event: str | None
-) -> list[Entry]:
-    """The journeys what just happened to a customer lets them into: the event itself, a
-    change of tier, and each segment they entered."""
+def happenings_of(outcome: Outcome, event: str | None, levels: list[str]) -> list[Happening]:
+    """What just happened to a customer that may let them into journeys: the event itself,
+    a change of tier (``levels``: the rule file's tiers, best first), each segment entered."""
     happenings = []
     if event is not None:
         happenings.append(Happening(kind="event", event=event, key=outcome.key))
     if outcome.changed:
-        levels = (await asyncio.to_thread(_rules, settings)).spec.tiers.levels
         direction = outcome.direction(levels)
         happenings.append(
             Happening(
@@ -288,10 +288,69 @@ async def after(
                 data={"segment": segment},
             )
         )
+    return happenings
+
+
+def levels_of(session: Session) -> list[str]:
+    """The tiers of the latest applied rules (else the shipped file's), best first."""
+    latest = latest_run(session)
+    rules = rules_of(latest[1]) if latest is not None else load(SHIPPED_RULES)
+    return list(rules.spec.tiers.levels)
+
+
+def hold(
+    session: Session, settings: Settings, customer_id: str, happenings: list[Happening]
+) -> list[int]:
+    """Write, in the caller's transaction, the happenings that let the customer into some
+    journey; ``release`` starts them once it commits. Nothing is written when no journey
+    listens, so the outbox holds only what is on its way."""
+    book = BOOK.journeys(settings)
+    rows = [
+        JourneyOutbox(customer_id=customer_id, happening=asdict(h))
+        for h in happenings
+        if any(matches(j, h) for j in book.values())
+    ]
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows if row.id is not None]
+
+
+async def release(client: Client, settings: Settings, ids: list[int]) -> list[Entry]:
+    """Start the journeys of held happenings, then remove them from the outbox."""
+    if not ids:
+        return []
+
+    def read() -> list[tuple[int, str, dict[str, Any]]]:
+        with session_scope(settings.db_url) as session:
+            rows = session.exec(select(JourneyOutbox).where(col(JourneyOutbox.id).in_(ids)))
+            return [(r.id, r.customer_id, r.happening) for r in rows if r.id is not None]
+
+    def done(row_id: int) -> None:
+        with session_scope(settings.db_url) as session:
+            session.execute(delete(JourneyOutbox).where(col(JourneyOutbox.id) == row_id))
+
     entries = []
-    for happening in happenings:
-        entries.extend(await enter(client, settings, outcome.customer_id, happening))
+    for row_id, customer_id, happening in await asyncio.to_thread(read):
+        entries += await enter(client, settings, customer_id, Happening(**happening))
+        await asyncio.to_thread(done, row_id)
     return entries
+
+
+def waiting(settings: Settings, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Held happenings still in the outbox ``older_than`` after they were written: the
+    process that held them stopped, or Temporal could not be reached, before the start."""
+    cutoff = utcnow() - older_than
+    with session_scope(settings.db_url) as session:
+        return [
+            row_id
+            for row_id in session.exec(
+                select(JourneyOutbox.id)
+                .where(col(JourneyOutbox.created_at) <= cutoff)
+                .order_by(col(JourneyOutbox.id))
+                .limit(limit)
+            )
+            if row_id is not None
+        ]
 
 
 async def enter_date(

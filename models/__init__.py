@@ -5,6 +5,7 @@ from models.customer import Channel, Consent, Customer, Suppression
 from models.history import Complaint, ComplaintState, Direction, Interaction, Transaction
 from models.ledger import Message, MessageState
 from models.order import Order
+from models.outbox import JourneyOutbox
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "CustomerDecision",
     "Direction",
     "Interaction",
+    "JourneyOutbox",
     "Message",
     "MessageState",
     "Order",

@@ -168,3 +168,42 @@ async def test_a_journey_and_a_campaign_share_the_contact_caps(
     [held] = result.messages[:1]
     assert (held.state, held.reason) == ("suppressed", "email: contact cap of tier C: 1 per week")
     assert len(read_outbox(settings.outbox_dir)) == 1  # the campaign's only
+
+
+async def test_an_entry_held_with_its_event_is_started_by_the_sweeper_once(
+    client: Client, settings: Settings, worker: None
+) -> None:
+    """The API records a sign-up and its journey entry in one transaction; if it stops before
+    starting the journey, the sweeper starts it a minute later, once."""
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from api.app import ProfileEvent, _realtime, _upsert, create_app, resume_journeys
+    from clientela.db import session_scope
+    from models import JourneyOutbox
+    from models.schemas import CustomerIn
+
+    app = create_app(settings, client)
+    data = CustomerIn(
+        external_id=f"S-{uuid.uuid4().hex[:6]}", email="sol@example.com", email_consent=True
+    )
+    created, held = _upsert(settings, data)  # committed; then the process stopped
+    assert created and len(held) == 1
+    assert await resume_journeys(app) == []  # too recent: its own request may be starting it
+    with session_scope(settings.db_url) as session:
+        for row in session.exec(select(JourneyOutbox)).all():
+            row.created_at -= timedelta(minutes=2)
+            session.add(row)
+    entries = await resume_journeys(app)
+    assert [(e.journey, e.workflow_id, e.started) for e in entries] == [
+        ("welcome", f"journey-welcome-{data.external_id}", True)
+    ]
+    assert await resume_journeys(app) == []
+    with session_scope(settings.db_url) as session:
+        assert session.exec(select(JourneyOutbox)).all() == []
+    # What lets nobody into any journey writes nothing to the outbox.
+    _, nothing = _realtime(
+        settings, ProfileEvent(type="profile", external_id=data.external_id, locale="es")
+    )
+    assert nothing == []
