@@ -95,12 +95,50 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     sys.exit("smtp-sink did not start")
 
 
+def insert_customers(session: Any, rows: list[dict[str, Any]], version_id: int) -> None:
+    """Customer rows as they are, each with email consent and a tier (A/B/C by id), written
+    directly: ORM objects would make seeding a million customers take many minutes."""
+    now = datetime.now(UTC)
+    session.execute(insert(Customer), rows)
+    ids = session.exec(
+        select(Customer.id).where(col(Customer.external_id).in_([r["external_id"] for r in rows]))
+    ).all()
+    session.execute(
+        insert(Consent),
+        [
+            {
+                "customer_id": pk,
+                "channel": "email",
+                "granted": True,
+                "source": "bench",
+                "recorded_at": now,
+            }
+            for pk in ids
+        ],
+    )
+    session.execute(
+        insert(CustomerDecision),
+        [
+            {
+                "customer_id": pk,
+                "rule_version_id": version_id,
+                "tier": "ABC"[(pk or 0) % 3],
+                "tier_rule": "bench",
+                "segments": [],
+                "offers": [],
+                "features": {},
+                "decided_at": now,
+            }
+            for pk in ids
+        ],
+    )
+
+
 def seed(db_url: str, n: int) -> None:
     """n customers with email consent, tiered A/B/C (decisions written directly)."""
     with session_scope(db_url) as session:
         version = service.register(session, RULES)
         assert version.id is not None
-        vid = version.id
         now = datetime.now(UTC)
         step = 10_000
         for start in range(0, n, step):
@@ -120,41 +158,7 @@ def seed(db_url: str, n: int) -> None:
                 }
                 for i in range(start, min(n, start + step))
             ]
-            session.execute(insert(Customer), rows)
-            ids = session.exec(
-                select(Customer.id).where(
-                    col(Customer.external_id).in_([r["external_id"] for r in rows])
-                )
-            ).all()
-            session.execute(
-                insert(Consent),
-                [
-                    {
-                        "customer_id": pk,
-                        "channel": "email",
-                        "granted": True,
-                        "source": "bench",
-                        "recorded_at": now,
-                    }
-                    for pk in ids
-                ],
-            )
-            session.execute(
-                insert(CustomerDecision),
-                [
-                    {
-                        "customer_id": pk,
-                        "rule_version_id": vid,
-                        "tier": "ABC"[(pk or 0) % 3],
-                        "tier_rule": "bench",
-                        "segments": [],
-                        "offers": [],
-                        "features": {},
-                        "decided_at": now,
-                    }
-                    for pk in ids
-                ],
-            )
+            insert_customers(session, rows, version.id)
             session.commit()
 
 

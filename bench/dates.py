@@ -38,19 +38,19 @@ from datetime import time as clock
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, text
+from sqlalchemy import func, text
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.journeys import STARTS_AT_ONCE
 from bench.baseline import OneActivity, touch, touched
-from bench.campaign import TEMPORAL_BIN, free_port, peak_rss_mb, start_sink
+from bench.campaign import TEMPORAL_BIN, free_port, insert_customers, peak_rss_mb, start_sink
 from clientela import ROOT, dates
 from clientela.db import session_scope
 from clientela.settings import Settings
 from clientela.timeutil import zone_of
-from models import Consent, Customer, CustomerDecision, Message
+from models import Message
 from rules import service
 from rules.model import load
 from workflows import search
@@ -102,41 +102,7 @@ def seed(db_url: str, n: int, seed_value: int = 7) -> None:
                         "updated_at": now,
                     }
                 )
-            session.execute(insert(Customer), rows)
-            ids = session.exec(
-                select(Customer.id).where(
-                    col(Customer.external_id).in_([r["external_id"] for r in rows])
-                )
-            ).all()
-            session.execute(
-                insert(Consent),
-                [
-                    {
-                        "customer_id": pk,
-                        "channel": "email",
-                        "granted": True,
-                        "source": "bench",
-                        "recorded_at": now,
-                    }
-                    for pk in ids
-                ],
-            )
-            session.execute(
-                insert(CustomerDecision),
-                [
-                    {
-                        "customer_id": pk,
-                        "rule_version_id": vid,
-                        "tier": "ABC"[(pk or 0) % 3],
-                        "tier_rule": "bench",
-                        "segments": [],
-                        "offers": [],
-                        "features": {},
-                        "decided_at": now,
-                    }
-                    for pk in ids
-                ],
-            )
+            insert_customers(session, rows, vid)
             session.commit()
 
 

@@ -19,6 +19,7 @@ from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
 from clientela.sending import Sender
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
 from tests.factories import make_customer
+from tests.serving import api
 from workflows.journey import JourneyWorkflow
 
 #: Journeys' two days last 30 seconds, and service levels shrink alike (4 hours: 2.5 s).
@@ -28,11 +29,7 @@ FAST = 30 / (2 * 24 * 3600)
 @pytest.fixture
 async def http(client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     fast = settings.model_copy(update={"journey_time_scale": FAST})
-    app = create_app(fast, client)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-    ):
+    async with api(client, fast) as c:
         yield c
 
 

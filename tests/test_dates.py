@@ -179,11 +179,8 @@ async def test_win_back_ends_on_a_purchase_and_nudges_those_who_stay_away(
     """The shipped win-back journey through the hourly run: one customer buys after the first
     message (the journey ends, won back), the other hears nothing more until the last nudge.
     Its two weeks last three seconds here."""
-    import httpx
-
-    from api.app import create_app
+    from tests.serving import api
     from tests.test_rules_apply import apply_directly
-    from worker import build_worker
 
     two_weeks = 14 * 24 * 3600
     quick = settings.model_copy(update={"journey_time_scale": 3 / two_weeks})
@@ -193,12 +190,7 @@ async def test_win_back_ends_on_a_purchase_and_nudges_those_who_stay_away(
     for cid in (buyer, away):
         _bought(settings, cid, lapsed_day)
     apply_directly(settings.db_url)
-    app = create_app(quick, client)
-    async with (
-        build_worker(client, quick),
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
+    async with api(client, quick, worker=True) as http:
         runs = [  # run twice: each spell enters once
             await client.execute_workflow(
                 DateJourneys.run,

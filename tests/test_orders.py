@@ -16,17 +16,14 @@ from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
 from clientela.settings import Settings
 from models import CustomerDecision, Order, Transaction
 from tests.factories import make_customer
+from tests.serving import api
 from tests.test_rules_apply import apply_directly
 from workflows.order import OrderFulfilment
 
 
 @pytest.fixture
 async def http(client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, client)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-    ):
+    async with api(client, settings) as c:
         yield c
 
 

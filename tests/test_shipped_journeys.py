@@ -12,14 +12,13 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from api.app import create_app
 from clientela import ROOT
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
 from clientela.settings import Settings
 from tests.factories import make_customer
+from tests.serving import api
 from tests.test_rules_apply import apply_directly
 from tests.test_welcome import finished
-from worker import build_worker
 
 DAY = 24 * 3600.0
 
@@ -39,12 +38,7 @@ async def cross_sell(
     client: Client, settings: Settings, tmp_path: Path, catcher: SmtpCatcher
 ) -> AsyncIterator[tuple[Settings, httpx.AsyncClient]]:
     quick = shipped(tmp_path, settings, "cross_sell")
-    app = create_app(quick, client)
-    async with (
-        build_worker(client, quick),
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
+    async with api(client, quick, worker=True) as http:
         yield quick, http
 
 
@@ -104,12 +98,7 @@ async def test_tier_upgrade_waits_for_ten_local_time(
     quick = shipped(tmp_path, settings, "tier_upgrade")
     cid = make_customer(quick.db_url, locale="en", timezone="Asia/Tokyo", first_name="Kei")
     apply_directly(quick.db_url)
-    app = create_app(quick, client)
-    async with (
-        build_worker(client, quick),
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
+    async with api(client, quick, worker=True) as http:
         body = await buy(http, cid, "1500.00")
         [entry] = body["journeys"]  # type: ignore[misc]
         assert entry["journey"] == "tier_upgrade" and entry["started"]
