@@ -256,6 +256,21 @@ def customers_show(
         for t in view["tier_history"]:
             tiers.add_row(t["at"], t["from"] or "-", t["to"], t["trigger"], t["reason"])
         out.print(tiers)
+    if view["complaints"]:
+        cases = Table(title="Complaints (clientela complaint show ID)")
+        for col in ("id", "code", "state", "opened", "due", "resolved", "score"):
+            cases.add_column(col)
+        for k in view["complaints"]:
+            cases.add_row(
+                str(k["id"]),
+                k["code"],
+                k["state"],
+                (k["opened_at"] or "")[:16],
+                (k["due_at"] or "-")[:16],
+                (k["resolved_at"] or "-")[:16],
+                str(k["satisfaction"] or "-"),
+            )
+        out.print(cases)
     history = Table(title="Contact history (newest first)")
     for col in ("at", "channel", "direction", "kind", "outcome", "journey/campaign"):
         history.add_column(col)

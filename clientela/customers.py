@@ -247,11 +247,14 @@ def customer_view(*, session: Session, external_id: str, history: int = 50) -> d
         ],
         "complaints": [
             {
+                "id": k.id,
                 "code": k.code,
+                "state": k.state,
                 "responsible": k.responsible,
                 "opened_at": _plain(k.opened_at),
                 "due_at": _plain(k.due_at),
                 "resolved_at": _plain(k.resolved_at),
+                "satisfaction": k.satisfaction,
             }
             for k in complaints
         ],

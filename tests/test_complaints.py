@@ -312,5 +312,8 @@ def test_service_report_by_tier_codes_and_the_cases_breaching_now(
     assert shown.returncode == 0 and "resolved" in shown.stdout and "5/5" in shown.stdout
     listed = run_cli(settings, "complaint", "list", "--state", "unresolved", "--json")
     assert {c["id"] for c in json.loads(listed.stdout)} == {opened[1], opened[2]}
+    customer = run_cli(settings, "customers", "show", ids[0])
+    assert "Complaints" in customer.stdout and "BILLING" in customer.stdout
+    assert "resolved" in customer.stdout
     wrong = run_cli(settings, "complaint", "show", "424242")
     assert wrong.returncode == 1 and "no complaint with id 424242" in wrong.stderr
