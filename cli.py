@@ -996,7 +996,7 @@ def complaint_list(
         print(json.dumps(cases, indent=2))
         return
     table = Table()
-    for column in ("id", "customer", "tier", "code", "state", "opened", "breached"):
+    for column in ("id", "customer", "tier", "code", "state", "opened (UTC)", "breached"):
         table.add_column(column)
     for c in cases:
         table.add_row(
@@ -1005,7 +1005,7 @@ def complaint_list(
             c["tier"] or "-",
             c["code"],
             c["state"],
-            (c["opened_at"] or "")[:16],
+            (c["opened_at"] or "")[5:16].replace("T", " "),
             ", ".join(c["breached"]) or "-",
         )
     out.print(table)

@@ -191,7 +191,7 @@ def render_text(data: dict[str, Any]) -> str:
         "Service report" + (f" (cases opened since {data['since'][:16]})" if data["since"] else ""),
         "",
         f"{'tier':<6}{'opened':>7}{'open':>5}{'answer p50/p90':>16}{'resolved p50/p90':>18}"
-        f"{'breach':>8}{'esc':>4}{'score':>6}{'4-5':>6}",
+        f"{'breach':>8}{'esc':>4}{'score':>6}{'4-5':>7}",
     ]
     for label, ind in [("all", data["overall"])] + [(t["tier"], t) for t in data["by_tier"]]:
         s = ind["satisfaction"]
@@ -201,7 +201,7 @@ def render_text(data: dict[str, Any]) -> str:
             f"{duration(answer['median']) + ' / ' + duration(answer['p90']):>16}"
             f"{duration(resolved['median']) + ' / ' + duration(resolved['p90']):>18}"
             f"{str(ind['response_breaches']) + '/' + str(ind['resolution_breaches']):>8}"
-            f"{ind['escalated']:>4}{_num(s['mean'], 1):>6}{_pct(s['satisfied_share']):>6}"
+            f"{ind['escalated']:>4}{_num(s['mean'], 1):>6}{_pct(s['satisfied_share']):>7}"
         )
     lines.append("breach: response/resolution breaches; esc: escalated; score: mean 1-5")
     if data["codes"]:
