@@ -917,18 +917,12 @@ def _uplift_text(u: dict[str, Any], unit: str) -> str:
 def _case_change(complaint_id: int, change: Any) -> dict[str, Any]:
     """Apply ``change(session)`` to the case, then wake its workflow (if Temporal is up)."""
     from clientela import complaints
-    from clientela.db import session_scope
     from clientela.journeys import tell_case
     from clientela.temporal import connect
-    from models import Customer
 
     s = settings()
     try:
-        with session_scope(s.db_url) as session:
-            row = change(session) if change else complaints.get_case(session, complaint_id)
-            customer = session.get(Customer, row.customer_id)
-            assert customer is not None
-            case = complaints.view(row, customer.external_id)
+        case, uid = complaints.apply(s.db_url, complaint_id, change)
     except complaints.UnknownComplaint as exc:
         raise fail(f"{exc} (`clientela complaint list`)") from None
     except complaints.CaseConflict as exc:
@@ -936,7 +930,7 @@ def _case_change(complaint_id: int, change: Any) -> dict[str, Any]:
     if change is not None:
 
         async def tell() -> bool:
-            return await tell_case(await connect(s), complaint_id, row.uid)
+            return await tell_case(await connect(s), complaint_id, uid)
 
         try:
             case["workflow_told"] = asyncio.run(tell())
@@ -987,11 +981,14 @@ def complaint_list(
 
     if state not in (None, "open", "responded", "resolved", "closed", "unresolved"):
         raise fail(f"--state {state}: one of open, responded, resolved, closed, unresolved")
+    from clientela.customers import UnknownCustomer
+
     s = settings()
-    pk = _about_customer(customer, lambda _s, c: c.id) if customer is not None else None
-    with session_scope(s.db_url) as session:
-        rows = complaints.list_cases(session, state=state, customer_pk=pk, limit=limit)
-        cases = [complaints.view(row, external_id) for row, external_id in rows]
+    try:
+        with session_scope(s.db_url) as session:
+            cases = complaints.list_cases(session, state=state, customer_id=customer, limit=limit)
+    except UnknownCustomer as exc:
+        raise fail(str(exc)) from None
     if as_json:
         print(json.dumps(cases, indent=2))
         return

@@ -15,21 +15,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contracts import MessageRequest
 from clientela import complaints
+from clientela.complaints import ACKNOWLEDGED, SURVEYED
 from clientela.customers import internal_recipient
 from clientela.db import session_scope
 from clientela.settings import Settings
 from clientela.timeutil import as_utc
 from clientela.unsubscribe import survey_url
 from models import Complaint, Customer
-
-#: Steps of a case, in the order they can happen; each is recorded once on the case.
-ACKNOWLEDGED = "acknowledged"
-REMINDED_RESPONSE = "reminded:response"
-ESCALATED_RESPONSE = "escalated:response"
-REMINDED_RESOLUTION = "reminded:resolution"
-ESCALATED_RESOLUTION = "escalated:resolution"
-SURVEYED = "surveyed"
-CLOSED = "closed"
 
 
 @dataclass

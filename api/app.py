@@ -39,7 +39,7 @@ from clientela.service import report as service_report
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
 from clientela.unsubscribe import BadToken, read_survey_token, read_token
-from models import Complaint, Customer, Direction, Order
+from models import Complaint, Direction, Order
 from models.schemas import CustomerIn
 
 
@@ -404,11 +404,7 @@ def _cases(
     settings: Settings, state: str | None, customer_id: str | None, limit: int
 ) -> list[dict[str, Any]]:
     with session_scope(settings.db_url) as session:
-        pk = None
-        if customer_id is not None:
-            pk = get_customer(session=session, external_id=customer_id).id
-        rows = complaints.list_cases(session, state=state, customer_pk=pk, limit=limit)
-        return [complaints.view(row, external_id) for row, external_id in rows]
+        return complaints.list_cases(session, state=state, customer_id=customer_id, limit=limit)
 
 
 async def _case_change(
@@ -418,16 +414,8 @@ async def _case_change(
     request: Request | None = None,
 ) -> dict[str, Any]:
     """Apply a change to a case (or only read it), then wake its workflow."""
-
-    def apply() -> tuple[dict[str, Any], str]:
-        with session_scope(settings.db_url) as session:
-            row = change(session) if change else complaints.get_case(session, complaint_id)
-            customer = session.get(Customer, row.customer_id)
-            assert customer is not None
-            return complaints.view(row, customer.external_id), row.uid
-
     try:
-        case, uid = await asyncio.to_thread(apply)
+        case, uid = await asyncio.to_thread(complaints.apply, settings.db_url, complaint_id, change)
     except complaints.UnknownComplaint as exc:
         raise HTTPException(404, str(exc)) from None
     except complaints.CaseConflict as exc:
@@ -527,7 +515,8 @@ def _realtime(
 def _hold(
     session: Session, settings: Settings, outcome: realtime.Outcome, event: str | None
 ) -> list[int]:
-    happenings = journey_router.happenings_of(outcome, event, journey_router.levels_of(session))
+    levels = journey_router.levels_of(session) if outcome.changed else []  # only then read
+    happenings = journey_router.happenings_of(outcome, event, levels)
     return journey_router.hold(session, settings, outcome.customer_id, happenings)
 
 

@@ -9,15 +9,26 @@ reminder or escalation, and an answer recorded in the meantime stops it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from clientela.customers import record_interaction
+from clientela.customers import get_customer, record_interaction
+from clientela.db import session_scope
 from clientela.timeutil import as_utc, utcnow
 from models import Complaint, ComplaintState, Customer, Direction
 from rules.model import ServiceLevel
+
+#: Steps of a case, in the order they can happen; each is recorded once on the case.
+ACKNOWLEDGED = "acknowledged"
+REMINDED_RESPONSE = "reminded:response"
+ESCALATED_RESPONSE = "escalated:response"
+REMINDED_RESOLUTION = "reminded:resolution"
+ESCALATED_RESOLUTION = "escalated:resolution"
+SURVEYED = "surveyed"
+CLOSED = "closed"
 
 
 class UnknownComplaint(LookupError):
@@ -119,11 +130,11 @@ def mark(session: Session, complaint_id: int, step: str, detail: dict[str, Any])
         return row
     now = utcnow()
     row.steps = {**row.steps, step: {"at": now.isoformat(), **detail}}
-    if step == "acknowledged":
+    if step == ACKNOWLEDGED:
         row.acknowledged_at = now
-    elif step.startswith("escalated:") and row.escalated_at is None:
+    elif step in (ESCALATED_RESPONSE, ESCALATED_RESOLUTION) and row.escalated_at is None:
         row.escalated_at = now
-    elif step == "closed":
+    elif step == CLOSED:
         row.closed_at, row.state = now, ComplaintState.closed
     session.add(row)
     _log(session, row, step.replace(":", " "), detail)
@@ -188,10 +199,11 @@ def list_cases(
     session: Session,
     *,
     state: str | None = None,
-    customer_pk: int | None = None,
+    customer_id: str | None = None,
     limit: int = 100,
-) -> list[tuple[Complaint, str]]:
-    """Cases, newest first, with their customer's external id."""
+) -> list[dict[str, Any]]:
+    """Cases as plain data, newest first; ``state`` ``unresolved`` is open and answered ones.
+    An unknown ``customer_id`` raises ``UnknownCustomer``."""
     query = select(Complaint, Customer.external_id).join(
         Customer, col(Customer.id) == col(Complaint.customer_id)
     )
@@ -199,10 +211,23 @@ def list_cases(
         query = query.where(col(Complaint.resolved_at).is_(None))
     elif state:
         query = query.where(Complaint.state == state)
-    if customer_pk is not None:
-        query = query.where(Complaint.customer_id == customer_pk)
+    if customer_id is not None:
+        customer = get_customer(session=session, external_id=customer_id)
+        query = query.where(Complaint.customer_id == customer.id)
     rows = session.exec(query.order_by(col(Complaint.id).desc()).limit(limit)).all()
-    return [(row, external_id) for row, external_id in rows]
+    return [view(row, external_id) for row, external_id in rows]
+
+
+def apply(
+    db_url: str, complaint_id: int, change: Callable[[Session], Complaint] | None = None
+) -> tuple[dict[str, Any], str]:
+    """Apply ``change(session)`` to a case in one transaction (or only read it): the case as
+    plain data, and its uid (to wake its workflow with ``journeys.tell_case``)."""
+    with session_scope(db_url) as session:
+        row = change(session) if change else get_case(session, complaint_id)
+        customer = session.get(Customer, row.customer_id)
+        assert customer is not None
+        return view(row, customer.external_id), row.uid
 
 
 def unstarted(session: Session, older_than: timedelta) -> list[tuple[int, str]]:

@@ -37,22 +37,36 @@ def _sign(key: bytes, payload: str) -> str:
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:24]
 
 
-def token_for(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> str:
-    payload = f"{customer_id}\x1f{channel}\x1f{campaign or ''}"
+def _pack(settings: Settings, *fields: str) -> str:
+    """The fields and their signature, URL-safe."""
+    payload = "\x1f".join(fields)
     signed = f"{payload}\x1f{_sign(secret_key(settings), payload)}"
     return base64.urlsafe_b64encode(signed.encode()).decode().rstrip("=")
 
 
-def read_token(settings: Settings, token: str) -> tuple[str, str, str | None]:
-    """(customer id, channel, campaign) of a genuine token; BadToken otherwise."""
+def _unpack(settings: Settings, token: str, count: int) -> list[str] | None:
+    """The ``count`` fields of a genuine token; None for anything else."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        customer_id, channel, campaign, signature = raw.split("\x1f")
     except (ValueError, UnicodeDecodeError):
-        raise BadToken("this unsubscribe link is not valid") from None
-    expected = _sign(secret_key(settings), f"{customer_id}\x1f{channel}\x1f{campaign}")
-    if not hmac.compare_digest(signature, expected):
+        return None
+    *fields, signature = raw.split("\x1f")
+    if len(fields) != count:
+        return None
+    expected = _sign(secret_key(settings), "\x1f".join(fields))
+    return fields if hmac.compare_digest(signature, expected) else None
+
+
+def token_for(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> str:
+    return _pack(settings, customer_id, channel, campaign or "")
+
+
+def read_token(settings: Settings, token: str) -> tuple[str, str, str | None]:
+    """(customer id, channel, campaign) of a genuine token; BadToken otherwise."""
+    fields = _unpack(settings, token, 3)
+    if fields is None or fields[1] not in ("email", "sms"):  # (a survey token is not one)
         raise BadToken("this unsubscribe link is not valid")
+    customer_id, channel, campaign = fields
     return customer_id, channel, campaign or None
 
 
@@ -64,22 +78,15 @@ def url_for(settings: Settings, customer_id: str, channel: str, campaign: str | 
 
 
 def survey_token(settings: Settings, complaint_id: int, uid: str) -> str:
-    payload = f"survey\x1f{complaint_id}\x1f{uid}"
-    signed = f"{payload}\x1f{_sign(secret_key(settings), payload)}"
-    return base64.urlsafe_b64encode(signed.encode()).decode().rstrip("=")
+    return _pack(settings, "survey", str(complaint_id), uid)
 
 
 def read_survey_token(settings: Settings, token: str) -> int:
     """The complaint id of a genuine survey token; BadToken otherwise."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        kind, complaint_id, uid, signature = raw.split("\x1f")
-        expected = _sign(secret_key(settings), f"{kind}\x1f{complaint_id}\x1f{uid}")
-        if kind != "survey" or not hmac.compare_digest(signature, expected):
-            raise ValueError
-        return int(complaint_id)
-    except (ValueError, UnicodeDecodeError):
-        raise BadToken("this survey link is not valid") from None
+    fields = _unpack(settings, token, 3)
+    if fields is None or fields[0] != "survey" or not fields[1].isdigit():
+        raise BadToken("this survey link is not valid")
+    return int(fields[1])
 
 
 def survey_url(settings: Settings, complaint_id: int, uid: str) -> str:

@@ -18,7 +18,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.complaints import (
+    from activities.complaints import CaseClock, CaseStep
+    from activities.contracts import MessageOutcome, MessageRequest
+    from clientela.complaints import (
         ACKNOWLEDGED,
         CLOSED,
         ESCALATED_RESOLUTION,
@@ -26,10 +28,7 @@ with workflow.unsafe.imports_passed_through():
         REMINDED_RESOLUTION,
         REMINDED_RESPONSE,
         SURVEYED,
-        CaseClock,
-        CaseStep,
     )
-    from activities.contracts import MessageOutcome, MessageRequest
     from workflows import search
     from workflows.messages import send_one
 

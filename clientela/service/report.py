@@ -17,7 +17,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel import Session, col, select
 
-from clientela.complaints import breaches, iso
+from clientela.complaints import SURVEYED, breaches, iso
 from clientela.timeutil import as_utc, utcnow
 from models import Complaint, Customer
 from rules.service import latest_run, rules_of
@@ -73,7 +73,7 @@ def _indicators(rows: list[Complaint], now: datetime) -> dict[str, Any]:
     resolution = [_hours(r.opened_at, r.resolved_at) for r in rows if r.resolved_at]
     broken = [breaches(r, now) for r in rows]
     scores = [r.satisfaction for r in rows if r.satisfaction is not None]
-    surveyed = sum(1 for r in rows if "surveyed" in r.steps)
+    surveyed = sum(1 for r in rows if SURVEYED in r.steps)
     with_due = sum(1 for r in rows if r.due_at is not None)
     response_breaches = sum(1 for b in broken if "response" in b)
     return {
