@@ -20,7 +20,8 @@ from clientela.db import session_scope
 from clientela.sending import Sender
 from clientela.settings import Settings
 from clientela.templating import Templates
-from models import Message, MessageState
+from models import Message
+from models.ledger import PENDING
 
 #: Messages claimed and recorded together (one transaction each way).
 CHUNK = 100
@@ -93,7 +94,7 @@ class MessagingActivities:
             rows = session.exec(
                 select(Message).where(
                     col(Message.key).in_(keys),
-                    col(Message.state).not_in([MessageState.queued, MessageState.sending]),
+                    col(Message.state).not_in(PENDING),
                 )
             ).all()
             return {

@@ -121,7 +121,7 @@ class Facts:
                             col(Message.sent_at) >= since,
                         ),
                         and_(
-                            col(Message.state) == MessageState.sending,
+                            col(Message.state).in_([MessageState.claimed, MessageState.sending]),
                             col(Message.claimed_at) >= since,
                         ),
                     ),

@@ -27,6 +27,8 @@ paced by ``email_rate`` / ``sms_rate``), and one transaction records every answe
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,15 +37,16 @@ from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from activities.contracts import DEFERRED, MessageOutcome, MessageRequest
 from clientela.channels import InDoubt, Permanent, SendAccepted, SendError, Transient
-from clientela.channels.email import EmailTransport, build_email, message_id_for
+from clientela.channels.email import EmailTransport, OutgoingEmail, build_email, message_id_for
 from clientela.channels.sms import SmsTransport
 from clientela.customers import suppress
-from clientela.db import session_scope
+from clientela.db import get_engine, session_scope
 from clientela.eligibility import Deferral, Facts, chunked
 from clientela.ratelimit import limiter
 from clientela.settings import Settings
@@ -51,6 +54,8 @@ from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templa
 from clientela.timeutil import as_utc, utcnow
 from clientela.unsubscribe import url_for
 from models import Channel, Customer, Direction, Interaction, Message, MessageState
+
+log = logging.getLogger(__name__)
 
 RECONCILED = "reconciled: the provider had accepted it before an attempt was interrupted"
 IN_DOUBT = (
@@ -71,6 +76,7 @@ class Prepared:
     reconcile: bool = False  # a dead attempt's claim: ask the provider first
     claimed_at: Any = None
     unsubscribe_url: str = ""
+    state: str = MessageState.claimed  # as this attempt last wrote it
 
     @property
     def key(self) -> str:
@@ -105,6 +111,8 @@ class Leave:
 
 
 Answer = SendAccepted | Permanent | Transient | Unknowable | Leave
+#: A ledger change: (message, None) hands it over; (message, answer) records the answer.
+Op = tuple["Prepared", Answer | None]
 
 
 def _outcome(row: Message) -> MessageOutcome:
@@ -136,6 +144,87 @@ def customer_context(customer: Customer, offers: list[str] | None = None) -> dic
     }
 
 
+_LEDGER = Message.__table__  # type: ignore[attr-defined]
+_MINE = (_LEDGER.c.key == bindparam("k"), _LEDGER.c.claimed_by == bindparam("me"))
+# Built once: constructing a statement costs more than running it.
+_HAND = (
+    update(_LEDGER)
+    .where(*_MINE, _LEDGER.c.state == MessageState.claimed)
+    .values(state=MessageState.sending, claimed_at=bindparam("now"), updated_at=bindparam("now"))
+)
+_ANSWER = (
+    update(_LEDGER)
+    .where(*_MINE, _LEDGER.c.state == bindparam("was"))
+    .values(
+        state=bindparam("state"),
+        reason=bindparam("reason"),
+        provider_id=bindparam("provider_id"),
+        sent_at=bindparam("sent_at"),
+        claimed_by=bindparam("claimed_by"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+class _Contended(Exception):
+    """A row changed hands while a batch of ledger changes was being written."""
+
+
+def _all_changed(done: Any, rows: list[dict[str, Any]]) -> None:
+    if done.rowcount != len(rows):
+        raise _Contended(f"{done.rowcount} of {len(rows)} ledger rows changed")
+
+
+class _Ledger:
+    """Group commit of one batch's ledger changes.
+
+    A hand-over (``claimed -> sending``) is committed before its message goes to the
+    provider, and every answer goes in with the next commit of the slot that got it (its
+    next hand-over, or its last flush). Changes that arrive while a transaction runs go
+    together in the next one, so the database sees about one transaction per round of
+    ``send_concurrency`` messages.
+    """
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self._waiting: list[tuple[list[Op], asyncio.Future[list[Any]]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, ops: list[Op]) -> list[Any]:
+        """Each op's result: True (handed over: ours to send), or the message's outcome."""
+        if not ops:
+            return []
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((ops, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self._waiting:
+            waiting, self._waiting = self._waiting, []
+            ops = [op for group, _ in waiting for op in group]
+            try:
+                if self.sender.local_db:
+                    # SQLite answers in a fraction of a millisecond; from a thread each
+                    # statement would wait for the event loop to hand back the GIL.
+                    results = self.sender._commit(ops)
+                else:
+                    results = await asyncio.to_thread(self.sender._commit, ops)
+            except BaseException as exc:  # nothing of this transaction was recorded
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            at = 0
+            for group, future in waiting:
+                if not future.done():
+                    future.set_result(results[at : at + len(group)])
+                at += len(group)
+
+
 class Sender:
     """Sends messages through the ledger protocol; one instance per activity attempt."""
 
@@ -147,6 +236,7 @@ class Sender:
         # Share one Templates per process where possible: it caches compiled templates.
         self.templates = templates or Templates(settings.templates_dir, settings.default_locale)
         self.quiet_hours = settings.quiet_hours
+        self.local_db = settings.db_url.startswith("sqlite")
         self._idle_email: list[EmailTransport] = []
         self._open_email: list[EmailTransport] = []
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -198,74 +288,143 @@ class Sender:
         """Send a batch, each message at most once. A Transient or InDoubt in the result
         means that message is not final yet: ask again later with the same key."""
         prepared = await asyncio.to_thread(self._prepare_many, reqs)
+        ledger = _Ledger(self)
         claimed = [p for p in prepared if isinstance(p, Prepared)]
-        answers = await asyncio.gather(*(self._attempt(p) for p in claimed))
-        recorded = await asyncio.to_thread(
-            self._record_many, list(zip(claimed, answers, strict=True))
+        recorded: dict[str, MessageOutcome | Transient | InDoubt] = {}
+        queues: dict[str, deque[Prepared]] = {}
+        for p in claimed:
+            queues.setdefault(p.channel, deque()).append(p)
+        await asyncio.gather(
+            *(
+                self._slot_loop(channel, queue, ledger, recorded)
+                for channel, queue in queues.items()
+                for _ in range(min(self.settings.send_concurrency, len(queue)))
+            )
         )
-        results: list[MessageOutcome | Transient | InDoubt] = []
-        for item in prepared:
-            if isinstance(item, Prepared):
-                results.append(recorded[item.key])
-            else:
-                results.append(item)
-        return results
+        return [recorded[p.key] if isinstance(p, Prepared) else p for p in prepared]
 
-    async def _attempt(self, p: Prepared) -> Answer:
-        if p.reconcile:
-            try:
-                found = await self._reconcile(p)
-            except Transient as exc:
-                return Leave(exc)  # could not ask: the claim waits for the next attempt
-            if found is None:
-                return Unknowable()
-            if found:
-                return SendAccepted(found, note=RECONCILED)
+    async def _slot_loop(
+        self,
+        channel: str,
+        queue: deque[Prepared],
+        ledger: _Ledger,
+        recorded: dict[str, MessageOutcome | Transient | InDoubt],
+    ) -> None:
+        """One of the channel's ``send_concurrency`` slots: takes messages one at a time.
+
+        Each message is handed over in the same transaction that records the slot's previous
+        answer, and goes to the provider only once that is committed: a crash leaves at most
+        one message per slot handed over without its answer.
+        """
+        answered: list[Op] = []  # answers not committed yet (at most one message's)
+
+        async def commit(ops: list[Op]) -> list[Any]:
+            results = await ledger.commit(ops)
+            for (p, answer), result in zip(ops, results, strict=True):
+                if answer is not None:
+                    recorded[p.key] = result
+            return results
+
+        async with self._carrier(channel) as transport:
+            while queue:
+                p = queue.popleft()
+                if p.reconcile:  # a dead attempt's hand-over: ask the provider first
+                    settled = await self._reconciled(p, transport)
+                    if isinstance(settled, Transient):
+                        recorded[p.key] = settled  # could not ask: the claim waits
+                        continue
+                    if settled is not None:
+                        answered.append((p, settled))
+                        continue
+                try:
+                    message = self._build(p)
+                except Exception as exc:  # nothing was handed over: it fails with why
+                    answered.append((p, Permanent(f"cannot build the message: {exc!r}")))
+                    continue
+                await limiter(p.channel, self._rate(p.channel)).wait()
+                if not p.reconcile:  # (a reconciled row is in ``sending`` already)
+                    *_, handed = await commit([*answered, (p, None)])
+                    answered = []
+                    if handed is not True:
+                        recorded[p.key] = handed
+                        continue
+                answered.append((p, await self._send(p, transport, message)))
+            await commit(answered)
+
+    async def _reconciled(
+        self, p: Prepared, transport: EmailTransport | SmsTransport
+    ) -> Answer | Transient | None:
+        """What a dead attempt's hand-over came to: an answer to record, Transient when the
+        provider cannot be asked now, None when it is to be sent (again)."""
         try:
-            await limiter(p.channel, self._rate(p.channel)).wait()
-            return await self._send(p)
-        except (Permanent, Transient) as exc:
+            found = await self._reconcile(p, transport)
+        except Transient as exc:
             return exc
-        except InDoubt as exc:
-            return Leave(exc)
+        if found:
+            return SendAccepted(found, note=RECONCILED)
+        if found is None and self.settings.email_in_doubt == "fail":
+            return Unknowable()
+        return None  # surely not there, or resent by policy with the same Message-ID
 
     def _rate(self, channel: str) -> float:
         return self.settings.email_rate if channel == Channel.email else self.settings.sms_rate
 
-    async def _send(self, p: Prepared) -> SendAccepted:
+    def _build(self, p: Prepared) -> OutgoingEmail | None:
+        """The email's bytes (an SMS needs nothing more); raises if it cannot be built."""
+        if p.channel != Channel.email:
+            assert isinstance(p.content, RenderedSms)
+            return None
+        assert isinstance(p.content, RenderedEmail)
         req = p.req
-        if p.channel == Channel.email:
-            assert isinstance(p.content, RenderedEmail)
-            link = p.unsubscribe_url or url_for(
-                self.settings, req.customer_id, p.channel, req.campaign
-            )
-            message = build_email(
-                key=p.key,
-                sender=self.settings.mail_from,
-                to=p.address,
-                content=p.content,
-                headers={
-                    # RFC 2369 and RFC 8058: mail clients offer a one-click unsubscribe.
-                    "List-Unsubscribe": f"<{link}>",
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                },
-            )
-            async with self._email() as transport:
-                return await transport.send(message)
-        assert isinstance(p.content, RenderedSms)
-        async with self._slot(Channel.sms):
-            return await self.sms.send(to=p.address, body=p.content.body)
+        link = p.unsubscribe_url or url_for(self.settings, req.customer_id, p.channel, req.campaign)
+        return build_email(
+            key=p.key,
+            sender=self.settings.mail_from,
+            to=p.address,
+            content=p.content,
+            headers={
+                # RFC 2369 and RFC 8058: mail clients offer a one-click unsubscribe.
+                "List-Unsubscribe": f"<{link}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+        )
 
-    async def _reconcile(self, p: Prepared) -> str | None:
-        """Provider id if the provider has it, "" if it surely does not, None if unknowable."""
-        if p.channel == Channel.email:
-            message_id = message_id_for(p.key, self.settings.mail_from)
+    @asynccontextmanager
+    async def _carrier(self, channel: str) -> AsyncIterator[EmailTransport | SmsTransport]:
+        """A slot of the channel (``send_concurrency``) and what carries the message."""
+        if channel == Channel.email:
             async with self._email() as transport:
-                held = await transport.was_accepted(message_id)
+                yield transport
+        else:
+            async with self._slot(Channel.sms):
+                yield self.sms
+
+    async def _send(
+        self, p: Prepared, transport: EmailTransport | SmsTransport, message: OutgoingEmail | None
+    ) -> Answer:
+        try:
+            if isinstance(transport, EmailTransport):
+                assert message is not None
+                return await transport.send(message)
+            assert isinstance(p.content, RenderedSms)
+            return await transport.send(to=p.address, body=p.content.body)
+        except (Permanent, Transient) as exc:
+            return exc
+        except InDoubt as exc:
+            return Leave(exc)
+        except Exception as exc:  # handed over or not, nobody can say: reconciled later
+            log.warning("%s: unexpected error while sending: %r", p.key, exc)
+            return Leave(InDoubt(f"unexpected error while sending: {exc!r}"))
+
+    async def _reconcile(self, p: Prepared, transport: EmailTransport | SmsTransport) -> str | None:
+        """Provider id if the provider has it, "" if it surely does not, None if unknowable."""
+        if isinstance(transport, EmailTransport):
+            message_id = message_id_for(p.key, self.settings.mail_from)
+            held = await transport.was_accepted(message_id)
             return None if held is None else (message_id if held else "")
         assert isinstance(p.content, RenderedSms)
         since = (as_utc(p.claimed_at) or utcnow()) - timedelta(minutes=1)
-        return await self.sms.find(to=p.address, body=p.content.body, since=since) or ""
+        return await transport.find(to=p.address, body=p.content.body, since=since) or ""
 
     # -- database steps (run in a thread: the driver blocks) --------------------------------
 
@@ -310,7 +469,13 @@ class Sender:
                         )
                     )
                     continue
-                decision = self._decide(facts, req, customer)
+                try:
+                    decision = self._decide(facts, req, customer)
+                except Exception as exc:  # one poisoned message fails alone, with why
+                    log.warning("%s: cannot prepare the message: %r", req.key, exc)
+                    decision = Refusal(
+                        MessageState.failed, f"cannot prepare the message: {exc!r}"[:1000]
+                    )
                 if found is None:
                     out.append(self._reserve(new_rows, req, customer, decision, now))
                 else:
@@ -376,7 +541,7 @@ class Sender:
             channel=decision.channel,
             address=decision.address,
             locale=decision.locale,
-            state=MessageState.sending,
+            state=MessageState.claimed,
             claimed_by=self.attempt_id,
             claimed_at=now,
             attempts=1,
@@ -394,30 +559,39 @@ class Sender:
     ) -> MessageOutcome | Prepared | Transient:
         """An existing row, queued or claimed by an attempt that may have died."""
         assert customer.id is not None
+        if row.state in (MessageState.claimed, MessageState.sending):
+            claimed_at = as_utc(row.claimed_at) or now
+            if now - claimed_at < self.settings.send_lease and row.claimed_by != self.attempt_id:
+                return Transient(f"{req.key} is being sent by another attempt ({row.claimed_by})")
         if isinstance(decision, Refusal):
             row.state, row.reason, row.updated_at = decision.state, decision.reason, now
             session.add(row)
             return _outcome(row)
-        if row.state == MessageState.sending:
-            claimed_at = as_utc(row.claimed_at) or now
-            if now - claimed_at < self.settings.send_lease and row.claimed_by != self.attempt_id:
-                return Transient(f"{req.key} is being sent by another attempt ({row.claimed_by})")
-            if isinstance(decision, Deferral):
-                return self._deferred(req.key, decision)  # reconciled when it may go
-            held_by = Message.claimed_by == row.claimed_by
-            reconcile = True
-        else:
-            if isinstance(decision, Deferral):
+        if isinstance(decision, Deferral):
+            if row.state == MessageState.queued:
                 row.reason, row.updated_at = decision.reason, now
                 session.add(row)
-                return self._deferred(req.key, decision)
+            return self._deferred(req.key, decision)  # a dead claim is taken when it may go
+        if row.state == MessageState.sending:
+            # Handed over by an attempt that died before recording the answer: ask first.
+            held_by = (Message.state == MessageState.sending) & (
+                Message.claimed_by == row.claimed_by
+            )
+            state, reconcile, claimed_at = MessageState.sending, True, as_utc(row.claimed_at) or now
+        elif row.state == MessageState.claimed:
+            # Claimed by an attempt that died before handing it over: it never left.
+            held_by = (Message.state == MessageState.claimed) & (
+                Message.claimed_by == row.claimed_by
+            )
+            state, reconcile, claimed_at = MessageState.claimed, False, now
+        else:
             held_by = Message.state == MessageState.queued
-            reconcile, claimed_at = False, now
+            state, reconcile, claimed_at = MessageState.claimed, False, now
         claimed = session.execute(
             update(Message)
             .where(Message.key == req.key, held_by)  # type: ignore[arg-type]
             .values(
-                state=MessageState.sending,
+                state=state,
                 claimed_by=self.attempt_id,
                 claimed_at=now,
                 attempts=Message.attempts + 1,
@@ -429,7 +603,9 @@ class Sender:
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return Transient(f"{req.key} was claimed concurrently; will look again")
-        return self._prepared(req, customer.id, decision, reconcile, claimed_at)
+        prepared = self._prepared(req, customer.id, decision, reconcile, claimed_at)
+        prepared.state = state
+        return prepared
 
     @staticmethod
     def _prepared(
@@ -480,109 +656,131 @@ class Sender:
         except RenderError as exc:
             return Refusal(MessageState.failed, f"template error: {exc}")
 
-    def _record_many(
-        self, answered: list[tuple[Prepared, Answer]]
-    ) -> dict[str, MessageOutcome | Transient | InDoubt]:
-        """Every provider answer of the batch, in one transaction."""
-        out: dict[str, MessageOutcome | Transient | InDoubt] = {}
-        if not answered:
-            return out
+    def _commit(self, ops: list[Op]) -> list[Any]:
+        """Hand-overs (``claimed -> sending``) and answers, in one transaction.
+
+        Each change is a compare-and-set on this attempt's claim, so a claim that another
+        attempt took over (it presumed this one dead) is left to the taker. The changes go
+        as two multi-row statements on a bare connection, not one ORM session per message: a
+        campaign commits several hundred of these a second.
+        """
+        try:
+            with get_engine(self.settings.db_url).begin() as conn:
+                return self._apply(conn, ops, checked=False)
+        except _Contended:  # some row is no longer ours: look at each one
+            with get_engine(self.settings.db_url).begin() as conn:
+                return self._apply(conn, ops, checked=True)
+
+    def _apply(self, conn: Connection, ops: list[Op], checked: bool) -> list[Any]:
         now = utcnow()
-        with session_scope(self.settings.db_url) as session:
-            held: dict[str, tuple[str, str, str, str, str]] = {}
-            for part in chunked([p.key for p, _ in answered]):
-                for key, state, claimed_by, channel, reason, provider_id in session.execute(
-                    sa_select(
-                        col(Message.key),
-                        col(Message.state),
-                        col(Message.claimed_by),
-                        col(Message.channel),
-                        col(Message.reason),
-                        col(Message.provider_id),
-                    )
-                    .where(col(Message.key).in_(part))
+        table = _LEDGER
+        held: dict[str, str] | None = None
+        if checked:  # which rows this attempt still holds, locked until the commit
+            held = {}
+            for part in chunked(sorted({p.key for p, _ in ops})):
+                for key, state in conn.execute(
+                    sa_select(table.c.key, table.c.state)
+                    .where(table.c.key.in_(part), table.c.claimed_by == self.attempt_id)
                     .with_for_update()
                 ).all():
-                    held[key] = (state, claimed_by, channel, reason, provider_id)
-            changes: list[dict[str, Any]] = []
-            contacts: list[dict[str, Any]] = []
-            for p, answer in answered:
-                state, claimed_by, channel, reason, provider_id = held[p.key]
-                if state != MessageState.sending or claimed_by != self.attempt_id:
-                    # Our claim was taken over (we were presumed dead); the taker decides.
-                    out[p.key] = MessageOutcome(p.key, state, channel, reason, provider_id)
-                    continue
-                if isinstance(answer, Leave):
-                    error = answer.error
-                    out[p.key] = (
-                        error if isinstance(error, Transient | InDoubt) else InDoubt(error.reason)
-                    )
-                    continue
-                change: dict[str, Any] = {
-                    "k": p.key,
-                    "state": MessageState.failed,
-                    "reason": "",
-                    "provider_id": "",
-                    "sent_at": None,
-                    "claimed_by": self.attempt_id,
-                }
-                if isinstance(answer, SendAccepted):
-                    change.update(
-                        state=MessageState.sent,
-                        provider_id=answer.provider_id,
-                        sent_at=now,
-                        reason=answer.note,
-                    )
-                elif isinstance(answer, Unknowable):
-                    change["reason"] = IN_DOUBT
-                elif isinstance(answer, Permanent):
-                    change["reason"] = answer.reason
-                    if answer.suppress:
-                        suppress(
-                            session=session,
-                            channel=p.channel,
-                            address=p.address,
-                            reason=answer.reason,
-                        )
-                else:
-                    change.update(state=MessageState.queued, reason=answer.reason, claimed_by="")
-                    out[p.key] = answer
-                changes.append(change)
-                if change["state"] != MessageState.queued and not isinstance(answer, Unknowable):
-                    contacts.append(self._contact(p, change["state"], change["reason"]))
-                if p.key not in out:
-                    out[p.key] = MessageOutcome(
-                        key=p.key,
-                        state=change["state"],
-                        channel=p.channel,
-                        reason=change["reason"],
-                        provider_id=change["provider_id"],
-                    )
-            if changes:
-                table = Message.__table__  # type: ignore[attr-defined]
-                session.connection().execute(
-                    update(table)
-                    .where(
-                        table.c.key == bindparam("k"),
-                        table.c.state == MessageState.sending,
-                        table.c.claimed_by == self.attempt_id,
-                    )
-                    .values(
-                        state=bindparam("state"),
-                        reason=bindparam("reason"),
-                        provider_id=bindparam("provider_id"),
-                        sent_at=bindparam("sent_at"),
-                        claimed_by=bindparam("claimed_by"),
-                        updated_at=now,
-                    ),
-                    changes,
+                    held[key] = state
+        results: list[Any] = [None] * len(ops)
+        hands: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        contacts: list[dict[str, Any]] = []
+        suppressions: list[tuple[Prepared, Permanent]] = []
+        taken: list[tuple[int, str]] = []
+        wrote: list[tuple[Prepared, str]] = []
+        for i, (p, answer) in enumerate(ops):
+            if isinstance(answer, Leave):  # the claim stays, to be reconciled
+                error = answer.error
+                results[i] = (
+                    error if isinstance(error, Transient | InDoubt) else InDoubt(error.reason)
                 )
-            if contacts:
-                session.connection().execute(
-                    Interaction.__table__.insert(),  # type: ignore[attr-defined]
-                    contacts,
-                )
-        return out
+                continue
+            was = p.state if held is None else held.get(p.key)
+            if answer is None:
+                if was != MessageState.claimed:
+                    taken.append((i, p.key))
+                    continue
+                hands.append({"k": p.key})
+                wrote.append((p, MessageState.sending))
+                results[i] = True
+                continue
+            if was not in (MessageState.claimed, MessageState.sending):
+                taken.append((i, p.key))
+                continue
+            change = self._change(answer, now)
+            changes.append({"k": p.key, "was": was, **change})
+            wrote.append((p, change["state"]))
+            if isinstance(answer, Permanent) and answer.suppress:
+                suppressions.append((p, answer))
+            if isinstance(answer, Transient):
+                results[i] = answer
+                continue
+            if not isinstance(answer, Unknowable):
+                contacts.append(self._contact(p, change["state"], change["reason"]))
+            results[i] = MessageOutcome(
+                key=p.key,
+                state=change["state"],
+                channel=p.channel,
+                reason=change["reason"],
+                provider_id=change["provider_id"],
+            )
+        if hands:
+            for row in hands:
+                row.update(me=self.attempt_id, now=now)
+            _all_changed(conn.execute(_HAND, hands), hands)
+        if changes:
+            for row in changes:
+                row.update(me=self.attempt_id, now=now)
+            _all_changed(conn.execute(_ANSWER, changes), changes)
+        if contacts:
+            conn.execute(Interaction.__table__.insert(), contacts)  # type: ignore[attr-defined]
+        if suppressions or taken:
+            with Session(bind=conn) as session:
+                for p, refusal in suppressions:
+                    suppress(
+                        session=session, channel=p.channel, address=p.address, reason=refusal.reason
+                    )
+                for i, key in taken:
+                    results[i] = self._taken(session, key)
+                session.flush()
+        for p, state in wrote:  # what this attempt holds now (read by its next change)
+            p.state = state
+        return results
+
+    def _change(self, answer: Answer, now: datetime) -> dict[str, Any]:
+        """The ledger columns an answer sets."""
+        change: dict[str, Any] = {
+            "state": MessageState.failed,
+            "reason": "",
+            "provider_id": "",
+            "sent_at": None,
+            "claimed_by": self.attempt_id,
+        }
+        if isinstance(answer, SendAccepted):
+            change.update(
+                state=MessageState.sent,
+                provider_id=answer.provider_id,
+                sent_at=now,
+                reason=answer.note,
+            )
+        elif isinstance(answer, Unknowable):
+            change["reason"] = IN_DOUBT
+        elif isinstance(answer, Permanent):
+            change["reason"] = answer.reason[:1000]
+        elif isinstance(answer, Transient):
+            change.update(state=MessageState.queued, reason=answer.reason[:1000], claimed_by="")
+        return change
+
+    @staticmethod
+    def _taken(session: Session, key: str) -> MessageOutcome | Transient:
+        """What became of a message whose claim this attempt no longer holds."""
+        row = session.exec(select(Message).where(Message.key == key)).one()
+        if MessageState(row.state).final:
+            return _outcome(row)
+        return Transient(f"{key} is held by another attempt ({row.claimed_by or row.state})")
 
     @staticmethod
     def _contact(p: Prepared, state: str, reason: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from models.base import utcnow
 
 class MessageState(StrEnum):
     queued = "queued"  # intended, not yet handed to a provider
-    sending = "sending"  # claimed by one attempt; may have been handed over (in doubt)
+    claimed = "claimed"  # claimed by one attempt, not handed to the provider yet
+    sending = "sending"  # being handed to the provider by one attempt (in doubt if it died)
     sent = "sent"  # the provider accepted it
     delivered = "delivered"  # the provider reported delivery
     failed = "failed"  # will not be sent; reason says why
@@ -21,7 +22,11 @@ class MessageState(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self not in (MessageState.queued, MessageState.sending)
+        return self not in PENDING
+
+
+#: States of a message that is not settled yet.
+PENDING = (MessageState.queued, MessageState.claimed, MessageState.sending)
 
 
 class Message(SQLModel, table=True):

@@ -140,3 +140,105 @@ async def test_killed_worker_mid_campaign_sends_each_member_exactly_once(
         rows = session.exec(select(Message).where(Message.campaign == cid)).all()
     assert len(rows) == 120 and {r.state for r in rows} == {"sent"}
     assert final.counts == {"sent": 120}
+
+
+async def _kill_mid_pages(
+    client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path, kills: int
+) -> tuple[str, list[str], int]:
+    """A campaign to 240 treated members through a relay that cannot be asked, its worker
+    SIGKILLed ``kills`` times while pages are being sent, then run to the end. Returns the
+    campaign id, the treated members and how many messages the kills could have caught in
+    flight (per kill: every lane's ``send_concurrency`` slots)."""
+    from clientela.campaigns import lifecycle
+    from tests.test_campaign_workflow import RULES, members_of, wait_stage, write_spec
+    from tests.test_rules_apply import apply_directly
+
+    catcher.handler.delay_seconds = 0.03
+    for _ in range(300):
+        make_customer(settings.db_url, locale="en")
+    apply_directly(settings.db_url)
+    cid = f"c-relay-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
+        await wait_stage(client, cid, "awaiting_approval")
+        await lifecycle.decide(client, cid, "approve", by="ana")
+        for k in range(kills):
+            target = 30 + 50 * k  # each kill lands with a page half sent
+            deadline = time.monotonic() + 90
+            while len(read_outbox(settings.outbox_dir)) < target:
+                assert time.monotonic() < deadline, log.read_text()
+                assert worker.poll() is None, log.read_text()
+                await asyncio.sleep(0.01)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            worker = start_worker(settings, log)
+        await wait_stage(client, cid, "tracking")
+        await lifecycle.control(client, cid, "close")
+        await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    treated = [e for m, e in members_of(settings.db_url, cid) if m.group == "treated"]
+    return cid, treated, kills * settings.campaign_lanes * settings.send_concurrency
+
+
+async def test_a_worker_killed_mid_page_loses_no_more_than_was_in_flight(
+    client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    """Against a plain relay (no way to ask what it received), with the default policy: what
+    was never handed over is sent after the restart, what was truly in flight is failed as
+    in doubt (never twice), and the ledger says exactly what the server received."""
+    settings = settings.model_copy(
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": catcher.port,
+            "campaign_page_size": 40,
+            "campaign_lanes": 2,
+            "send_concurrency": 3,
+        }
+    )
+    assert not settings.uses_catcher
+    cid, treated, bound = await _kill_mid_pages(client, settings, catcher, tmp_path, kills=3)
+    assert len(treated) == 240
+    received = [m["message_id"] for m in read_outbox(settings.outbox_dir)]
+    assert len(received) == len(set(received)), "a member got the campaign twice"
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(select(Message).where(Message.campaign == cid)).all()
+    assert len(rows) == 240
+    by_id = {message_id_for(r.key, settings.mail_from): r for r in rows}
+    sent = {i for i, r in by_id.items() if r.state == "sent"}
+    in_doubt = {i for i, r in by_id.items() if r.state == "failed" and "in doubt" in r.reason}
+    assert sent | in_doubt == set(by_id), {r.state for r in rows}
+    assert len(in_doubt) <= bound, f"{len(in_doubt)} in doubt; at most {bound} were in flight"
+    assert sent <= set(received), "recorded as sent but never received"
+    assert set(received) - sent <= in_doubt, "received but recorded as not sent"
+    # The kills interrupted pages: messages claimed but never handed over went again.
+    assert any(r.attempts > 1 and r.state == "sent" for r in rows)
+
+
+async def test_resending_what_was_in_flight_loses_nothing(
+    client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    """With ``email_in_doubt=resend`` every member receives the campaign; the few that were
+    in flight at a kill may arrive twice, with the same Message-ID (receivers drop those)."""
+    settings = settings.model_copy(
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": catcher.port,
+            "campaign_page_size": 40,
+            "campaign_lanes": 2,
+            "send_concurrency": 3,
+            "email_in_doubt": "resend",
+        }
+    )
+    cid, treated, bound = await _kill_mid_pages(client, settings, catcher, tmp_path, kills=2)
+    received = [m["message_id"] for m in read_outbox(settings.outbox_dir)]
+    expected = {message_id_for(f"campaign:{cid}:{e}:message", settings.mail_from) for e in treated}
+    assert set(received) == expected, "a member never received the campaign"
+    twice = len(received) - len(set(received))
+    assert twice <= bound
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(select(Message).where(Message.campaign == cid)).all()
+    assert {r.state for r in rows} == {"sent"} and len(rows) == 240
