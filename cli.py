@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(help="Clientela: CRM rules, campaigns and journeys.", no_args_is_help=True)
 customers_app = typer.Typer(help="The customer base.", no_args_is_help=True)
@@ -34,11 +36,12 @@ app.add_typer(service_app, name="service")
 DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "crm.yaml"
 
 out = Console()
-err = Console(stderr=True)
+# What goes to standard error is data (file:line: messages quoting what was read): never markup.
+err = Console(stderr=True, markup=False, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -225,7 +228,7 @@ def customers_show(
         print(json.dumps(view, indent=2, ensure_ascii=False))
         return
     p = view["profile"]
-    out.print(f"[bold]{p['first_name']} {p['last_name']}[/bold]  ({p['id']})")
+    out.print(f"[bold]{esc(p['first_name'])} {esc(p['last_name'])}[/bold]  ({esc(p['id'])})")
     for key in ("email", "phone", "locale", "timezone", "birthday", "signup_date", "tier"):
         out.print(f"  {key:<12} {p[key] if p[key] is not None else '-'}")
     out.print(f"  {'segments':<12} {', '.join(p['segments']) or '-'}")
@@ -286,6 +289,42 @@ def customers_show(
     out.print(history)
 
 
+@journey_app.command("check")
+def journey_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="A journey file or folder (default: the journeys folder)")
+    ] = None,
+) -> None:
+    """Validate journey definitions without starting anything; exit 1 on errors.
+
+    A file with an error is left out when the service loads the folder (the others keep
+    working); this shows the same problems, with file:line:column, before that happens.
+    """
+    from clientela.journey_router import rules_for_journeys
+    from clientela.journey_spec import load_valid
+    from clientela.templating import Templates
+
+    s = settings()
+    target = path or s.journeys_dir
+    if not target.exists():
+        raise fail(f"{target}: no such file or folder")
+    templates = Templates(s.templates_dir, s.default_locale)
+    folder, only = (target.parent, target.name) if target.is_file() else (target, None)
+    found, problems = load_valid(folder, rules_for_journeys(s), templates, only=only)
+    _report_problems(problems)
+    for journey in found.values():
+        spec = journey.spec
+        out.print(
+            f"{journey.path}: journey {spec.name}, version {journey.version}: "
+            f"{len(spec.steps)} steps: OK",
+            highlight=False,
+            markup=False,
+        )
+    if problems:
+        files = len({p.path for p in problems})
+        raise fail(f"{len(problems)} error(s) in {files} file(s); those journeys are left out")
+
+
 @journey_app.command("start")
 def journey_start(journey: str, customer_id: str) -> None:
     """Start a journey for a customer by hand (its condition and re-entry policy apply)."""
@@ -293,15 +332,11 @@ def journey_start(journey: str, customer_id: str) -> None:
     from clientela.db import session_scope
     from clientela.journey_router import BOOK, start_by_name
     from clientela.temporal import connect
-    from clientela.yamlfile import SpecError
 
     s = settings()
-    try:
-        known = BOOK.journeys(s)
-    except SpecError as exc:
-        _report_problems(exc.problems)
-        raise fail(f"{s.journeys_dir}: {len(exc.problems)} error(s)") from None
+    known = BOOK.journeys(s)
     if journey not in known:
+        _report_problems(BOOK.problems)
         raise fail(f"no journey named {journey!r}; journeys: {', '.join(sorted(known))}")
     try:
         with session_scope(s.db_url) as session:
@@ -530,7 +565,7 @@ def rules_explain(
         print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
         return
     out.print(
-        f"[bold]{customer_id}[/bold]: tier {data['tier']}, decided by {data['decided_by']} "
+        f"[bold]{esc(customer_id)}[/bold]: tier {data['tier']}, decided by {data['decided_by']} "
         f"(rule set {data['ruleset']} version {data['version']}, {data['decided_at']})"
     )
     for tried in data["tier_rules_tried"]:
@@ -583,7 +618,8 @@ def campaign_preview(
         print(json.dumps(data, indent=2))
         return
     out.print(
-        f"[bold]{campaign.spec.name}[/bold] ({campaign.spec.id}): {result.audience} in the audience"
+        f"[bold]{esc(campaign.spec.name)}[/bold] ({campaign.spec.id}): "
+        f"{result.audience} in the audience"
     )
     for title, counts in (
         ("by tier", result.by_tier),
@@ -803,7 +839,8 @@ def events_import(path: Path) -> None:
     _import(
         lambda session: import_events(session, path=path),
         lambda r: (
-            f"{r.imported} events imported, {r.skipped} already there, {len(r.errors)} problems"
+            f"{r.imported} events imported, {r.skipped} already imported before (skipped), "
+            f"{len(r.errors)} problems"
         ),
     )
 
@@ -871,7 +908,7 @@ def campaign_report(
 def _print_report(data: dict[str, Any]) -> None:
     """The report as tables: one per arm, treated against control, with the uplift."""
     about = data["campaign"]
-    out.print(f"[bold]{about['name']}[/bold] ({about['id']}, {about['stage']})")
+    out.print(f"[bold]{esc(about['name'])}[/bold] ({about['id']}, {about['stage']})")
     for arm in data["arms"]:
         table = Table(title=f"arm {arm['arm']} against its {arm['control']} control")
         table.add_column("")
@@ -942,7 +979,7 @@ def _case_change(complaint_id: int, change: Any) -> dict[str, Any]:
 
 def _print_case(case: dict[str, Any]) -> None:
     out.print(
-        f"[bold]complaint {case['id']}[/bold] {case['code']} of {case['customer_id']} "
+        f"[bold]complaint {case['id']}[/bold] {esc(case['code'])} of {esc(case['customer_id'])} "
         f"(tier {case['tier'] or '-'}): [bold]{case['state']}[/bold]"
         + (f", breached: {', '.join(case['breached'])}" if case["breached"] else "")
     )
@@ -1108,7 +1145,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except SchemaOutdated as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(Text.assemble(("error:", "red"), " ", str(exc)), soft_wrap=True)
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

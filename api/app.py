@@ -3,6 +3,7 @@
 import asyncio
 import html
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +13,8 @@ from functools import partial
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +22,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
+from api.limits import BodyLimit, validation_error
 from clientela import complaints, journey_router, realtime
 from clientela.campaigns import html as report_html
 from clientela.campaigns.report import UnknownCampaign
@@ -40,14 +43,14 @@ from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
 from clientela.unsubscribe import BadToken, read_survey_token, read_token
 from models import Complaint, Direction, Order
-from models.schemas import CustomerIn
+from models.schemas import CustomerIn, ExternalId, Name, Text
 
 
 class SignupEvent(CustomerIn):
     """A new customer signed up: create or update the record and welcome them."""
 
     type: Literal["signup"]
-    consent_source: str = Field("signup", max_length=128)
+    consent_source: Name = "signup"
 
 
 class ResponseEvent(BaseModel):
@@ -60,10 +63,10 @@ class ResponseEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["open", "click", "visit", "reply", "response", "conversion"]
-    customer_id: str = Field(min_length=1, max_length=128)
+    customer_id: ExternalId
     channel: Literal["email", "sms", "web", "phone", "store"] = "email"
-    journey: str | None = Field(None, max_length=64)
-    campaign: str | None = Field(None, max_length=128)
+    journey: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    campaign: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     value: Decimal | None = Field(None, ge=0, max_digits=14, decimal_places=2)
 
 
@@ -73,10 +76,10 @@ class PurchaseEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["purchase"]
-    customer_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal = Field(max_digits=14, decimal_places=2)
+    customer_id: ExternalId
+    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2, description="more than 0")
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
-    product: str = Field("", max_length=128)
+    product: Name = ""
     at: datetime | None = None
 
 
@@ -86,9 +89,9 @@ class ComplaintEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["complaint"]
-    customer_id: str = Field(min_length=1, max_length=128)
+    customer_id: ExternalId
     code: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    description: str = Field("", max_length=2000)
+    description: Text = ""
     channel: Literal["email", "sms", "web", "phone", "store"] | None = Field(
         None, description="where it came in; the acknowledgement goes back on it if it can"
     )
@@ -99,15 +102,15 @@ class CaseResponse(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=128)
-    note: str = Field("", max_length=2000)
+    by: Annotated[Name, Field(min_length=1)]
+    note: Text = ""
 
 
 class CaseResolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=128)
-    resolution: str = Field("", max_length=2000)
+    by: Annotated[Name, Field(min_length=1)]
+    resolution: Text = ""
 
 
 class CaseRating(BaseModel):
@@ -116,14 +119,14 @@ class CaseRating(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     score: int = Field(ge=1, le=5)
-    comment: str = Field("", max_length=2000)
+    comment: Text = ""
 
 
 class ProfileEvent(CustomerIn):
     """A change of profile (or consent): the record is updated and decided again."""
 
     type: Literal["profile"]
-    consent_source: str = Field("profile", max_length=128)
+    consent_source: Name = "profile"
 
 
 Event = Annotated[
@@ -131,6 +134,18 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 
+
+#: A complaint case's number, as the database can hold it.
+CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the case number")]
+
+#: The ``type`` of every event (pydantic names it in an error's location; clients do not).
+EVENT_TYPES = {
+    "signup",
+    "profile",
+    "purchase",
+    "complaint",
+    *ResponseEvent.model_fields["type"].annotation.__args__,  # type: ignore[union-attr]
+}
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -180,6 +195,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         sweeper.cancel()
 
     app = FastAPI(title="Clientela", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.state.union_tags = EVENT_TYPES
     app.state.settings = settings
     app.state.client = client
     app.state.client_lock = asyncio.Lock()
@@ -246,7 +264,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @app.post("/webhooks/twilio/status", status_code=204)
     async def twilio_status(request: Request) -> Response:
         """Twilio's status callback: signed with the account's auth token."""
-        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        params = await _form(request)
         url = f"{settings.recipient_base_url}{STATUS_CALLBACK_PATH}"
         token = settings.twilio_credentials[1]
         signature = request.headers.get("X-Twilio-Signature", "")
@@ -256,9 +274,11 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         if not sid or not status:
             raise HTTPException(422, "MessageSid and MessageStatus are required")
         code = params.get("ErrorCode", "")
+        if code and not re.fullmatch(r"[0-9]{1,9}", code):
+            raise HTTPException(422, f"ErrorCode: {code[:20]!r} is not a Twilio error number")
         try:
             await asyncio.to_thread(
-                _record_status, settings, sid, status, int(code) if code.isdigit() else None
+                _record_status, settings, sid, status, int(code) if code else None
             )
         except UnknownStatus as exc:
             raise HTTPException(422, f"MessageStatus: {exc}") from None
@@ -304,7 +324,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         return HTMLResponse(report_html.render(await _report(settings, campaign_id)))
 
     @app.get("/customers/{customer_id}", dependencies=Authorised)
-    async def customer(customer_id: str) -> dict[str, Any]:
+    async def customer(customer_id: ExternalId) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(_view, settings, customer_id)
         except UnknownCustomer as exc:
@@ -313,8 +333,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @app.get("/complaints", dependencies=Authorised)
     async def complaint_list(
         state: Literal["open", "responded", "resolved", "closed", "unresolved"] | None = None,
-        customer_id: str | None = None,
-        limit: int = 100,
+        customer_id: ExternalId | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="at most this many cases")] = 100,
     ) -> list[dict[str, Any]]:
         """Complaint cases, newest first; ``state=unresolved`` for open and answered ones."""
         try:
@@ -323,12 +343,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             raise HTTPException(404, f"customer_id: {exc}") from None
 
     @app.get("/complaints/{complaint_id}", dependencies=Authorised)
-    async def complaint_case(complaint_id: int) -> dict[str, Any]:
+    async def complaint_case(complaint_id: CaseId) -> dict[str, Any]:
         return await _case_change(settings, complaint_id, None)
 
     @app.post("/complaints/{complaint_id}/response", dependencies=Authorised)
     async def complaint_response(
-        complaint_id: int, body: CaseResponse, request: Request
+        complaint_id: CaseId, body: CaseResponse, request: Request
     ) -> dict[str, Any]:
         """Record the first answer to the customer; the case's reminders stop."""
         change = partial(complaints.respond, complaint_id=complaint_id, by=body.by, note=body.note)
@@ -336,7 +356,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
     @app.post("/complaints/{complaint_id}/resolution", dependencies=Authorised)
     async def complaint_resolution(
-        complaint_id: int, body: CaseResolution, request: Request
+        complaint_id: CaseId, body: CaseResolution, request: Request
     ) -> dict[str, Any]:
         """Resolve the case; the customer is asked for a satisfaction score."""
         change = partial(
@@ -346,7 +366,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
     @app.post("/complaints/{complaint_id}/satisfaction", dependencies=Authorised)
     async def complaint_satisfaction(
-        complaint_id: int, body: CaseRating, request: Request
+        complaint_id: CaseId, body: CaseRating, request: Request
     ) -> dict[str, Any]:
         """The customer's score, taken by another channel (a call, a form of your own)."""
         change = partial(
@@ -369,7 +389,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             complaint_id = read_survey_token(settings, token)
         except BadToken as exc:
             return HTMLResponse(_page(str(exc)), status_code=404)
-        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        form = await _form(request)
         raw = form.get("score", "")
         if raw not in ("1", "2", "3", "4", "5"):
             return HTMLResponse(_page(_survey_form(token, complaint_id, None)), status_code=422)
@@ -427,6 +447,17 @@ async def _case_change(
         except HTTPException:  # recorded; the workflow reads it at its next deadline
             case["workflow_told"] = False
     return case
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body; 400 unless it is UTF-8 throughout."""
+    try:
+        body = (await request.body()).decode("utf-8")
+        return dict(parse_qsl(body, keep_blank_values=True, errors="strict", max_num_fields=100))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(
+            400, "the form body is not UTF-8 form data (application/x-www-form-urlencoded)"
+        ) from None
 
 
 def _survey_form(token: str, complaint_id: int, score: int | None) -> str:

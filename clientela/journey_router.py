@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -30,16 +31,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from clientela import ROOT
 from clientela.dates import Lapse, Occasion
 from clientela.db import session_scope
-from clientela.journey_spec import Journey, facts_of, load_all
+from clientela.journey_spec import Journey, facts_of, load_valid
 from clientela.realtime import Outcome
 from clientela.settings import Settings
 from clientela.templating import Templates
 from clientela.timeutil import utcnow
+from clientela.yamlfile import Problem
 from models import JourneyOutbox
 from rules.model import Rules, load
 from rules.service import latest_run, rules_of
 from workflows import search
 from workflows.journey import JourneyEvent, JourneyInput, JourneyWorkflow
+
+log = logging.getLogger(__name__)
 
 SHIPPED_RULES = ROOT / "rules" / "crm.yaml"
 
@@ -82,23 +86,41 @@ class Book:
         self._lock = threading.Lock()
         self._seen: tuple[Any, ...] | None = None
         self._journeys: dict[str, Journey] = {}
+        #: Why the files left out were left out (file:line:column: message).
+        self.problems: list[Problem] = []
 
     def journeys(self, settings: Settings) -> dict[str, Journey]:
+        """The valid definitions. A file with an error is left out and logged with its
+        file and line (``clientela journey check`` prints the same): one bad file never
+        stops the others, nor the intake of events."""
         folder = settings.journeys_dir
-        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(Path(folder).glob("*.yaml")))
+        stamp = tuple(
+            (p.name, _mtime(p)) for p in sorted(Path(folder).glob("*.yaml")) if p.is_file()
+        )
         with self._lock:
             key = (str(folder), stamp)
             if key != self._seen:
                 templates = Templates(settings.templates_dir, settings.default_locale)
-                self._journeys = load_all(folder, _rules(settings), templates)
+                self._journeys, self.problems = load_valid(
+                    folder, rules_for_journeys(settings), templates
+                )
+                for problem in self.problems:
+                    log.error("journey definition left out: %s", problem)
                 self._seen = key
             return self._journeys
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 BOOK = Book()
 
 
-def _rules(settings: Settings) -> Rules:
+def rules_for_journeys(settings: Settings) -> Rules:
     """The rules journeys are checked against: the latest applied version, else the shipped."""
     with session_scope(settings.db_url) as session:
         latest = latest_run(session)
@@ -117,7 +139,10 @@ def matches(journey: Journey, happening: Happening) -> bool:
             return False
         if change.from_ and happening.from_tier not in change.from_:
             return False
-        if change.direction != "any" and happening.from_tier and happening.to_tier:
+        if change.direction != "any":
+            # Up or down is a move between two tiers: a customer's first tier is neither.
+            if not (happening.from_tier and happening.to_tier):
+                return False
             return happening.data.get("direction") == change.direction
         return True
     if happening.kind == "segment_entry":

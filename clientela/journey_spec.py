@@ -304,9 +304,21 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Journey
 
 def load_all(directory: Path, rules: Rules, templates: Templates) -> dict[str, Journey]:
     """Every definition in a folder, by name; all problems of all files together."""
+    found, problems = load_valid(directory, rules, templates)
+    if problems:
+        raise SpecError(problems)
+    return found
+
+
+def load_valid(
+    directory: Path, rules: Rules, templates: Templates, only: str | None = None
+) -> tuple[dict[str, Journey], list[Problem]]:
+    """The valid definitions of a folder, by name, and the problems of the others (each
+    left out whole: a file with an error never half-runs). ``only``: one file's name."""
     found: dict[str, Journey] = {}
     problems: list[Problem] = []
-    for path in sorted(directory.glob("*.yaml")):
+    paths = [directory / only] if only else sorted(directory.glob("*.yaml"))
+    for path in paths:
         try:
             journey = load(path, rules, templates)
         except SpecError as exc:
@@ -314,8 +326,9 @@ def load_all(directory: Path, rules: Rules, templates: Templates) -> dict[str, J
             continue
         if journey.name in found:
             other = found[journey.name].path
-            problems.append(Problem(str(path), 1, 1, f"name: {journey.name!r} is also {other}"))
+            problems.append(
+                Problem(str(path), 1, 1, f"name: {journey.name!r} is also {other}; left out")
+            )
+            continue
         found[journey.name] = journey
-    if problems:
-        raise SpecError(problems)
-    return found
+    return found, problems

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,9 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from clientela import ROOT
 from clientela.timeutil import QuietHours
 
-#: Credentials the local SMS sink accepts; never valid against real Twilio.
+#: The account the local SMS sink answers for; never valid against real Twilio. Its auth
+#: token (which also signs its status callbacks) is made once per installation:
+#: ``sink_auth_token(<home>/sms)``.
 SINK_ACCOUNT_SID = "AC00000000000000000000000000000000"
-SINK_AUTH_TOKEN = "clientela-dev-token"
 #: Twilio's documented "magic" sender that always succeeds with test credentials.
 SINK_FROM_NUMBER = "+15005550006"
 
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the API reads (413 beyond)"
+    )
     api_key: str = Field("", description="Bearer token the API requires; required off loopback")
     secret_key: str = Field("", description="Signs unsubscribe links; default: <home>/secret.key")
 
@@ -113,6 +117,12 @@ class Settings(BaseSettings):
     )
     satisfaction_wait: Duration = Field(
         timedelta(days=7), description="How long a resolved complaint waits for the score"
+    )
+    email_in_doubt: Literal["fail", "resend"] = Field(
+        "fail",
+        description="An email handed to a relay that cannot be asked when its sender died: "
+        "fail it (never received twice) or resend it with the same Message-ID (never lost; "
+        "receivers that drop duplicates by Message-ID show it once)",
     )
     # A claim on a message older than this is "in doubt" and may be reconciled.
     send_lease: Duration = timedelta(seconds=30)
@@ -185,7 +195,8 @@ class Settings(BaseSettings):
     @property
     def twilio_credentials(self) -> tuple[str, str, str]:
         if self.uses_sms_sink:
-            return SINK_ACCOUNT_SID, SINK_AUTH_TOKEN, self.twilio_from or SINK_FROM_NUMBER
+            token = sink_auth_token(self.sms_dir)
+            return SINK_ACCOUNT_SID, token, self.twilio_from or SINK_FROM_NUMBER
         if not self.twilio_from:
             raise ValueError("TWILIO_FROM_NUMBER (or CLIENTELA_TWILIO_FROM) must name the sender")
         return self.twilio_account_sid, self.twilio_auth_token, self.twilio_from
@@ -212,6 +223,13 @@ class Settings(BaseSettings):
     @property
     def temporal_port(self) -> int:
         return int(self.temporal_address.rsplit(":", 1)[1])
+
+
+def sink_auth_token(sms_dir: Path) -> str:
+    """The local SMS sink's auth token: generated once, kept beside its messages."""
+    from clientela.keys import installation_secret
+
+    return installation_secret(sms_dir / "auth.token")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 
+from clientela.keys import installation_secret
 from clientela.settings import Settings
 
 
@@ -14,23 +14,11 @@ class BadToken(ValueError):
     pass
 
 
-_keys: dict[str, bytes] = {}
-
-
 def secret_key(settings: Settings) -> bytes:
     """CLIENTELA_SECRET_KEY, or one generated once and kept in the home folder."""
     if settings.secret_key:
         return settings.secret_key.encode()
-    known = _keys.get(str(settings.home))
-    if known is not None:
-        return known
-    path = settings.home / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    _keys[str(settings.home)] = key = path.read_text().strip().encode()
-    return key
+    return installation_secret(settings.home / "secret.key").encode()
 
 
 def _sign(key: bytes, payload: str) -> str:

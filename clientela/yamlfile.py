@@ -62,6 +62,47 @@ class Positions:
         return self.marks.get(path, (1, 1))
 
 
+#: Pydantic's words for a wrong shape, said as what to write instead.
+_PLAIN = {
+    "model_type": "should be a group of `key: value` lines (a mapping), not {kind}",
+    "model_attributes_type": "should be a group of `key: value` lines (a mapping), not {kind}",
+    "dict_type": "should be a group of `key: value` lines (a mapping), not {kind}",
+    "list_type": "should be a list (lines starting with `- `), not {kind}",
+    "time_parsing": "write a time of day as HH:MM, e.g. 09:30 (not {value})",
+    "time_type": "write a time of day as HH:MM, e.g. 09:30 (not {value})",
+    "date_from_datetime_parsing": "write a date as YYYY-MM-DD, e.g. 2027-03-10 (not {value})",
+    "date_parsing": "write a date as YYYY-MM-DD, e.g. 2027-03-10 (not {value})",
+    "datetime_parsing": "write a date and time as YYYY-MM-DDTHH:MM, e.g. 2027-03-10T09:00",
+    "bool_parsing": "write true or false (not {value})",
+    "bool_type": "write true or false (not {value})",
+    "int_parsing": "write a whole number (not {value})",
+    "float_parsing": "write a number (not {value})",
+    "string_type": "write text (not {kind})",
+    "missing": "is required here; add it",
+}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def plain_message(err: Any) -> str:
+    """A validation error as a person writing the file can act on it."""
+    template = _PLAIN.get(err["type"])
+    if template is None:
+        return str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    return template.format(kind=_kind(value), value=_kind(value))
+
+
 def read_source(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -89,7 +130,7 @@ def load_model(source: str, path: str, model: type[M], docs: str) -> tuple[M, Po
             loc = tuple(err["loc"])
             line, col = positions.at(loc)
             where = ".".join(str(p) for p in loc)
-            message = err["msg"].removeprefix("Value error, ")
+            message = plain_message(err)
             if err["type"] == "extra_forbidden":
                 line, col = positions.at((*loc, "__key__"))
                 message = f"unknown key {loc[-1]!r}; check the spelling (see {docs})"

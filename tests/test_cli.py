@@ -21,7 +21,7 @@ def test_import_reports_bad_rows_and_exits_non_zero(settings: Settings, tmp_path
     path.write_text("external_id,email,locale\nX1,x1@example.com,es\nX2,bad,en\nX3,,fr\n")
     r = run_cli(settings, "customers", "import", str(path))
     assert r.returncode == 1
-    assert f"{path}:3: email: 'bad' is not an email address" in r.stderr
+    assert f"{path}:3: email: 'bad' is not a usable email address: " in r.stderr
     assert f"{path}:4: locale: 'fr' is not a supported locale" in r.stderr
     assert "1 created, 0 updated, 2 rows rejected" in r.stdout
     shown = run_cli(settings, "customers", "show", "X1", "--json")

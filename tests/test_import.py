@@ -35,7 +35,10 @@ def test_csv_import_reports_bad_rows_and_keeps_good_ones(db_url: str, tmp_path: 
         result = import_customers(session=session, path=path)
     assert (result.created, result.updated) == (2, 0)
     messages = [str(e) for e in result.errors]
-    assert f"{path}:3: email: 'not-an-email' is not an email address" in messages
+    assert (
+        f"{path}:3: email: 'not-an-email' is not a usable email address: "
+        "An email address must have an @-sign." in messages
+    )
     assert any(m.startswith(f"{path}:4: phone:") for m in messages)
     assert any(m.startswith(f"{path}:4: birthday:") for m in messages)
     assert f"{path}:6: external_id: 'A1' already appears on line 2" in messages

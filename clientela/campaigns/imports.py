@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from sqlmodel import Session, col, select
 from clientela.tables import RowError, read_rows, validated
 from clientela.timeutil import utcnow
 from models import Campaign, CampaignMember, Customer, Direction, Interaction
+from models.schemas import ExternalId
 
 BATCH = 2000
 Row = TypeVar("Row")
@@ -41,7 +43,12 @@ class EventRow(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     type: Literal["open", "click", "visit", "reply", "conversion", "unsubscribe"]
-    customer_id: str = Field(min_length=1, max_length=128)
+    customer_id: ExternalId
+    event_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$",
+        description="the source's id of the event: the same id is recorded once",
+    )
     campaign: str | None = Field(None, max_length=64)
     channel: Literal["email", "sms", "web", "phone", "store"] = "email"
     value: Decimal | None = Field(None, ge=0, max_digits=14, decimal_places=2)
@@ -141,9 +148,19 @@ def import_members(session: Session, *, campaign_id: str, path: Path) -> Importe
     return result
 
 
-def _event_key(row: EventRow) -> str:
-    """The same event imported twice is recorded once."""
-    canonical = json.dumps(row.model_dump(mode="json"), sort_keys=True)
+def _event_key(row: EventRow, occurrence: int) -> str:
+    """What makes an imported event the same one again.
+
+    With an ``event_id``, that id: the same id is one event, in whatever file it comes.
+    Without one, the row's content and how many identical rows came before it in the file:
+    two identical purchases in one file are two purchases, and importing the file again
+    records neither a second time.
+    """
+    if row.event_id:
+        return f"event:{row.event_id}"
+    canonical = json.dumps(row.model_dump(mode="json", exclude={"event_id"}), sort_keys=True)
+    if occurrence > 1:  # (the first keeps the key of versions before event ids)
+        canonical += f"#{occurrence}"
     return "event:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
@@ -157,10 +174,19 @@ def import_events(session: Session, *, path: Path) -> Imported:
     )
     campaigns = set(session.exec(select(Campaign.id)).all())
     batch: list[tuple[int, EventRow]] = []
+    occurrences: Counter[str] = Counter()  # identical rows so far in this file
 
     def flush() -> None:
         ids = _ids(session, {r.customer_id for _, r in batch})
-        keys = {_event_key(r): (line, r) for line, r in batch}
+        keys: dict[str, tuple[int, EventRow]] = {}
+        for line, r in batch:
+            canonical = r.model_dump_json(exclude={"event_id"})
+            occurrences[canonical] += 1
+            key = _event_key(r, occurrences[canonical])
+            if key in keys:  # the same event_id twice in the file
+                result.skipped += 1
+                continue
+            keys[key] = (line, r)
         seen = set(
             session.exec(
                 select(Interaction.message_key).where(col(Interaction.message_key).in_(list(keys)))

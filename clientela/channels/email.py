@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from email import policy
@@ -52,29 +53,59 @@ class OutgoingEmail:
         return str(parsed.get(name, ""))
 
 
+class BadAddress(ValueError):
+    """An address this builder will not put in a message (the message fails, with why)."""
+
+
+#: Every control character, CR and LF included: none may reach a header as it is.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+#: What a bare address, as customers' addresses are stored, consists of.
+_BARE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
 def _header_value(value: str) -> str:
-    """ASCII as it is; anything else as RFC 2047 encoded words (UTF-8)."""
+    """A header value that cannot end its header: control characters (CR and LF among them)
+    become a space; ASCII stays as it is, anything else becomes RFC 2047 encoded words,
+    folded with CRLF and a space as RFC 5322 allows."""
+    value = _CONTROLS.sub(" ", value)
     if value.isascii():
         return value
-    return Header(value, "utf-8").encode()
+    return Header(value, "utf-8").encode(linesep="\r\n")
+
+
+def _address(address: str) -> str:
+    if not _BARE.fullmatch(address):
+        raise BadAddress(
+            f"{address!r} is not one plain ASCII address (internationalised addresses need "
+            "SMTPUTF8, which this sender does not use)"
+        )
+    return address
 
 
 @lru_cache(maxsize=64)
 def _mailbox(value: str) -> tuple[str, str]:
     """(header form, bare address) of ``Name <address>`` or a bare address."""
-    name, address = parseaddr(value)
+    name, address = parseaddr(_CONTROLS.sub(" ", value))
+    name = name.strip()
+    _address(address)
     header = formataddr((name, address)) if name.isascii() else formataddr((name, address), "utf-8")
-    return header, address
+    return _CONTROLS.sub(" ", header), address
 
 
 def _recipient(value: str) -> tuple[str, str]:
-    if value.isascii() and not any(c in value for c in '<>,"() '):
+    if _BARE.fullmatch(value):
         return value, value  # a bare address, as customers' addresses are stored
     return _mailbox(value)
 
 
 def _body(text: str) -> str:
     return base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+
+
+def _header_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,76}", name):
+        raise ValueError(f"{name!r} is not a header name")
+    return name
 
 
 def build_email(
@@ -102,7 +133,10 @@ def build_email(
         f"Date: {formatdate(localtime=False)}",
         f"Message-ID: {message_id}",
         f"X-Clientela-Key: {_header_value(key)}",
-        *(f"{name}: {_header_value(value)}" for name, value in (headers or {}).items()),
+        *(
+            f"{_header_name(name)}: {_header_value(value)}"
+            for name, value in (headers or {}).items()
+        ),
         "MIME-Version: 1.0",
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
         "",

@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from clientela.settings import SINK_ACCOUNT_SID, SINK_AUTH_TOKEN
+from clientela.settings import SINK_ACCOUNT_SID, sink_auth_token
 
 API = "/2010-04-01/Accounts/{account}"
 log = logging.getLogger(__name__)
@@ -81,12 +81,12 @@ class SmsSink:
         self,
         directory: Path,
         account_sid: str = SINK_ACCOUNT_SID,
-        auth_token: str = SINK_AUTH_TOKEN,
+        auth_token: str = "",
     ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.account_sid = account_sid
-        self.auth_token = auth_token
+        self.auth_token = auth_token or sink_auth_token(directory)
         self.faults: list[SmsFault] = []
         #: Recipients (regex) whose messages are accepted but then reported undelivered,
         #: with Twilio's error code (e.g. 30003, unreachable handset).

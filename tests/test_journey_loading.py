@@ -1,0 +1,103 @@
+"""A bad journey file is left out with its file and line; intake and the others go on."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from temporalio.client import Client
+
+from clientela import ROOT
+from clientela.devstack.smtp_catcher import SmtpCatcher
+from clientela.journey_router import BOOK, Happening, matches
+from clientela.settings import Settings
+from tests.factories import make_customer
+from tests.processes import run_cli
+from tests.serving import api
+from tests.test_rules_apply import apply_directly
+
+BAD = """\
+name: abandoned_cart
+owner: growth
+trigger: {event: cart_abandoned}
+steps:
+  - send: {template: welcome}
+"""
+
+
+def with_a_bad_file(tmp_path: Path, settings: Settings) -> Settings:
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    shutil.copy(ROOT / "journeys" / "welcome.yaml", folder)
+    (folder / "abandoned_cart.yaml").write_text(BAD)
+    return settings.model_copy(update={"journeys_dir": folder})
+
+
+async def test_a_bad_journey_file_does_not_stop_intake(
+    client: Client, settings: Settings, tmp_path: Path, catcher: SmtpCatcher
+) -> None:
+    quick = with_a_bad_file(tmp_path, settings)
+    async with api(client, quick) as http:
+        r = await http.post(
+            "/events",
+            json={"type": "signup", "external_id": "J1", "email": "j1@example.com"},
+        )
+        assert r.status_code == 202, r.text
+        assert [e["journey"] for e in r.json()["journeys"]] == ["welcome"]
+        buy = {"type": "purchase", "customer_id": "J1", "amount": "10.00"}
+        assert (await http.post("/events", json=buy)).status_code == 202
+        click = {"type": "click", "customer_id": "J1"}
+        assert (await http.post("/events", json=click)).status_code == 202
+    assert set(BOOK.journeys(quick)) == {"welcome"}
+    [problem] = BOOK.problems
+    assert problem.path.endswith("abandoned_cart.yaml") and problem.line == 3
+    assert "trigger.event" in problem.message
+
+
+def test_journey_check_names_file_and_line(settings: Settings, tmp_path: Path) -> None:
+    quick = with_a_bad_file(tmp_path, settings)
+    folder = quick.journeys_dir
+    r = run_cli(quick, "journey", "check", str(folder))
+    assert r.returncode == 1
+    assert f"{folder / 'abandoned_cart.yaml'}:3:" in r.stderr and "trigger.event" in r.stderr
+    assert "1 error(s) in 1 file(s)" in r.stderr
+    assert f"{folder / 'welcome.yaml'}: journey welcome" in r.stdout and "OK" in r.stdout
+    good = run_cli(quick, "journey", "check", str(folder / "welcome.yaml"))
+    assert good.returncode == 0, good.stderr
+    shipped = run_cli(quick, "journey", "check", str(ROOT / "journeys"))
+    assert shipped.returncode == 0, shipped.stderr
+
+
+def test_a_first_tier_is_not_a_move_up(settings: Settings) -> None:
+    quick = settings.model_copy(update={"journeys_dir": ROOT / "journeys"})
+    upgrade = BOOK.journeys(quick)["tier_upgrade"]
+
+    def change(old: str | None, new: str, direction: str) -> Happening:
+        data = {"from": old, "to": new, "direction": direction}
+        return Happening(kind="tier_change", key="k", from_tier=old, to_tier=new, data=data)
+
+    assert not matches(upgrade, change(None, "C", "up"))
+    assert not matches(upgrade, change(None, "A", "up"))
+    assert matches(upgrade, change("C", "B", "up"))
+    assert not matches(upgrade, change("A", "B", "down"))
+
+
+async def test_a_new_customers_first_purchase_starts_no_upgrade(
+    client: Client, settings: Settings, tmp_path: Path, catcher: SmtpCatcher
+) -> None:
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    shutil.copy(ROOT / "journeys" / "tier_upgrade.yaml", folder)
+    quick = settings.model_copy(update={"journeys_dir": folder})
+    make_customer(quick.db_url)
+    apply_directly(quick.db_url)  # the rules are in force; the new customer has no tier yet
+    async with api(client, quick) as http:
+        signup = {"type": "signup", "external_id": "NEW-1", "email": "new1@example.com"}
+        assert (await http.post("/events", json=signup)).status_code == 202
+        cid = "NEW-1"
+        r = await http.post(
+            "/events", json={"type": "purchase", "customer_id": cid, "amount": "1500.00"}
+        )
+        body = r.json()
+    assert r.status_code == 202 and body["tier_changed"] is True, body
+    assert body["tier"] == "A" and body["journeys"] == [], body
