@@ -21,6 +21,7 @@ from clientela.campaigns.spec import loads as load_spec
 from clientela.customers import internal_recipient
 from clientela.db import session_scope
 from clientela.timeutil import utcnow
+from clientela.unsubscribe import report_url
 from models import Campaign, CampaignMember, Customer, Message, RuleVersion
 from models.ledger import MessageState
 from rules.service import rules_of
@@ -290,8 +291,7 @@ class CampaignActivities:
             locale = self.settings.default_locale
             context = {
                 "report": data,
-                "report_url": f"{self.settings.recipient_base_url}/campaigns/{campaign_id}"
-                "/report.html",
+                "report_url": report_url(self.settings, campaign_id),
                 "pct": lambda v: "-" if v is None else f"{v * 100:.2f}%",
                 "uplift": html.uplift_text,
             }

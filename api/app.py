@@ -22,8 +22,19 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
-from api.limits import BodyLimit, validation_error
-from clientela import complaints, journey_router, realtime
+from api.limits import BodyLimit, field_error, validation_error
+from api.models import (
+    CampaignReport,
+    CaseView,
+    CustomerView,
+    EventAccepted,
+    Health,
+    Problem,
+    ServiceReport,
+    SignupAccepted,
+    errors,
+)
+from clientela import complaints, journey_router, pages, realtime
 from clientela.campaigns import html as report_html
 from clientela.campaigns.report import UnknownCampaign
 from clientela.campaigns.report import build as build_report
@@ -41,8 +52,8 @@ from clientela.journeys import signal_response, start_case, start_fulfilment, te
 from clientela.service import report as service_report
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, load_settings
 from clientela.temporal import connect
-from clientela.unsubscribe import BadToken, read_survey_token, read_token
-from models import Complaint, Direction, Order
+from clientela.unsubscribe import BadToken, read_report_token, read_survey_token, read_token
+from models import Complaint, Consent, Customer, Direction, Order
 from models.schemas import CustomerIn, ExternalId, Name, Text
 
 
@@ -135,6 +146,35 @@ Event = Annotated[
 ]
 
 
+#: A link's token (unsubscribe, survey, report), as links carry them.
+LinkToken = Annotated[str, Path(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$")]
+#: A recipient's page answers 404 with a page that says what to do when a link is not valid.
+PAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the form body is not UTF-8 form data"},
+    404: {
+        "description": "the link is not valid: a page in the recipient's language",
+        "content": {"text/html": {}},
+    },
+    413: {"model": Problem, "description": "the form is larger than the API reads"},
+}
+#: A campaign's id in a path.
+CampaignSlug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+
+
+def form_body(fields: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """The OpenAPI description of a form body a route reads itself (signed forms must be
+    read raw, before anything is decoded)."""
+    schema: dict[str, Any] = {"type": "object", "properties": fields}
+    if required:
+        schema["required"] = required
+    return {
+        "requestBody": {
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+            "required": bool(required),
+        }
+    }
+
+
 #: A complaint case's number, as the database can hold it.
 CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the case number")]
 
@@ -202,11 +242,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.client = client
     app.state.client_lock = asyncio.Lock()
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/events", status_code=202, dependencies=Authorised)
+    @app.post(
+        "/events",
+        status_code=202,
+        dependencies=Authorised,
+        response_model=SignupAccepted | EventAccepted,
+        responses=errors(400, 401, 404, 413, 503),
+    )
     async def events(event: Event, request: Request) -> dict[str, Any]:
         # Connect only once the body is valid: bad input is a 422 even while Temporal is down.
         client = await temporal_client(request)
@@ -261,7 +307,20 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             "fulfilment": fulfilment,
         }
 
-    @app.post("/webhooks/twilio/status", status_code=204)
+    @app.post(
+        "/webhooks/twilio/status",
+        status_code=204,
+        response_class=Response,
+        responses=errors(400, 403, 413),
+        openapi_extra=form_body(
+            {
+                "MessageSid": {"type": "string", "maxLength": 64},
+                "MessageStatus": {"type": "string", "maxLength": 32},
+                "ErrorCode": {"type": "string", "maxLength": 16},
+            },
+            required=["MessageSid", "MessageStatus"],
+        ),
+    )
     async def twilio_status(request: Request) -> Response:
         """Twilio's status callback: signed with the account's auth token."""
         params = await _form(request)
@@ -272,45 +331,80 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             raise HTTPException(403, "X-Twilio-Signature does not match this request")
         sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
         if not sid or not status:
-            raise HTTPException(422, "MessageSid and MessageStatus are required")
+            return field_error("MessageSid" if not sid else "MessageStatus", "is required")
         code = params.get("ErrorCode", "")
         if code and not re.fullmatch(r"[0-9]{1,9}", code):
-            raise HTTPException(422, f"ErrorCode: {code[:20]!r} is not a Twilio error number")
+            return field_error("ErrorCode", f"{code[:20]!r} is not a Twilio error number")
         try:
             await asyncio.to_thread(
                 _record_status, settings, sid, status, int(code) if code else None
             )
         except UnknownStatus as exc:
-            raise HTTPException(422, f"MessageStatus: {exc}") from None
+            return field_error("MessageStatus", str(exc))
         return Response(status_code=204)
 
-    @app.get("/u/{token}", response_class=HTMLResponse)
-    async def unsubscribe_page(token: str) -> HTMLResponse:
+    @app.get("/u/{token}", response_class=HTMLResponse, responses=PAGE_ERRORS)
+    async def unsubscribe_page(token: LinkToken) -> HTMLResponse:
         """What an unsubscribe link opens: one button, so that link scanners change nothing."""
         try:
-            read_token(settings, token)
-        except BadToken as exc:
-            return HTMLResponse(_page(str(exc)), status_code=404)
-        return HTMLResponse(
-            _page(
-                "Do you want to stop receiving these messages?"
-                f'<form method="post" action="/u/{html.escape(token)}">'
-                '<button type="submit">Unsubscribe</button></form>'
-            )
+            customer_id, channel, _ = read_token(settings, token)
+        except BadToken:
+            return _invalid_link(settings, None)
+        locale = await asyncio.to_thread(_locale_of, settings, customer_id)
+        w = pages.words(locale)
+        return _recipient_page(
+            settings,
+            locale,
+            w["unsubscribe.title"],
+            w["unsubscribe.ask"].format(channel=w[channel]),
+            form="unsubscribe",
+            action=f"/u/{token}",
+            button=w["unsubscribe.button"],
         )
 
-    @app.post("/u/{token}", response_class=HTMLResponse)
-    async def unsubscribe(token: str) -> HTMLResponse:
-        """Withdraw consent for the channel (also RFC 8058 one-click, from mail clients)."""
+    @app.post(
+        "/u/{token}",
+        response_class=HTMLResponse,
+        responses=PAGE_ERRORS,
+        openapi_extra=form_body({"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}),
+    )
+    async def unsubscribe(token: LinkToken) -> HTMLResponse:
+        """Withdraw consent for the channel (also RFC 8058 one-click, from mail clients).
+        A second click changes nothing and records nothing more."""
         try:
             customer_id, channel, campaign = read_token(settings, token)
-            await asyncio.to_thread(_unsubscribe, settings, customer_id, channel, campaign)
+            locale, changed = await asyncio.to_thread(
+                _unsubscribe, settings, customer_id, channel, campaign
+            )
         except (BadToken, UnknownCustomer):
-            return HTMLResponse(_page("This unsubscribe link is not valid."), status_code=404)
-        return HTMLResponse(_page("You are unsubscribed. You will not receive these messages."))
+            return _invalid_link(settings, None)
+        w = pages.words(locale)
+        said = w["unsubscribe.done" if changed else "unsubscribe.already"]
+        return _recipient_page(
+            settings,
+            locale,
+            w["unsubscribe.title"],
+            said.format(channel=w[channel]),
+            w["unsubscribe.back"],
+        )
 
-    @app.get("/campaigns/{campaign_id}/report", dependencies=Authorised)
-    async def campaign_report(campaign_id: str) -> dict[str, Any]:
+    @app.get("/r/{token}", response_class=HTMLResponse, responses=PAGE_ERRORS)
+    async def shared_report_page(token: LinkToken) -> HTMLResponse:
+        """A campaign's report page through the signed, expiring link its stakeholders get
+        by email (no API key needed; it shows the report's aggregates, never a customer)."""
+        try:
+            campaign_id = read_report_token(settings, token)
+        except BadToken as exc:
+            return HTMLResponse(_plain_page(str(exc)), status_code=404)
+        return HTMLResponse(report_html.render(await _report(settings, campaign_id)))
+
+    @app.get(
+        "/campaigns/{campaign_id}/report",
+        dependencies=Authorised,
+        response_model=CampaignReport,
+        responses=errors(401, 404),
+    )
+    async def campaign_report(campaign_id: CampaignSlug) -> dict[str, Any]:
         """The campaign report (the documented JSON of `clientela campaign report --json`)."""
         return await _report(settings, campaign_id)
 
@@ -318,19 +412,30 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         "/campaigns/{campaign_id}/report.html",
         dependencies=Authorised,
         response_class=HTMLResponse,
+        responses=errors(401, 404, html=True),
     )
-    async def campaign_report_page(campaign_id: str) -> HTMLResponse:
+    async def campaign_report_page(campaign_id: CampaignSlug) -> HTMLResponse:
         """The report page with its charts, as of now."""
         return HTMLResponse(report_html.render(await _report(settings, campaign_id)))
 
-    @app.get("/customers/{customer_id}", dependencies=Authorised)
+    @app.get(
+        "/customers/{customer_id}",
+        dependencies=Authorised,
+        response_model=CustomerView,
+        responses=errors(401, 404),
+    )
     async def customer(customer_id: ExternalId) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(_view, settings, customer_id)
         except UnknownCustomer as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.get("/complaints", dependencies=Authorised)
+    @app.get(
+        "/complaints",
+        dependencies=Authorised,
+        response_model=list[CaseView],
+        responses=errors(401, 404),
+    )
     async def complaint_list(
         state: Literal["open", "responded", "resolved", "closed", "unresolved"] | None = None,
         customer_id: ExternalId | None = None,
@@ -342,11 +447,21 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         except UnknownCustomer as exc:
             raise HTTPException(404, f"customer_id: {exc}") from None
 
-    @app.get("/complaints/{complaint_id}", dependencies=Authorised)
+    @app.get(
+        "/complaints/{complaint_id}",
+        dependencies=Authorised,
+        response_model=CaseView,
+        responses=errors(401, 404),
+    )
     async def complaint_case(complaint_id: CaseId) -> dict[str, Any]:
         return await _case_change(settings, complaint_id, None)
 
-    @app.post("/complaints/{complaint_id}/response", dependencies=Authorised)
+    @app.post(
+        "/complaints/{complaint_id}/response",
+        dependencies=Authorised,
+        response_model=CaseView,
+        responses=errors(400, 401, 404, 409, 413),
+    )
     async def complaint_response(
         complaint_id: CaseId, body: CaseResponse, request: Request
     ) -> dict[str, Any]:
@@ -354,7 +469,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         change = partial(complaints.respond, complaint_id=complaint_id, by=body.by, note=body.note)
         return await _case_change(settings, complaint_id, change, request)
 
-    @app.post("/complaints/{complaint_id}/resolution", dependencies=Authorised)
+    @app.post(
+        "/complaints/{complaint_id}/resolution",
+        dependencies=Authorised,
+        response_model=CaseView,
+        responses=errors(400, 401, 404, 409, 413),
+    )
     async def complaint_resolution(
         complaint_id: CaseId, body: CaseResolution, request: Request
     ) -> dict[str, Any]:
@@ -364,7 +484,12 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         )
         return await _case_change(settings, complaint_id, change, request)
 
-    @app.post("/complaints/{complaint_id}/satisfaction", dependencies=Authorised)
+    @app.post(
+        "/complaints/{complaint_id}/satisfaction",
+        dependencies=Authorised,
+        response_model=CaseView,
+        responses=errors(400, 401, 404, 409, 413),
+    )
     async def complaint_satisfaction(
         complaint_id: CaseId, body: CaseRating, request: Request
     ) -> dict[str, Any]:
@@ -374,45 +499,73 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         )
         return await _case_change(settings, complaint_id, change, request)
 
-    @app.get("/s/{token}", response_class=HTMLResponse)
-    async def survey_page(token: str, score: int | None = None) -> HTMLResponse:
+    @app.get("/s/{token}", response_class=HTMLResponse, responses=PAGE_ERRORS)
+    async def survey_page(
+        token: LinkToken, score: Annotated[int | None, Query(ge=1, le=5)] = None
+    ) -> HTMLResponse:
         """What a survey link opens: the score to confirm, so that link scanners rate nothing."""
         try:
             complaint_id = read_survey_token(settings, token)
-        except BadToken as exc:
-            return HTMLResponse(_page(str(exc)), status_code=404)
-        return HTMLResponse(_page(_survey_form(token, complaint_id, score)))
+        except BadToken:
+            return _invalid_link(settings, None)
+        locale = await asyncio.to_thread(_locale_of_case, settings, complaint_id)
+        return _survey_page(settings, locale, token, complaint_id, score)
 
-    @app.post("/s/{token}", response_class=HTMLResponse)
-    async def survey_answer(token: str, request: Request) -> HTMLResponse:
+    @app.post(
+        "/s/{token}",
+        response_class=HTMLResponse,
+        responses=PAGE_ERRORS,
+        openapi_extra=form_body(
+            {
+                "score": {"type": "string", "enum": ["1", "2", "3", "4", "5"]},
+                "comment": {"type": "string", "maxLength": 2000},
+            },
+            required=["score"],
+        ),
+    )
+    async def survey_answer(token: LinkToken, request: Request) -> HTMLResponse:
         try:
             complaint_id = read_survey_token(settings, token)
-        except BadToken as exc:
-            return HTMLResponse(_page(str(exc)), status_code=404)
+        except BadToken:
+            return _invalid_link(settings, None)
         form = await _form(request)
+        locale = await asyncio.to_thread(_locale_of_case, settings, complaint_id)
+        w = pages.words(locale)
         raw = form.get("score", "")
-        if raw not in ("1", "2", "3", "4", "5"):
-            return HTMLResponse(_page(_survey_form(token, complaint_id, None)), status_code=422)
+        if raw not in ("1", "2", "3", "4", "5"):  # the form again, saying what to do
+            return _survey_page(settings, locale, token, complaint_id, None, w["survey.choose"])
         change = partial(
             complaints.rate,
             complaint_id=complaint_id,
             score=int(raw),
-            comment=form.get("comment", "")[:2000],
+            comment=_printable_text(form.get("comment", ""))[:2000],
         )
         try:
             await _case_change(settings, complaint_id, change, request)
         except HTTPException as exc:
             if exc.status_code == 409:
-                return HTMLResponse(_page("You have answered already. Thank you."))
+                early = "not resolved" in str(exc.detail)
+                said = w["survey.early" if early else "survey.answered"]
+                return _recipient_page(settings, locale, w["survey.title"], said)
             raise
-        return HTMLResponse(_page("Thank you for telling us."))
+        return _recipient_page(settings, locale, w["survey.title"], w["survey.thanks"])
 
-    @app.get("/service/report", dependencies=Authorised)
+    @app.get(
+        "/service/report",
+        dependencies=Authorised,
+        response_model=ServiceReport,
+        responses=errors(401),
+    )
     async def service_report_json(since: datetime | None = None) -> dict[str, Any]:
         """Service indicators (the JSON of `clientela service report --json`)."""
         return await asyncio.to_thread(_service_report, settings, since)
 
-    @app.get("/service/report.html", dependencies=Authorised, response_class=HTMLResponse)
+    @app.get(
+        "/service/report.html",
+        dependencies=Authorised,
+        response_class=HTMLResponse,
+        responses=errors(401, html=True),
+    )
     async def service_report_page(since: datetime | None = None) -> HTMLResponse:
         data = await asyncio.to_thread(_service_report, settings, since)
         return HTMLResponse(service_report.render_html(data))
@@ -460,20 +613,63 @@ async def _form(request: Request) -> dict[str, str]:
         ) from None
 
 
-def _survey_form(token: str, complaint_id: int, score: int | None) -> str:
-    buttons = "".join(
-        f'<button type="submit" name="score" value="{n}" style="font-size: 1.4em; margin: 0.2em;'
-        f'{" outline: 3px solid #2563eb;" if n == score else ""}">{n}</button>'
-        for n in range(1, 6)
+def _recipient_page(
+    settings: Settings, locale: str | None, title: str, *paragraphs: str, **form: Any
+) -> HTMLResponse:
+    status = form.pop("status", 200)
+    html_text = pages.render(settings.templates_dir, locale, title, *paragraphs, **form)
+    return HTMLResponse(html_text, status_code=status)
+
+
+def _invalid_link(settings: Settings, locale: str | None) -> HTMLResponse:
+    w = pages.words(locale)
+    page = _recipient_page(settings, locale, w["invalid.title"], w["invalid.body"])
+    page.status_code = 404
+    return page
+
+
+def _survey_page(
+    settings: Settings,
+    locale: str | None,
+    token: str,
+    complaint_id: int,
+    score: int | None,
+    *notes: str,
+    status: int = 200,
+) -> HTMLResponse:
+    w = pages.words(locale)
+    return _recipient_page(
+        settings,
+        locale,
+        w["survey.title"],
+        w["survey.ask"].format(id=complaint_id),
+        w["survey.scale"],
+        *notes,
+        form="survey",
+        action=f"/s/{token}",
+        score=score,
+        comment_label=w["survey.comment"],
+        status=status,
     )
-    return (
-        f"How satisfied are you with how we handled your complaint {complaint_id}?<br>"
-        "1 = very unhappy, 5 = very happy."
-        f'<form method="post" action="/s/{html.escape(token)}">'
-        f"<p>{buttons}</p>"
-        '<p><textarea name="comment" rows="3" cols="50" placeholder="Anything to add? '
-        '(optional)"></textarea></p></form>'
-    )
+
+
+def _printable_text(text: str) -> str:
+    return "".join(c for c in text if c in "\n\t" or (ord(c) >= 32 and ord(c) != 127))
+
+
+def _locale_of(settings: Settings, customer_id: str) -> str | None:
+    with session_scope(settings.db_url) as session:
+        found = session.exec(
+            select(Customer.locale).where(Customer.external_id == customer_id)
+        ).first()
+        return found
+
+
+def _locale_of_case(settings: Settings, complaint_id: int) -> str | None:
+    with session_scope(settings.db_url) as session:
+        return session.exec(
+            select(Customer.locale).join(Complaint).where(Complaint.id == complaint_id)
+        ).first()
 
 
 def _service_report(settings: Settings, since: datetime | None) -> dict[str, Any]:
@@ -624,14 +820,26 @@ async def _report(settings: Settings, campaign_id: str) -> dict[str, Any]:
         raise HTTPException(404, str(exc)) from None
 
 
-def _page(body: str) -> str:
-    return f"<!doctype html><html><body style='font-family: sans-serif'><p>{body}</p></body></html>"
+def _plain_page(text: str) -> str:
+    return (
+        "<!doctype html><html><body style='font-family: sans-serif'>"
+        f"<p>{html.escape(text)}</p></body></html>"
+    )
 
 
-def _unsubscribe(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> None:
+def _unsubscribe(
+    settings: Settings, customer_id: str, channel: str, campaign: str | None
+) -> tuple[str, bool]:
+    """Withdraw the channel's consent; (the customer's locale, whether anything changed).
+    Only the first click is recorded in the customer's history."""
     with session_scope(settings.db_url) as session:
         customer = get_customer(session=session, external_id=customer_id)
         assert customer.id is not None
+        held = session.exec(
+            select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
+        ).first()
+        if held is not None and not held.granted:
+            return customer.locale, False
         set_consent(
             session=session,
             customer_id=customer.id,
@@ -648,6 +856,7 @@ def _unsubscribe(settings: Settings, customer_id: str, channel: str, campaign: s
             outcome="responded",
             campaign=campaign,
         )
+        return customer.locale, True
 
 
 def _record_status(settings: Settings, sid: str, status: str, code: int | None) -> None:

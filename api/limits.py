@@ -1,4 +1,4 @@
-"""Request limits and error rendering that hold whatever a client sends."""
+"""Request limits and error answers that hold whatever a client sends."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class BodyLimit:
     """Refuses a request body larger than ``limit`` bytes with 413, before it is read whole.
 
-    Written by hand: Starlette has no body limit of its own and uvicorn's applies only to
-    headers. A declared Content-Length is checked at once; a body without one (chunked) is
-    counted as it arrives.
+    Written by hand: FastAPI's own ``max_body_size`` answers a bare ``Content Too Large`` in
+    plain text, while every other refusal of this API is JSON that says what to do. A
+    declared Content-Length is checked at once; a body without one (chunked) is read here up
+    to the limit and handed on.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -122,3 +123,9 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         detail.append(item)
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def field_error(field: str, message: str) -> JSONResponse:
+    """A 422 in the same shape as every other: one field, what is wrong with it."""
+    item = {"loc": ["body", field], "field": field, "msg": message, "type": "value_error"}
+    return JSONResponse({"detail": [printable(item)]}, status_code=422)

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     api_key: str = Field("", description="Bearer token the API requires; required off loopback")
     secret_key: str = Field("", description="Signs unsubscribe links; default: <home>/secret.key")
+    report_link_ttl: Duration = Field(
+        timedelta(days=30), description="How long a report link in a stakeholder email works"
+    )
 
     # Email. An empty smtp_host means the built-in catcher on 127.0.0.1:catcher_port.
     smtp_host: str = ""

@@ -1,10 +1,18 @@
-"""Signed links in messages: unsubscribe (RFC 8058 one-click) and satisfaction surveys."""
+"""Links in messages: unsubscribe (RFC 8058 one-click), satisfaction surveys, report pages.
+
+Unsubscribe links are encrypted (Fernet: AES with an HMAC), so a link says nothing about
+whom it is for; survey and report links are signed, and a report link expires.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import time
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken
 
 from clientela.keys import installation_secret
 from clientela.settings import Settings
@@ -34,6 +42,8 @@ def _pack(settings: Settings, *fields: str) -> str:
 
 def _unpack(settings: Settings, token: str, count: int) -> list[str] | None:
     """The ``count`` fields of a genuine token; None for anything else."""
+    if len(token) > 2048:
+        return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
@@ -45,14 +55,28 @@ def _unpack(settings: Settings, token: str, count: int) -> list[str] | None:
     return fields if hmac.compare_digest(signature, expected) else None
 
 
+@lru_cache(maxsize=8)
+def _fernet(key: bytes) -> Fernet:
+    derived = hmac.new(key, b"clientela unsubscribe links", hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
 def token_for(settings: Settings, customer_id: str, channel: str, campaign: str | None) -> str:
-    return _pack(settings, customer_id, channel, campaign or "")
+    """An opaque token: who it is for can be read only with the installation's key."""
+    payload = "\x1f".join((customer_id, channel, campaign or "")).encode()
+    return _fernet(secret_key(settings)).encrypt(payload).decode().rstrip("=")
 
 
 def read_token(settings: Settings, token: str) -> tuple[str, str, str | None]:
-    """(customer id, channel, campaign) of a genuine token; BadToken otherwise."""
-    fields = _unpack(settings, token, 3)
-    if fields is None or fields[1] not in ("email", "sms"):  # (a survey token is not one)
+    """(customer id, channel, campaign) of a genuine token; BadToken otherwise. Signed
+    tokens of earlier versions, still in people's mailboxes, are read as well."""
+    fields: list[str] | None = None
+    try:
+        raw = _fernet(secret_key(settings)).decrypt(token + "=" * (-len(token) % 4))
+        fields = raw.decode().split("\x1f")
+    except (InvalidToken, ValueError, UnicodeDecodeError):
+        fields = _unpack(settings, token, 3)
+    if fields is None or len(fields) != 3 or fields[1] not in ("email", "sms"):
         raise BadToken("this unsubscribe link is not valid")
     customer_id, channel, campaign = fields
     return customer_id, channel, campaign or None
@@ -79,3 +103,25 @@ def read_survey_token(settings: Settings, token: str) -> int:
 
 def survey_url(settings: Settings, complaint_id: int, uid: str) -> str:
     return f"{settings.recipient_base_url}/s/{survey_token(settings, complaint_id, uid)}"
+
+
+# Report links for a campaign's stakeholders: signed, and valid until a time.
+
+
+def report_token(settings: Settings, campaign_id: str, valid_until: float | None = None) -> str:
+    until = valid_until or time.time() + settings.report_link_ttl.total_seconds()
+    return _pack(settings, "report", campaign_id, str(int(until)))
+
+
+def read_report_token(settings: Settings, token: str, now: float | None = None) -> str:
+    """The campaign of a genuine report token that has not expired; BadToken otherwise."""
+    fields = _unpack(settings, token, 3)
+    if fields is None or fields[0] != "report" or not fields[2].isdigit():
+        raise BadToken("this report link is not valid")
+    if int(fields[2]) < (now or time.time()):
+        raise BadToken("this report link has expired; ask for a new one")
+    return fields[1]
+
+
+def report_url(settings: Settings, campaign_id: str) -> str:
+    return f"{settings.recipient_base_url}/r/{report_token(settings, campaign_id)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -257,12 +258,18 @@ async def test_unsubscribe_link_withdraws_consent_before_the_next_message(
     assert page.status_code == 200 and '<form method="post"' in page.text
     # Opening the page changes nothing; the one-click POST does.
     assert (await http.get(f"/customers/{cid}")).json()["consent"]["email"]["granted"] is True
+    # The link says nothing about whom it is for.
+    token = path.removeprefix("/u/")
+    assert cid not in link and cid.encode() not in base64.urlsafe_b64decode(token + "==")
     done = await http.post(path, content=b"List-Unsubscribe=One-Click")
     assert done.status_code == 200 and "You are unsubscribed" in done.text
+    again = await http.post(path, content=b"List-Unsubscribe=One-Click")  # a second click
+    assert again.status_code == 200 and "already unsubscribed" in again.text
     view = (await http.get(f"/customers/{cid}")).json()
     consent = view["consent"]["email"]
     assert (consent["granted"], consent["source"]) == (False, "unsubscribe link")
-    assert ("inbound", "unsubscribe") in [(h["direction"], h["kind"]) for h in view["history"]]
+    kinds = [(h["direction"], h["kind"]) for h in view["history"]]
+    assert kinds.count(("inbound", "unsubscribe")) == 1
     sender = Sender(settings, "t/1/2")
     try:
         after = await sender.deliver(MessageRequest(key="u2", customer_id=cid, template="welcome"))
@@ -270,4 +277,34 @@ async def test_unsubscribe_link_withdraws_consent_before_the_next_message(
         await sender.close()
     assert after.state == "suppressed" and "email: no consent" in after.reason
     forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
-    assert (await http.post(forged)).status_code == 404
+    refused = await http.post(forged)
+    assert refused.status_code == 404 and "This link does not work" in refused.text
+    assert (await http.get(f"/customers/{cid}")).json()["history"] == view["history"]
+
+
+async def test_a_recipients_pages_speak_their_language(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    from clientela.unsubscribe import token_for
+
+    cid = make_customer(settings.db_url, locale="es", email_consent=True)
+    path = f"/u/{token_for(settings, cid, 'email', None)}"
+    page = await http.get(path)
+    assert page.status_code == 200 and '<html lang="es">' in page.text
+    assert "¿Quieres dejar de recibir estos mensajes por correo electrónico?" in page.text
+    assert "Darme de baja</button>" in page.text
+    done = await http.post(path)
+    assert "Te has dado de baja" in done.text
+    bad = await http.get("/u/" + "A" * 40)
+    assert bad.status_code == 404 and "This link does not work" in bad.text
+
+
+async def test_old_signed_unsubscribe_links_still_work(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Links sent before tokens were opaque are still in people's mailboxes."""
+    from clientela.unsubscribe import _pack
+
+    cid = make_customer(settings.db_url, locale="en", email_consent=True)
+    done = await http.post(f"/u/{_pack(settings, cid, 'email', '')}")
+    assert done.status_code == 200 and "You are unsubscribed" in done.text

@@ -87,6 +87,7 @@ async def test_proofs_variants_and_an_automatic_pilot(
     assert final.stage == "done" and final.reported == {"sent": 1}
     page = await asyncio.to_thread(Path(final.report_path).read_text)
     assert page.startswith("<!doctype html>") and "arm main" in page
+    await _the_stakeholders_link_opens_the_report(client, settings, cid)
     members = members_of(settings.db_url, cid)
     treated = {e: m for m, e in members if m.group == "treated"}
     assert sorted(sent) == sorted(f"{e.lower()}" for e in _emails(settings, treated))
@@ -104,6 +105,35 @@ async def test_proofs_variants_and_an_automatic_pilot(
     assert status.pilot_check is not None and status.pilot_check.passed
     assert status.pilot_check.handed == status.pilot == preview.pilot
     assert any(note.startswith("pilot: 0 of") and note.endswith(": go") for note in history)
+
+
+async def _the_stakeholders_link_opens_the_report(
+    client: Client, settings: Settings, cid: str
+) -> None:
+    """The link in the stakeholders' email opens the report without the API key (which the
+    API requires once it has one); the API's own report page still needs the key."""
+    import email
+    import email.policy
+    import re
+
+    from clientela.unsubscribe import report_token
+    from tests.serving import api
+
+    [entry] = [m for m in read_outbox(settings.outbox_dir) if m["to"] == ["Lead@example.com"]]
+    raw = (settings.outbox_dir / entry["file"]).read_bytes()
+    text = email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",))
+    link = re.search(r"https?://\S+/r/[A-Za-z0-9_=-]+", text.get_content())  # type: ignore[union-attr]
+    assert link is not None
+    keyed = settings.model_copy(update={"api_key": "k3y-for-this-test"})
+    async with api(client, keyed) as http:
+        opened = await http.get(link[0].removeprefix(settings.recipient_base_url))
+        assert opened.status_code == 200 and "arm main" in opened.text
+        assert (await http.get(f"/campaigns/{cid}/report.html")).status_code == 401
+        expired = report_token(settings, cid, valid_until=1)
+        gone = await http.get(f"/r/{expired}")
+        assert gone.status_code == 404 and "expired" in gone.text
+        forged = await http.get(f"/r/{report_token(settings, cid)[:-2]}xx")
+        assert forged.status_code == 404
 
 
 def _emails(settings: Settings, by_external: dict[str, object]) -> list[str]:

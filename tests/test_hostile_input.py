@@ -301,7 +301,7 @@ async def test_a_signed_error_code_that_is_not_a_number_is_named(
     r = await http.post(
         STATUS_CALLBACK_PATH, data=params, headers={"X-Twilio-Signature": signature}
     )
-    assert r.status_code == 422 and "ErrorCode" in r.text
+    assert r.status_code == 422 and fields_of(r) == ["ErrorCode"]
 
 
 # -- 19. messages that say what to write ------------------------------------------------------

@@ -1,0 +1,149 @@
+"""What the API answers: one model per response, so that the OpenAPI document is a contract
+clients, the fuzzer and the console can rely on."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(_Out):
+    """Every 4xx and 5xx but 422: what is wrong and what to do."""
+
+    detail: str
+
+
+class Health(_Out):
+    status: Literal["ok"]
+
+
+class JourneyEntry(_Out):
+    """A journey the event could start, and whether it did (``reason`` when not)."""
+
+    journey: str
+    workflow_id: str
+    started: bool
+    reason: str | None = None
+
+
+class CaseOpened(_Out):
+    id: int
+    code: str
+    responsible: str | None
+    due_at: str | None
+    resolution_due_at: str | None
+    workflow_id: str
+
+
+class SignupAccepted(_Out):
+    customer_id: str
+    created: bool = Field(description="false when the customer existed and was updated")
+    journeys: list[JourneyEntry]
+
+
+class EventAccepted(_Out):
+    """A response, purchase, complaint or profile change: recorded, the tier decided again."""
+
+    customer_id: str
+    tier: str | None
+    tier_changed: bool
+    recorded: bool | None = None
+    created: bool | None = Field(None, description="a profile event for a new customer")
+    journeys_told: list[str] = Field(description="running journeys told what the customer did")
+    journeys: list[JourneyEntry] = Field(description="journeys this event could start")
+    order: int | None = Field(None, description="the order a conversion with a value placed")
+    fulfilment: str | None = Field(None, description="the order's fulfilment workflow")
+    complaint: CaseOpened | None = None
+    code: str | None = None
+    value: float | None = None
+
+
+class CaseView(_Out):
+    """A complaint case, with the service levels it broke (or is breaking now)."""
+
+    id: int
+    customer_id: str
+    code: str
+    description: str
+    channel: str
+    tier: str | None
+    state: Literal["open", "responded", "resolved", "closed"]
+    responsible: str | None
+    opened_at: str | None
+    due_at: str | None
+    resolution_due_at: str | None
+    acknowledged_at: str | None
+    responded_at: str | None
+    responded_by: str | None
+    resolved_at: str | None
+    resolved_by: str | None
+    resolution: str | None
+    escalated_at: str | None
+    breached: list[Literal["response", "resolution"]]
+    satisfaction: int | None
+    closed_at: str | None
+    steps: list[str]
+    workflow_id: str
+    workflow_told: bool | None = Field(None, description="after a change: its workflow woke")
+
+
+class CustomerView(_Out):
+    """The single customer view (``clientela customers show --json``)."""
+
+    profile: dict[str, Any]
+    decision: dict[str, Any] | None
+    tier_history: list[dict[str, Any]]
+    consent: dict[str, dict[str, Any]]
+    messages: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    transactions: list[dict[str, Any]]
+    complaints: list[dict[str, Any]]
+
+
+class CampaignReport(_Out):
+    """The campaign report; its keys are documented in docs/campaigns.md."""
+
+    campaign: dict[str, Any]
+    arms: list[dict[str, Any]]
+    breakdown: dict[str, Any]
+    timeline: dict[str, Any]
+
+
+class ServiceReport(_Out):
+    """Service indicators; their keys are documented in docs/complaints.md."""
+
+    generated_at: str
+    since: str | None
+    overall: dict[str, Any]
+    by_tier: list[dict[str, Any]]
+    codes: list[dict[str, Any]]
+    overdue: list[dict[str, Any]]
+
+
+def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route: each status it can answer besides 200 and 422. On a
+    route that answers a page (``html``), errors are still JSON, and said so."""
+    said = {
+        400: "the body could not be read (not UTF-8 form data)",
+        401: "an API key is required: Authorization: Bearer <CLIENTELA_API_KEY>",
+        403: "the request's signature does not match",
+        404: "no such customer, campaign or case",
+        409: "the case is not in a state that allows this",
+        413: "the request body is larger than CLIENTELA_MAX_BODY_BYTES",
+        503: "Temporal cannot be reached; send the same request again later",
+    }
+    if html:
+        schema = Problem.model_json_schema()
+        return {
+            code: {
+                "description": said[code],
+                "content": {"application/json": {"schema": schema}},
+            }
+            for code in codes
+        }
+    return {code: {"model": Problem, "description": said[code]} for code in codes}

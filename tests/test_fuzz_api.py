@@ -1,0 +1,155 @@
+"""Schemathesis over the API's own OpenAPI document, against the API as it is served.
+
+Every operation gets generated requests, valid and invalid (bounded examples and time);
+for each: no server error, a status code the document lists, and a body that matches the
+document's schema for that status.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from temporalio.testing import WorkflowEnvironment
+
+from clientela import ROOT
+from clientela.settings import Settings
+from tests.conftest import free_port
+from tests.factories import make_customer
+from tests.processes import settings_env
+
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, temporal_env: WorkflowEnvironment
+) -> Iterator[str]:
+    """The API in its own process (uvicorn, as `clientela up` runs it) on a fresh SQLite
+    database holding a few customers; its base URL."""
+    home = tmp_path_factory.mktemp("fuzz") / "home"
+    port = free_port()
+    settings = Settings(
+        home=home,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        task_queue="fuzz-nobody-polls",
+        api_port=port,
+    )
+    for n in range(3):
+        make_customer(settings.db_url, external_id=f"F{n}", email=f"f{n}@example.com")
+    log = home / "api.log"
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.app:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env={**settings_env(settings), "CLIENTELA_API_PORT": str(port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(10)
+    errors = [line for line in log.read_text().splitlines() if "Traceback" in line]
+    assert not errors, log.read_text()
+
+
+def operations(base: str) -> list[schemathesis.APIOperation]:
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+# (schemathesis.pytest.from_fixture does not run under this pytest, so each operation's
+# strategies are driven by hypothesis here, one parametrised test per operation and mode.)
+OPERATIONS = [
+    "POST /events",
+    "POST /webhooks/twilio/status",
+    "GET /u/{token}",
+    "POST /u/{token}",
+    "GET /r/{token}",
+    "GET /campaigns/{campaign_id}/report",
+    "GET /campaigns/{campaign_id}/report.html",
+    "GET /customers/{customer_id}",
+    "GET /complaints",
+    "GET /complaints/{complaint_id}",
+    "POST /complaints/{complaint_id}/response",
+    "POST /complaints/{complaint_id}/resolution",
+    "POST /complaints/{complaint_id}/satisfaction",
+    "GET /s/{token}",
+    "POST /s/{token}",
+    "GET /service/report",
+    "GET /service/report.html",
+    "GET /health",
+]
+
+
+def test_the_list_covers_every_operation(served: str) -> None:
+    assert sorted(f"{o.method.upper()} {o.path}" for o in operations(served)) == sorted(OPERATIONS)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        (name, mode)
+        for name in OPERATIONS
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if (name, mode) != ("GET /health", GenerationMode.NEGATIVE)  # (nothing to get wrong)
+    ],
+)
+def test_every_operation_answers_as_documented(
+    served: str, name: str, mode: GenerationMode
+) -> None:
+    [operation] = [o for o in operations(served) if f"{o.method.upper()} {o.path}" == name]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @hsettings(
+        max_examples=50,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def call(case: schemathesis.Case) -> None:
+        case.call_and_validate(base_url=served, checks=CHECKS, timeout=30)
+
+    call()
