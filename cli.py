@@ -18,6 +18,8 @@ from rich.markup import escape as esc
 from rich.table import Table
 from rich.text import Text
 
+from clientela.counts import said
+
 app = typer.Typer(help="Clientela: CRM rules, campaigns and journeys.", no_args_is_help=True)
 customers_app = typer.Typer(help="The customer base.", no_args_is_help=True)
 journey_app = typer.Typer(help="Customer journeys.", no_args_is_help=True)
@@ -131,7 +133,7 @@ def demo(
         c = report.campaign
         out.print(f"[bold]Demo campaign {c.campaign_id}[/bold] (spec {c.spec_path})")
         out.print(
-            f"  stages: {' -> '.join(c.stages)}; proofs {c.proofs}; {c.pilot or 'no pilot'}",
+            f"  stages: {' -> '.join(c.stages)}; proofs {said(c.proofs)}; {c.pilot or 'no pilot'}",
             highlight=False,
         )
         out.print(
@@ -619,7 +621,8 @@ def campaign_preview(
         return
     out.print(
         f"[bold]{esc(campaign.spec.name)}[/bold] ({campaign.spec.id}): "
-        f"{result.audience} in the audience"
+        f"{result.audience} in the audience: {result.treated} to contact, "
+        f"{result.control} held out, {result.excluded_total} excluded"
     )
     for title, counts in (
         ("by tier", result.by_tier),
@@ -630,7 +633,8 @@ def campaign_preview(
             f"  {title}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-")
         )
     for arm, groups in result.by_arm.items():
-        out.print(f"  arm {arm}: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())))
+        shown = [(g, groups[g]) for g in ("treated", "control", "excluded") if groups.get(g)]
+        out.print(f"  arm {arm}: " + ", ".join(f"{g} {n}" for g, n in shown))
     for reason, n in result.excluded.most_common():
         out.print(f"  excluded {n}: {reason}", highlight=False)
     verdict = "[red]over budget[/red]" if result.over_budget else "within budget"
@@ -729,10 +733,14 @@ def campaign_go(
 
 def _campaign_signal(action: str) -> Any:
     def command(campaign_id: str) -> None:
-        from clientela.campaigns.lifecycle import control
+        from clientela.campaigns.lifecycle import control, status
 
-        _run_temporal(lambda client, s: control(client, campaign_id, action))
-        out.print(f"{campaign_id}: {action} sent.")
+        async def act(client: Any, s: Any) -> Any:
+            await control(client, campaign_id, action)
+            return await status(client, campaign_id)
+
+        now = _run_temporal(act)
+        out.print(f"{campaign_id}: {_what_follows(action, now)}", highlight=False)
 
     command.__doc__ = {
         "pause": "Hold the sending after the current page.",
@@ -741,6 +749,28 @@ def _campaign_signal(action: str) -> Any:
         "close": "Close the response window now.",
     }[action]
     return command
+
+
+def _what_follows(action: str, now: Any) -> str:
+    """What the signal will do, said from where the campaign stands."""
+    stage, waiting = now.stage, now.counts.get("deferred", 0)
+    if stage in ("done", "cancelled", "rejected"):
+        return f"{action} received; the campaign is {stage} already, so nothing changes"
+    if action == "close":
+        if stage == "waiting":
+            return (
+                f"close received: {waiting:,} messages wait for quiet hours (until "
+                f"{now.waiting_until or 'the hours open'}); the response window closes and "
+                "the report follows once they are sent. Cancel the campaign to drop them."
+            )
+        if stage == "tracking":
+            return "closing the response window now; the report follows"
+        return f"close received: the response window will close as soon as sending ends ({stage})"
+    if action == "pause":
+        return f"pausing: sending holds after the current page ({stage})"
+    if action == "resume":
+        return f"resuming ({stage})"
+    return f"cancelling: nothing more is sent ({stage})"
 
 
 for _action in ("pause", "resume", "cancel", "close"):
@@ -762,12 +792,16 @@ def campaign_status(
         return
     out.print(
         f"[bold]{campaign_id}[/bold]: {data['stage']}{' (paused)' if data['paused'] else ''}; "
-        f"treated {data['treated']}, control {data['control']}, excluded {data['excluded']}, "
-        f"sent {data['sent']} {data['counts'] or ''}",
+        f"{data['treated']:,} to contact, {data['control']:,} held out, "
+        f"{data['excluded']:,} excluded",
+        highlight=False,
+    )
+    out.print(
+        f"  messages: {data['sent']:,} of {data['treated']:,} handled: {said(data['counts'])}",
         highlight=False,
     )
     if data["proofs"]:
-        out.print(f"  proofs: {data['proofs']}", highlight=False)
+        out.print(f"  proofs: {said(data['proofs'])}", highlight=False)
     if (check := data["pilot_check"]) is not None:
         out.print(
             f"  pilot of {data['pilot']}: {check['failed']} of {check['handed']} failed "

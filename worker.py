@@ -96,8 +96,16 @@ async def run(settings: Settings) -> None:
         await stop.wait()
 
 
+def quiet_libraries() -> None:
+    """Libraries speak at WARNING: the Twilio client logs every request at INFO (thousands
+    of lines a campaign), aiosmtplib and httpx every connection."""
+    for name in ("twilio", "aiosmtplib", "httpx", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    quiet_libraries()
     asyncio.run(run(load_settings()))
     logging.shutdown()
     sys.stdout.flush()

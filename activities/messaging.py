@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlmodel import col, select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.contracts import (
     MessageOutcome,
@@ -78,11 +78,18 @@ class MessagingActivities:
         finally:
             await sender.close()
         if pending:
+            # Expected (a relay's 451, a provider's rate limit): one line here, and the
+            # failure itself is benign, so the worker logs no traceback for it.
+            summary = (
+                f"{len(pending)} of {len(batch.messages)} messages not sent yet "
+                f"(attempt {info.attempt}; tried again later); first: {pending[0]}"
+            )
+            activity.logger.warning(summary)
             raise ApplicationError(
-                f"{len(pending)} of {len(batch.messages)} messages not sent yet; "
-                f"first: {pending[0]}",
+                summary,
                 type="MessagesPending",
                 next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
+                category=ApplicationErrorCategory.BENIGN,
             )
         final = [o for o in outcomes if o is not None]
         counts = Counter(o.state for o in final)

@@ -34,10 +34,11 @@ from api.models import (
     SignupAccepted,
     errors,
 )
-from clientela import complaints, journey_router, pages, realtime
+from clientela import complaints, delivery, journey_router, pages, realtime
 from clientela.campaigns import html as report_html
 from clientela.campaigns.report import UnknownCampaign
 from clientela.campaigns.report import build as build_report
+from clientela.channels.sms import SmsTransport
 from clientela.customers import (
     UnknownCustomer,
     customer_view,
@@ -289,6 +290,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             outcome, order, held = await asyncio.to_thread(_record_response, settings, event)
         except UnknownCustomer as exc:
             raise HTTPException(404, f"customer_id: {exc}") from None
+        except realtime.UnknownCampaign as exc:
+            raise HTTPException(404, f"campaign: {exc}") from None
         # What the customer did reaches the journeys they are in (and a welcome of old).
         told = await journey_router.signal_event(
             client, settings, event.customer_id, event.type, event.channel
@@ -754,8 +757,40 @@ async def _sweep(app: FastAPI, every: float = 60.0) -> None:
             await resume_fulfilment(app)
             await resume_cases(app)
             await resume_journeys(app)
-        except Exception:  # a sweep that fails is tried again at the next tick
-            logging.getLogger(__name__).exception("resuming orders and complaint cases")
+            await settle_deliveries(app)
+        except Exception as exc:  # a sweep that fails is tried again at the next tick
+            logging.getLogger(__name__).warning(
+                "sweep (orders, cases, journeys, deliveries) failed; again in %.0f s: %r",
+                every,
+                exc,
+            )
+
+
+async def settle_deliveries(app: FastAPI) -> dict[str, int]:
+    """Delivery reports kept until their message was recorded are applied; an SMS whose
+    report never came (``delivery_report_wait``) is looked up with the provider."""
+    settings: Settings = app.state.settings
+
+    def kept_and_stale() -> tuple[int, list[tuple[int, str]]]:
+        with session_scope(settings.db_url) as session:
+            applied = delivery.apply_kept(session)
+        with session_scope(settings.db_url) as session:
+            return applied, delivery.stale_sms(session, settings.delivery_report_wait)
+
+    applied, stale = await asyncio.to_thread(kept_and_stale)
+    looked = settled = 0
+    if stale:
+        transport = SmsTransport(settings)
+        try:
+            for _, sid in stale:
+                status, code = await transport.status(sid)
+                looked += 1
+                if status in delivery.DELIVERED | delivery.UNDELIVERED:
+                    await asyncio.to_thread(_record_status, settings, sid, status, code)
+                    settled += 1
+        finally:
+            await transport.close()
+    return {"applied": applied, "looked_up": looked, "settled": settled}
 
 
 async def resume_journeys(app: FastAPI) -> list[journey_router.Entry]:

@@ -87,7 +87,10 @@ class CaseView(_Out):
     breached: list[Literal["response", "resolution"]]
     satisfaction: int | None
     closed_at: str | None
-    steps: list[str]
+    steps: dict[str, dict[str, Any]] = Field(
+        description="each step the case took (acknowledged, reminded:<level>, escalated:<level>, "
+        "surveyed, closed): when, and the messages it sent with their states"
+    )
     workflow_id: str
     workflow_told: bool | None = Field(None, description="after a change: its workflow woke")
 

@@ -22,6 +22,7 @@ from temporalio.client import WorkflowExecutionStatus
 from clientela import ROOT
 from clientela.campaigns import lifecycle
 from clientela.campaigns.report import build as report_data
+from clientela.counts import said
 from clientela.customers import import_customers
 from clientela.db import session_scope
 from clientela.devstack import stack
@@ -145,8 +146,14 @@ def run_demo(
         _wait_finished(settings, report.signups, within=follow_up_seconds + 60)
     )
     quiet = [r["external_id"] for r in rows if r["external_id"] not in report.signups]
-    if quiet:
-        report.birthday = asyncio.run(_birthday(settings, quiet[0], run))
+    # The birthday goes to someone who may be greeted: an address and consent for email.
+    greetable = [
+        r["external_id"]
+        for r in rows
+        if r["external_id"] in set(quiet) and r.get("email") and r["email_consent"] == "true"
+    ]
+    if greetable:
+        report.birthday = asyncio.run(_birthday(settings, greetable[0], run))
         log(f"Birthday: {report.birthday}")
     if len(quiet) >= 3:
         log("Two customers complain; one case is answered in time, one breaches its level...")
@@ -259,7 +266,7 @@ async def _run_campaign(
     log(
         f"Campaign {out.campaign_id}: {preview.audience} in the audience, "
         f"{preview.treated} to contact, {preview.control} held out, "
-        f"{sum(preview.excluded.values())} excluded; estimated cost {preview.cost:.2f} "
+        f"{preview.excluded_total} excluded; estimated cost {preview.cost:.2f} "
         f"of {preview.budget:.2f}"
     )
     await lifecycle.decide(client, out.campaign_id, "approve", by="demo")
@@ -282,7 +289,10 @@ async def _run_campaign(
             break
         await asyncio.sleep(0.3)
     out.sent, out.proofs = status.sent, status.proofs
-    log(f"  sent {status.sent} ({status.counts}); now the customers respond...")
+    log(
+        f"  {status.sent} of {status.treated} handled: {said(status.counts)}; "
+        "now the customers respond..."
+    )
     out.responses, out.fulfilments = await _respond(settings, out.campaign_id, rng)
     await lifecycle.control(client, out.campaign_id, "close")
     final = await handle.result()
@@ -341,7 +351,8 @@ async def _birthday(settings: Settings, customer_id: str, run: str) -> str:
         customer = session.exec(select(Customer).where(Customer.external_id == customer_id)).one()
         zone = zone_of(customer.timezone)
         today = datetime.now(UTC).astimezone(zone).date()
-        customer.birthday = date(1990, today.month, min(today.day, 28))
+        # Today's month and day (a leap year, so that 29 February is a birthday too).
+        customer.birthday = date(1992, today.month, today.day)
         session.add(customer)
     slot = datetime.combine(today, time(settings.date_hour), tzinfo=zone).astimezone(UTC)
     client = await connect(settings)

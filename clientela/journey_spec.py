@@ -111,7 +111,9 @@ class WaitFor(_Strict):
 
 
 class Route(_Strict):
-    if_: str = Field(alias="if", description="responded, event:<kind> or a rule condition")
+    if_: str = Field(
+        alias="if", description="responded, event:<kind>, sent:<send step> or a rule condition"
+    )
     goto: str
 
 
@@ -289,10 +291,19 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Journey
         for j, route in enumerate(step.branch or []):
             if route.goto not in ids:
                 problem(("steps", i, "branch", j, "goto"), f"no step {route.goto!r}")
-            if route.if_ != "responded" and not route.if_.startswith("event:"):
-                condition(("steps", i, "branch", j, "if"), route.if_, f"{ids[i]}:{j}")
-            elif route.if_.startswith("event:") and route.if_[6:] not in EVENTS:
-                problem(("steps", i, "branch", j, "if"), f"no event {route.if_[6:]!r}")
+            test = route.if_
+            if test.startswith("sent:"):
+                sends = [ids[k] for k, s in enumerate(spec.steps) if s.send is not None]
+                if test[5:] not in sends:
+                    problem(
+                        ("steps", i, "branch", j, "if"),
+                        f"sent:<step> names a send step ({', '.join(sends) or 'none'}), "
+                        f"not {test[5:]!r}",
+                    )
+            elif test != "responded" and not test.startswith("event:"):
+                condition(("steps", i, "branch", j, "if"), test, f"{ids[i]}:{j}")
+            elif test.startswith("event:") and test[6:] not in EVENTS:
+                problem(("steps", i, "branch", j, "if"), f"no event {test[6:]!r}")
         if step.else_ is not None and step.else_ not in ids:
             problem(("steps", i, "else"), f"no step {step.else_!r}")
         if step.wait is not None and step.wait <= timedelta(0):

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from clientela import complaints
 from clientela.customers import get_customer, record_interaction, upsert_customer
 from clientela.timeutil import utcnow
-from models import Customer, Direction, Order, Transaction
+from models import Campaign, Customer, Direction, Order, Transaction
 from models.schemas import CustomerIn
 from rules import service
 
@@ -153,6 +153,10 @@ def profile(session: Session, *, data: CustomerIn, today: date) -> Outcome:
     return _decided(session, customer, "profile change", today, {"created": created})
 
 
+class UnknownCampaign(LookupError):
+    pass
+
+
 def response(
     session: Session,
     *,
@@ -172,6 +176,11 @@ def response(
     """
     customer = get_customer(session=session, external_id=customer_id)
     assert customer.id is not None
+    if campaign is not None and session.get(Campaign, campaign) is None:
+        raise UnknownCampaign(
+            f"no campaign {campaign!r}; `clientela campaign list` shows them (leave campaign "
+            "out for a response to no campaign)"
+        )
     interaction = record_interaction(
         session=session,
         customer_id=customer.id,

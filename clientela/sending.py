@@ -47,6 +47,7 @@ from clientela.channels.email import EmailTransport, OutgoingEmail, build_email,
 from clientela.channels.sms import SmsTransport
 from clientela.customers import suppress
 from clientela.db import get_engine, session_scope
+from clientela.delivery import apply_kept
 from clientela.eligibility import Deferral, Facts, chunked
 from clientela.ratelimit import limiter
 from clientela.settings import Settings
@@ -737,8 +738,15 @@ class Sender:
             _all_changed(conn.execute(_ANSWER, changes), changes)
         if contacts:
             conn.execute(Interaction.__table__.insert(), contacts)  # type: ignore[attr-defined]
-        if suppressions or taken:
+        sms_sent = [
+            answer.provider_id
+            for p, answer in ops
+            if isinstance(answer, SendAccepted) and p.channel == Channel.sms
+        ]
+        if suppressions or taken or sms_sent:
             with Session(bind=conn) as session:
+                # Delivery reports that came before this answer was written.
+                apply_kept(session, [sid for sid in sms_sent if sid])
                 for p, refusal in suppressions:
                     suppress(
                         session=session, channel=p.channel, address=p.address, reason=refusal.reason

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         "fail it (never received twice) or resend it with the same Message-ID (never lost; "
         "receivers that drop duplicates by Message-ID show it once)",
     )
+    delivery_report_wait: Duration = Field(
+        timedelta(minutes=15),
+        description="An SMS with no delivery report after this long is looked up with Twilio",
+    )
     # A claim on a message older than this is "in doubt" and may be reconciled.
     send_lease: Duration = timedelta(seconds=30)
     #: Heartbeat timeout of long activities (sending, rules): how soon a dead worker is noticed.

@@ -3,7 +3,7 @@
 from models.campaign import Campaign, CampaignMember
 from models.customer import Channel, Consent, Customer, Suppression
 from models.history import Complaint, ComplaintState, Direction, Interaction, Transaction
-from models.ledger import Message, MessageState
+from models.ledger import DeliveryReport, Message, MessageState
 from models.order import Order
 from models.outbox import JourneyOutbox
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
@@ -17,6 +17,7 @@ __all__ = [
     "Consent",
     "Customer",
     "CustomerDecision",
+    "DeliveryReport",
     "Direction",
     "Interaction",
     "JourneyOutbox",

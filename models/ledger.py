@@ -57,3 +57,19 @@ class Message(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class DeliveryReport(SQLModel, table=True):
+    """A provider's delivery report that came before its message was recorded as sent (the
+    provider may answer the callback before we have its answer to the send): kept, and
+    applied as soon as the message is recorded."""
+
+    __tablename__ = "delivery_report"
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_id: str = Field(index=True, max_length=255)
+    status: str = Field(max_length=32)
+    error_code: int | None = None
+    received_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

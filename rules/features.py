@@ -39,11 +39,15 @@ FEATURES: dict[str, Feature] = {
     "avg_order_value": Feature("number", "spend_12m / purchases_12m; unknown without purchases"),
     "monthly_income": Feature(
         "number",
-        "gross income from the customer per month: spend_12m over the months of tenure in "
-        "that year (at most 12); without purchases, the attribute monthly_income if set",
+        "gross income from the customer per month: the billed attribute monthly_income (if "
+        "imported) plus spend_12m over the months of tenure in that year (at most 12)",
     ),
     "basic_charge": Feature("number", "the plan's basic monthly charge (attribute basic_charge)"),
-    "usage": Feature("number", "monthly usage billed (attribute usage; else monthly_income)"),
+    "usage": Feature(
+        "number",
+        "monthly usage billed (attribute usage; else the billed monthly_income; else "
+        "monthly_income)",
+    ),
     "excess_amount": Feature("number", "usage - basic_charge: what the customer pays above it"),
     "excess_ratio": Feature(
         "number", "usage / basic_charge - 1: the excess in proportion; unknown if no charge"
@@ -128,16 +132,22 @@ def compute(
         out["newbie"] = tenure < 12
     if history.last_purchase is not None:
         out["recency_days"] = (today - history.last_purchase).days
+    # Income has two sources that add up: what the customer is billed each month (the
+    # imported attribute monthly_income, e.g. a subscription) and what they buy (purchases
+    # of the last 12 months, spread over the months of tenure in that year). A purchase
+    # adds to the bill; it never replaces it.
+    billed = _num(attrs.get("monthly_income"))
+    bought: float | None = None
     if history.purchases_12m:
         out["avg_order_value"] = _num(history.spend_12m / history.purchases_12m)
         months = min(12, max(1, (tenure if tenure is not None else 12)))
-        out["monthly_income"] = _num(history.spend_12m / months)
-    elif _num(attrs.get("monthly_income")) is not None:
-        out["monthly_income"] = _num(attrs["monthly_income"])
+        bought = history.spend_12m / months
+    if billed is not None or bought is not None:
+        out["monthly_income"] = _num((billed or 0.0) + (bought or 0.0))
     basic = _num(attrs.get("basic_charge"))
     usage = _num(attrs.get("usage"))
-    if usage is None:
-        usage = out.get("monthly_income")  # type: ignore[assignment]
+    if usage is None:  # the billed figure is the usage billed; purchases are not usage
+        usage = billed if billed is not None else out.get("monthly_income")  # type: ignore[assignment]
     if basic is not None:
         out["basic_charge"] = basic
     if usage is not None:

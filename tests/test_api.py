@@ -55,7 +55,12 @@ async def test_signup_creates_customer_and_starts_journey(
         "customer_id": cid,
         "created": True,
         "journeys": [
-            {"journey": "welcome", "workflow_id": f"journey-welcome-{cid}", "started": True}
+            {
+                "journey": "welcome",
+                "workflow_id": f"journey-welcome-{cid}",
+                "started": True,
+                "reason": None,
+            }
         ],
     }
     again = await http.post("/events", json=signup)

@@ -45,8 +45,10 @@ def test_the_example_spec_is_valid() -> None:
     assert [a.name for a in loaded.spec.arms] == ["model", "marketing"]
     assert loaded.spec.response_window.days == 14
     demo = spec.load(ROOT / "campaigns" / "demo-offer.yaml", RULES, TEMPLATES)
-    assert [v.name for v in demo.spec.variants] == ["offer", "reminder"]
+    assert [v.name for v in demo.spec.variants] == ["offer", "short"]
     assert demo.spec.pilot is not None and demo.spec.proof.emails
+    # Both variants are offers to existing customers (neither is a sign-up's reminder).
+    assert {v.template for v in demo.spec.variants} == {"spring_offer", "spring_offer_short"}
 
 
 @pytest.mark.parametrize(

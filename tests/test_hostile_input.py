@@ -317,3 +317,15 @@ def test_cli_errors_keep_their_brackets(settings: Settings, tmp_path: Path) -> N
     assert r.returncode == 1
     assert "[a-z0-9]" in r.stderr, r.stderr
     assert f"{spec}:8:10: error: control: should be a group of `key: value` lines" in r.stderr
+
+
+async def test_a_response_naming_a_campaign_that_does_not_exist_is_404(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    cid = make_customer(settings.db_url)
+    r = await http.post(
+        "/events", json={"type": "click", "customer_id": cid, "campaign": "no-such-campaign"}
+    )
+    assert r.status_code == 404 and r.json()["detail"].startswith("campaign: no campaign")
+    view = (await http.get(f"/customers/{cid}")).json()
+    assert [h["kind"] for h in view["history"] if h["kind"] == "click"] == []

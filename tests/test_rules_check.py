@@ -75,7 +75,7 @@ def test_the_shipped_rules_pass_without_warnings() -> None:
         ),
         (
             ruleset(rule().replace("      owner: me\n", "")),
-            "error: tiers.rules.0.owner: Field required",
+            "error: tiers.rules.0.owner: is required here; add it",
         ),
         (
             ruleset(rule(), policies=f"  A: {POLICY}\n  B: {POLICY}\n"),

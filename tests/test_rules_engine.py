@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import date
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clientela import ROOT
+from rules.decide import decide
 from rules.engine import DEFAULT_RULE, MAX_SESSIONS, Engine, RuleEngineError
 from rules.language import ConditionError, evaluate, holds, parse
-from rules.model import loads
+from rules.model import load, loads
 
 KINDS: dict[str, Any] = {"a": "number", "b": "number", "s": "string", "f": "bool"}
 
@@ -258,3 +261,35 @@ def test_never_and_always_responding_need_three_messages(
         {}, {}, History(messages_12m=messages, responses_12m=responses), date(2026, 11, 22)
     )
     assert (out.get("never_responds"), out.get("always_responds")) == (never, always)
+
+
+@pytest.mark.parametrize(
+    ("billed", "spend", "tenure_start", "income", "tier"),
+    [
+        # The demo's customer 00127: billed 59.13 a month, then a 45.50 conversion.
+        (59.13, 45.50, date(2023, 5, 1), 62.92, "B"),
+        (59.13, None, date(2023, 5, 1), 59.13, "B"),
+        (None, 45.50, date(2023, 5, 1), 3.79, "C"),  # purchases alone, over 12 months
+        (None, 600.0, date(2026, 7, 1), 150.0, "A"),  # four months' tenure: over four
+        (120.0, 10.0, date(2023, 5, 1), 120.83, "A"),
+    ],
+)
+def test_billed_income_and_purchases_add_up(
+    billed: float | None, spend: float | None, tenure_start: date, income: float, tier: str
+) -> None:
+    """docs/rules.md: monthly income is the imported bill plus purchases spread per month;
+    a purchase never replaces the bill (it once moved most buyers to the lowest tier)."""
+    from rules.features import History, compute
+
+    attributes = {} if billed is None else {"monthly_income": billed}
+    history = History(purchases_12m=1 if spend else 0, spend_12m=spend or 0.0)
+    profile = {"attributes": attributes, "signup_date": tenure_start}
+    out = compute(profile, {}, history, date(2026, 11, 22))
+    assert round(out["monthly_income"], 2) == income
+    rules = load(ROOT / "rules" / "crm.yaml")
+    engine = Engine(rules)
+    try:
+        [match] = engine.classify([("c", out)])
+    finally:
+        engine.close()
+    assert decide(rules, match).tier == tier

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from activities.contracts import MessageRequest, SendMessagesInput
@@ -51,7 +52,7 @@ async def test_resume_skips_what_an_earlier_attempt_finished(
 
 
 async def test_a_transient_failure_retries_only_the_pending_messages(
-    settings: Settings, catcher: SmtpCatcher
+    settings: Settings, catcher: SmtpCatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     customers = [make_customer(settings.db_url) for _ in range(4)]
     busy = make_customer(settings.db_url, email="busy@example.com")
@@ -61,9 +62,17 @@ async def test_a_transient_failure_retries_only_the_pending_messages(
     beats: list[tuple] = []
     env = environment(1)
     env.on_heartbeat = lambda *details: beats.append(details)
-    with pytest.raises(ApplicationError, match="1 of 5 messages not sent yet") as err:
+    with (
+        caplog.at_level(logging.DEBUG),
+        pytest.raises(ApplicationError, match="1 of 5 messages not sent yet") as err,
+    ):
         await env.run(activities.send_messages, batch(customers))
     assert err.value.type == "MessagesPending" and not err.value.non_retryable
+    # A transient refusal is one line with its count, and no traceback (a benign failure).
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(" (")[0] for r in said] == ["1 of 5 messages not sent yet"]
+    assert "SMTP 421" in said[0].getMessage() and said[0].exc_info is None
+    assert err.value.category == ApplicationErrorCategory.BENIGN
     assert beats[-1] == (1,)  # resume no later than the pending message
     assert len(read_outbox(settings.outbox_dir)) == 4
     result = await environment(2, heartbeat=list(beats[-1])).run(
@@ -71,3 +80,21 @@ async def test_a_transient_failure_retries_only_the_pending_messages(
     )
     assert result.counts == {"sent": 5}
     assert len(read_outbox(settings.outbox_dir)) == 5
+
+
+async def test_the_sms_client_does_not_log_each_request(
+    settings: Settings, sms_sink: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker import quiet_libraries
+
+    quiet_libraries()
+    customers = [
+        make_customer(settings.db_url, preferred_channel="sms", phone=f"+3465500{i:04d}")
+        for i in range(3)
+    ]
+    with caplog.at_level(logging.INFO):
+        result = await environment(1).run(
+            MessagingActivities(settings).send_messages, batch(customers)
+        )
+    assert result.counts == {"sent": 3}
+    assert [r for r in caplog.records if r.name.startswith("twilio")] == []

@@ -56,9 +56,17 @@ async def test_cross_sell_each_branch(
     looker = make_customer(settings.db_url, locale="en", preferred_channel="email")
     quiet_c = make_customer(settings.db_url, locale="en", preferred_channel="email")
     quiet_a = make_customer(settings.db_url, locale="en", preferred_channel="email")
+    unreachable = make_customer(
+        settings.db_url, locale="en", email_consent=False, sms_consent=False
+    )
     apply_directly(settings.db_url)
     ids = {}
-    for cid, amount in [(looker, "1500.00"), (quiet_c, "10.00"), (quiet_a, "1500.00")]:
+    for cid, amount in [
+        (looker, "1500.00"),
+        (quiet_c, "10.00"),
+        (quiet_a, "1500.00"),
+        (unreachable, "1500.00"),
+    ]:
         body = await buy(http, cid, amount)
         [entry] = body["journeys"]  # type: ignore[misc]
         assert entry["journey"] == "cross_sell" and entry["started"], body
@@ -87,6 +95,10 @@ async def test_cross_sell_each_branch(
     offer, reminder = tier_a.messages
     assert offer.state == "sent" and reminder.state == "suppressed"
     assert "contact cap of tier A: 1 per day" in reminder.reason
+    # An offer that could not be sent (no consent) is never reminded of.
+    unsent = await finished(client, ids[unreachable][0])
+    assert [m.state for m in unsent.messages] == ["suppressed"]
+    assert any("else -> done" in t for t in unsent.trail), unsent.trail
     assert {looked.exit_reason, tier_c.exit_reason, tier_a.exit_reason} == {"offered"}
     subjects = [m["subject"] for m in read_outbox(settings.outbox_dir)]
     assert len(subjects) == 3 and all("something that goes with" in s for s in subjects)

@@ -171,6 +171,11 @@ class JourneyWorkflow:
                 holds = bool(self._events)
             elif test.startswith("event:"):
                 holds = test[6:] in self._events
+            elif test.startswith("sent:"):  # that send step's message went out
+                holds = any(
+                    m.key.endswith(f":{test[5:]}") and m.state in ("sent", "delivered")
+                    for m in self._status.messages
+                )
             else:
                 holds = await workflow.execute_activity(
                     "journey_condition",

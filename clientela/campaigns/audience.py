@@ -73,7 +73,12 @@ class Preview:
 
     @property
     def control(self) -> int:
+        """Held out and reachable: the control group the report compares with."""
         return sum(groups.get("control", 0) for groups in self.by_arm.values())
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -263,10 +268,15 @@ def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
     out = Preview(budget=s.budget)
     m = CampaignMember
     mine = col(m.campaign_id) == campaign_id
-    for arm, group, n in session.exec(
-        select(m.arm, m.group, func.count()).where(mine).group_by(col(m.arm), col(m.group))
+    # Each member is counted once: excluded (treated or control), else to contact (treated),
+    # else held out (control). So to contact + held out + excluded = audience, everywhere.
+    unreachable = col(m.excluded) != ""
+    for arm, group, excluded, n in session.exec(
+        select(m.arm, m.group, unreachable, func.count())
+        .where(mine)
+        .group_by(col(m.arm), col(m.group), unreachable)
     ).all():
-        out.by_arm[arm][group] += n
+        out.by_arm[arm]["excluded" if excluded else group] += n
         out.audience += n
     for reason, n in session.exec(
         select(m.excluded, func.count()).where(mine, m.excluded != "").group_by(col(m.excluded))

@@ -84,5 +84,15 @@ class SmsTransport:
                 return message.sid
         return None
 
+    async def status(self, sid: str) -> tuple[str, int | None]:
+        """The message's status as the provider holds it now, and its error code."""
+        try:
+            message = await self.client.messages(sid).fetch_async()
+        except TwilioRestException as exc:
+            raise Transient(f"cannot look up SMS {sid}: {exc.msg}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Transient(f"cannot reach the SMS API to look up {sid}: {exc}") from None
+        return str(message.status or ""), message.error_code
+
     async def close(self) -> None:
         await self._http.close()
