@@ -231,7 +231,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(get_engine, settings.db_url)
-        sweeper = asyncio.create_task(_sweep(app))
+        sweeper = asyncio.create_task(_sweep(app, settings.sweep_interval.total_seconds()))
         yield
         sweeper.cancel()
 

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         "fail it (never received twice) or resend it with the same Message-ID (never lost; "
         "receivers that drop duplicates by Message-ID show it once)",
     )
+    sweep_interval: Duration = Field(
+        timedelta(seconds=60),
+        description="How often the API resumes what a stopped process left and settles "
+        "deliveries",
+    )
     delivery_report_wait: Duration = Field(
         timedelta(minutes=15),
         description="An SMS with no delivery report after this long is looked up with Twilio",
