@@ -127,7 +127,8 @@ def demo(
     for col in ("channel", "state", "messages"):
         table.add_column(col)
     for (channel, state), n in sorted(report.messages.items()):
-        table.add_row(channel, state, str(n))
+        shown = "queued (quiet hours or a retry)" if state == "queued" else state
+        table.add_row(channel, shown, str(n))
     out.print(table)
     if report.campaign is not None:
         c = report.campaign
@@ -136,13 +137,20 @@ def demo(
             f"  stages: {' -> '.join(c.stages)}; proofs {said(c.proofs)}; {c.pilot or 'no pilot'}",
             highlight=False,
         )
+        by_group: dict[str, list[str]] = {}
+        for key, n in sorted(c.responses.items()):
+            group, kind = key.split(" ", 1)
+            by_group.setdefault(group, []).append(f"{n:,} {kind}{'s' if n != 1 else ''}")
+        posted = "; ".join(f"{g}: {', '.join(parts)}" for g, parts in by_group.items())
         out.print(
-            f"  responses posted: {dict(sorted(c.responses.items()))}; "
+            f"  responses posted: {posted}; "
             f"{len(c.fulfilments)} orders fulfilled by their own workflows",
             highlight=False,
         )
         _print_report(c.report)
-        out.print(f"Report page:  {c.report_path} (emailed to the stakeholders: {c.reported})")
+        out.print(
+            f"Report page:  {c.report_path} (emailed to the stakeholders: {said(c.reported)})"
+        )
     if report.birthday:
         out.print(f"Birthday:     {report.birthday}", highlight=False)
     if report.complaints:

@@ -652,6 +652,7 @@ def _survey_page(
         action=f"/s/{token}",
         score=score,
         comment_label=w["survey.comment"],
+        button=w["survey.send"],
         status=status,
     )
 

@@ -57,6 +57,7 @@ class Deferral:
 
     until: datetime
     reason: str
+    channel: str = Channel.sms  # the channel it waits to go on
 
 
 class Facts:

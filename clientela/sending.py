@@ -536,7 +536,7 @@ class Sender:
                 key=req.key, state=decision.state, channel=row["channel"], reason=decision.reason
             )
         if isinstance(decision, Deferral):
-            row["reason"] = decision.reason
+            row["reason"], row["channel"] = decision.reason, decision.channel
             return self._deferred(req.key, decision)
         row.update(
             channel=decision.channel,
@@ -571,6 +571,7 @@ class Sender:
         if isinstance(decision, Deferral):
             if row.state == MessageState.queued:
                 row.reason, row.updated_at = decision.reason, now
+                row.channel = decision.channel
                 session.add(row)
             return self._deferred(req.key, decision)  # a dead claim is taken when it may go
         if row.state == MessageState.sending:

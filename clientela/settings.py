@@ -129,8 +129,7 @@ class Settings(BaseSettings):
     )
     sweep_interval: Duration = Field(
         timedelta(seconds=60),
-        description="How often the API resumes what a stopped process left and settles "
-        "deliveries",
+        description="How often the API resumes what a stopped process left and settles deliveries",
     )
     delivery_report_wait: Duration = Field(
         timedelta(minutes=15),

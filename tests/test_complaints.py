@@ -140,6 +140,7 @@ async def test_a_complaint_left_unanswered_is_reminded_escalated_then_resolved_a
     assert link is not None
     page = await http.get(f"{link.group(1)}?score=4")  # what a link scanner does: nothing
     assert page.status_code == 200 and "How satisfied" in page.text
+    assert 'value="4" required checked' in page.text  # the number chosen in the email
     answer = await http.post(
         link.group(1),
         content="score=4&comment=quick+once+answered",
