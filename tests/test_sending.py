@@ -91,6 +91,28 @@ async def test_smtp_5xx_is_permanent(settings: Settings, catcher: SmtpCatcher) -
     assert read_outbox(settings.outbox_dir) == []
 
 
+async def test_a_recipient_refused_at_rcpt_fails_alone_and_is_not_in_doubt(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """Against a relay that cannot be asked: the refusal is the relay's answer, recorded at
+    once; the connection goes on with the others."""
+    relay = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": catcher.port})
+    refused = make_customer(settings.db_url, preferred_channel="email", email="nobody@example.com")
+    others = [make_customer(settings.db_url, preferred_channel="email") for _ in range(3)]
+    catcher.handler.faults.append(
+        Fault(pattern="nobody@", code=550, message="5.1.1 no such user", stage="rcpt")
+    )
+    sender = Sender(relay, "rcpt/1/1")
+    try:
+        results = await sender.deliver_many([request(c, key=f"r:{c}") for c in [refused, *others]])
+    finally:
+        await sender.close()
+    assert [getattr(r, "state", r) for r in results] == ["failed", "sent", "sent", "sent"]
+    row = ledger(settings, f"r:{refused}")
+    assert "SMTP 550 at envelope" in row.reason and "in doubt" not in row.reason
+    assert len(read_outbox(settings.outbox_dir)) == 3
+
+
 async def test_smtp_4xx_is_transient_then_succeeds(
     settings: Settings, catcher: SmtpCatcher
 ) -> None:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -35,6 +35,7 @@ class Fault:
     code: int
     message: str = "fault injected"
     times: int | None = None  # None: always
+    stage: Literal["rcpt", "data"] = "data"  # refuse the recipient, or the message
 
     def matches(self, recipients: list[str]) -> bool:
         return any(re.search(self.pattern, r) for r in recipients)
@@ -49,13 +50,28 @@ class CatcherHandler:
         self._counter = itertools.count(1)
         self.accepted = 0
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        recipients = [str(r) for r in envelope.rcpt_tos]
+    def _fault(self, stage: str, recipients: list[str]) -> str | None:
         for fault in self.faults:
-            if fault.times != 0 and fault.matches(recipients):
+            if fault.stage == stage and fault.times != 0 and fault.matches(recipients):
                 if fault.times is not None:
                     fault.times -= 1
                 return f"{fault.code} {fault.message}"
+        return None
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refused = self._fault("rcpt", [address])
+        if refused:
+            return refused
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        recipients = [str(r) for r in envelope.rcpt_tos]
+        refused = self._fault("data", recipients)
+        if refused:
+            return refused
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         content = envelope.original_content or envelope.content or b""
