@@ -771,7 +771,7 @@ def _what_follows(action: str, now: Any) -> str:
                 f"{now.waiting_until or 'the hours open'}); the response window closes and "
                 "the report follows once they are sent. Cancel the campaign to drop them."
             )
-        if stage == "tracking":
+        if stage in ("tracking", "reporting"):
             return "closing the response window now; the report follows"
         return f"close received: the response window will close as soon as sending ends ({stage})"
     if action == "pause":

@@ -172,6 +172,24 @@ def test_preview_counts_exclusions_with_their_reasons(settings: Settings) -> Non
     assert result.cost == pytest.approx(0.04) and not result.over_budget
 
 
+def test_every_member_is_counted_once(settings: Settings) -> None:
+    """To contact + held out + excluded = the audience, with exclusions in either group."""
+    db = settings.db_url
+    for i in range(40):
+        reachable = i % 4 != 0  # a quarter cannot be reached
+        make_customer(db, preferred_channel="email", email_consent=reachable, sms_consent=reachable)
+    apply_directly(db)
+    campaign = load_spec(BASE + "channel: email\ncontrol: {share: 0.3}\n")
+    with session_scope(db) as session:
+        result = audience.preview(session, campaign)
+    assert result.audience == 40 and result.excluded_total == 10
+    assert result.treated + result.control + result.excluded_total == result.audience
+    [groups] = result.by_arm.values()
+    assert sum(groups.values()) == result.audience
+    assert groups["treated"] == result.treated and groups["control"] == result.control
+    assert groups["excluded"] == result.excluded_total
+
+
 def test_preview_filters_by_tier_and_condition_and_flags_over_budget(settings: Settings) -> None:
     db = settings.db_url
     for _ in range(5):

@@ -205,8 +205,13 @@ async def test_the_cli_drives_a_campaign(
     status = await cli("campaign", "status", cid, "--json")
     data = json.loads(status.stdout)  # type: ignore[attr-defined]
     assert data["stage"] == "tracking" and data["sent"] == data["treated"] == 3
+    said = await cli("campaign", "status", cid)
+    text = said.stdout  # type: ignore[attr-defined]
+    assert "3 to contact, 1 held out, 0 excluded" in text, text
+    assert "messages: 3 of 3 handled: 3 sent" in text and "{" not in text, text
     closed = await cli("campaign", "close", cid)
     assert closed.returncode == 0  # type: ignore[attr-defined]
+    assert "closing the response window now; the report follows" in closed.stdout  # type: ignore[attr-defined]
     await lifecycle.handle(client, cid).result()
     listed = json.loads((await cli("campaign", "list", "--json")).stdout)  # type: ignore[attr-defined]
     assert {"id": cid, "name": "Test campaign", "stage": "done"} in listed

@@ -71,3 +71,19 @@ async def test_journey_start_and_status(
     assert [r["workflow_id"] for r in json.loads(listed.stdout)] == [f"journey-welcome-{cid}"]
     missing = await asyncio.to_thread(run_cli, settings, "journey", "status", "welcome", "zzz")
     assert missing.returncode == 1 and "no welcome journey for customer 'zzz'" in missing.stderr
+
+
+def test_what_a_campaign_signal_will_do_is_said() -> None:
+    """`campaign close` while SMS wait for quiet hours says so (and what cancel would do)."""
+    from types import SimpleNamespace
+
+    from cli import _what_follows
+
+    waiting = SimpleNamespace(
+        stage="waiting", counts={"sent": 6, "deferred": 35}, waiting_until="2026-12-02T07:00Z"
+    )
+    said = _what_follows("close", waiting)
+    assert "35 messages wait for quiet hours (until 2026-12-02T07:00Z)" in said
+    assert "report follows once they are sent" in said and "Cancel" in said
+    done = SimpleNamespace(stage="done", counts={}, waiting_until="")
+    assert "done already, so nothing changes" in _what_follows("close", done)
