@@ -69,7 +69,7 @@ def test_the_example_spec_is_valid() -> None:
         ("arms: [{name: a}, {name: a}]\n", "arm names must be unique: a"),
         ("arms: [{name: a}, {name: b}]\n", "only one arm may go without `when`"),
         ("channel: fax\n", "error: channel: Input should be 'preferred', 'email' or 'sms'"),
-        ("proof: {emails: [nope]}\n", "error: proof.emails: 'nope' is not an email address"),
+        ("proof: {emails: [nope]}\n", "error: proof.emails: 'nope' is not a usable email address"),
         ("control: {share: 1.5}\n", "error: control.share: Input should be less than 1"),
         ("start: 2027-03-01T09:00\n", "error: start: Input should have timezone info"),
     ],

@@ -27,7 +27,7 @@ Row = TypeVar("Row")
 class MemberRow(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    customer_id: str = Field(min_length=1, max_length=128)
+    customer_id: ExternalId
     arm: str = Field("", max_length=64, description="'' for a control shared by every arm")
     group: Literal["treated", "control"]
     variant: str = Field("", max_length=64)

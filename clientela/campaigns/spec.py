@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -22,11 +21,11 @@ from pydantic import (
 from clientela.settings import Duration
 from clientela.templating import Templates
 from clientela.yamlfile import Positions, Problem, SpecError, load_model, read_source
+from models.schemas import check_email
 from rules.language import ConditionError, Parsed, parse
 from rules.model import Rules
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class _Strict(BaseModel):
@@ -74,8 +73,7 @@ class Proof(_Strict):
     @classmethod
     def _emails(cls, v: list[str]) -> list[str]:
         for e in v:
-            if not EMAIL.match(e):
-                raise ValueError(f"{e!r} is not an email address")
+            check_email(e)  # (kept as written: proof addresses are our own people's)
         return v
 
 
@@ -85,7 +83,17 @@ class CampaignSpec(_Strict):
     objective: str = ""
     owner: str = Field(min_length=1)
     target_kpi: Kpi
-    stakeholders: list[str] = Field(default_factory=list)
+    stakeholders: list[str] = Field(
+        default_factory=list, description="emails of who gets the report"
+    )
+
+    @field_validator("stakeholders")
+    @classmethod
+    def _stakeholders(cls, v: list[str]) -> list[str]:
+        for e in v:
+            check_email(e)
+        return v
+
     budget: float = Field(ge=0)
     cost_per_message: dict[Literal["email", "sms"], float]
     audience: Audience = Field(default_factory=Audience)
