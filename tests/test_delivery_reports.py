@@ -12,7 +12,8 @@ from sqlmodel import select
 from temporalio.client import Client
 
 from activities.contracts import MessageRequest
-from api.app import create_app, settle_deliveries
+from api.app import create_app
+from api.sweep import settle_deliveries
 from clientela.channels import SendAccepted
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsSink

@@ -179,7 +179,9 @@ async def test_an_entry_held_with_its_event_is_started_by_the_sweeper_once(
 
     from sqlmodel import select
 
-    from api.app import ProfileEvent, _realtime, _upsert, create_app, resume_journeys
+    from api.app import create_app
+    from api.routes.events import ProfileEvent, _realtime, _upsert
+    from api.sweep import resume_journeys
     from clientela.db import session_scope
     from models import JourneyOutbox
     from models.schemas import CustomerIn

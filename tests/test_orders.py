@@ -66,7 +66,7 @@ async def test_an_order_whose_fulfilment_never_started_is_resumed(
     from datetime import UTC, datetime, timedelta
     from decimal import Decimal
 
-    from api.app import resume_fulfilment
+    from api.sweep import resume_fulfilment
     from models import Customer
 
     cid = make_customer(settings.db_url, locale="en", preferred_channel="email")
