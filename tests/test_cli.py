@@ -77,7 +77,7 @@ def test_what_a_campaign_signal_will_do_is_said() -> None:
     """`campaign close` while SMS wait for quiet hours says so (and what cancel would do)."""
     from types import SimpleNamespace
 
-    from cli import _what_follows
+    from commands.campaigns import _what_follows
 
     waiting = SimpleNamespace(
         stage="waiting", counts={"sent": 6, "deferred": 35}, waiting_until="2026-12-02T07:00Z"

@@ -1,0 +1,1 @@
+"""The `clientela` command line, one module per command group (`cli.py` assembles them)."""

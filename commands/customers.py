@@ -1,0 +1,111 @@
+"""`clientela customers`: import and the single customer view."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape as esc
+from rich.table import Table
+
+from commands.common import (
+    _about_customer,
+    _import,
+    out,
+)
+
+customers_app = typer.Typer(help="The customer base.", no_args_is_help=True)
+
+
+@customers_app.command("import")
+def customers_import(
+    path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
+) -> None:
+    """Import customers; bad rows are reported with line and field, good rows imported."""
+    from clientela.customers import import_customers
+
+    _import(
+        lambda session: import_customers(session=session, path=path),
+        lambda r: (
+            f"{r.created} created, {r.updated} updated, "
+            f"{len({e.line for e in r.errors})} rows rejected"
+        ),
+    )
+
+
+@customers_app.command("show")
+def customers_show(
+    customer_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The single customer view: profile, consent, messages and contact history."""
+    from clientela.customers import customer_view
+
+    view = _about_customer(
+        customer_id, lambda session, c: customer_view(session=session, external_id=c.external_id)
+    )
+    if as_json:
+        print(json.dumps(view, indent=2, ensure_ascii=False))
+        return
+    p = view["profile"]
+    out.print(f"[bold]{esc(p['first_name'])} {esc(p['last_name'])}[/bold]  ({esc(p['id'])})")
+    for key in ("email", "phone", "locale", "timezone", "birthday", "signup_date", "tier"):
+        out.print(f"  {key:<12} {p[key] if p[key] is not None else '-'}")
+    out.print(f"  {'segments':<12} {', '.join(p['segments']) or '-'}")
+    if view["decision"]:
+        d = view["decision"]
+        out.print(f"  {'offers':<12} {', '.join(d['offers']) or '-'}")
+        out.print(
+            f"  {'decided by':<12} {d['tier_rule']} (rules {d['rule_version']}, {d['decided_at']})"
+        )
+    for name, value in p["attributes"].items():
+        out.print(f"  {name:<12} {value}")
+    consent = Table(title="Consent")
+    for col in ("channel", "granted", "source", "at"):
+        consent.add_column(col)
+    for ch, c in view["consent"].items():
+        consent.add_row(ch, "yes" if c["granted"] else "no", c["source"], c["at"])
+    out.print(consent)
+    messages = Table(title="Messages")
+    for col in ("key", "channel", "state", "reason", "sent_at"):
+        messages.add_column(col)
+    for m in view["messages"]:
+        messages.add_row(m["key"], m["channel"], m["state"], m["reason"], m["sent_at"] or "")
+    out.print(messages)
+    if view["tier_history"]:
+        tiers = Table(title="Tier history")
+        for col in ("at", "from", "to", "trigger", "reason"):
+            tiers.add_column(col)
+        for t in view["tier_history"]:
+            tiers.add_row(t["at"], t["from"] or "-", t["to"], t["trigger"], t["reason"])
+        out.print(tiers)
+    if view["complaints"]:
+        cases = Table(title="Complaints (clientela complaint show ID)")
+        for col in ("id", "code", "state", "opened", "due", "resolved", "score"):
+            cases.add_column(col)
+        for k in view["complaints"]:
+            cases.add_row(
+                str(k["id"]),
+                k["code"],
+                k["state"],
+                (k["opened_at"] or "")[:16],
+                (k["due_at"] or "-")[:16],
+                (k["resolved_at"] or "-")[:16],
+                str(k["satisfaction"] or "-"),
+            )
+        out.print(cases)
+    history = Table(title="Contact history (newest first)")
+    for col in ("at", "channel", "direction", "kind", "outcome", "journey/campaign"):
+        history.add_column(col)
+    for h in view["history"]:
+        history.add_row(
+            h["at"],
+            h["channel"],
+            h["direction"],
+            h["kind"],
+            h["outcome"],
+            h["journey"] or h["campaign"] or "",
+        )
+    out.print(history)

@@ -1,0 +1,135 @@
+"""`clientela up|down|worker|demo`: the development stack and the demo."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from clientela.counts import said
+from commands.campaigns import _print_report
+from commands.common import (
+    fail,
+    out,
+    settings,
+)
+
+app = typer.Typer()
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
+) -> None:
+    """Start Temporal, the SMTP catcher, the SMS sink, the API and the worker."""
+    from clientela.devstack import stack
+
+    s = settings()
+    try:
+        if detach:
+            pid = stack.start_detached(s)
+            out.print(f"Clientela is up in the background (pid {pid}); `clientela down` stops it.")
+        else:
+            out.print("Starting Clientela...")
+            stack.run_foreground(s, log=out.print)
+    except stack.StackError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def down() -> None:
+    """Stop a stack started with `clientela up --detach` or by `clientela demo`."""
+    from clientela.devstack import stack
+
+    try:
+        stopped = stack.stop_detached(settings())
+    except stack.StackError as exc:
+        raise fail(str(exc)) from None
+    out.print("Stopped." if stopped else "Nothing was running.")
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker in the foreground."""
+    import worker as worker_module
+
+    worker_module.main()
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="Generated customers to import")] = 1500,
+    signups: Annotated[int, typer.Option(min=1, help="How many of them sign up")] = 15,
+    follow_up: Annotated[
+        float, typer.Option(min=1, help="Seconds before the welcome follow-up (stack it starts)")
+    ] = 10,
+) -> None:
+    """The main job: import a sample base, sign customers up, run their welcome journeys."""
+    from clientela.demo import run_demo
+    from clientela.devstack.stack import StackError
+
+    s = settings()
+    try:
+        report = run_demo(
+            s, customers=customers, signups=signups, follow_up_seconds=follow_up, log=out.print
+        )
+    except (StackError, ConnectionError) as exc:
+        raise fail(str(exc)) from None
+    tiers = Table(title=f"Tier mix of the base (rules {report.rules_version})")
+    tiers.add_column("tier")
+    tiers.add_column("customers", justify="right")
+    for tier, n in sorted(report.tiers.items()):
+        tiers.add_row(tier, str(n))
+    out.print(tiers)
+    table = Table(title="Welcome messages in this demo")
+    for col in ("channel", "state", "messages"):
+        table.add_column(col)
+    for (channel, state), n in sorted(report.messages.items()):
+        shown = "queued (quiet hours or a retry)" if state == "queued" else state
+        table.add_row(channel, shown, str(n))
+    out.print(table)
+    if report.campaign is not None:
+        c = report.campaign
+        out.print(f"[bold]Demo campaign {c.campaign_id}[/bold] (spec {c.spec_path})")
+        out.print(
+            f"  stages: {' -> '.join(c.stages)}; proofs {said(c.proofs)}; {c.pilot or 'no pilot'}",
+            highlight=False,
+        )
+        by_group: dict[str, list[str]] = {}
+        for key, n in sorted(c.responses.items()):
+            group, kind = key.split(" ", 1)
+            by_group.setdefault(group, []).append(f"{n:,} {kind}{'s' if n != 1 else ''}")
+        posted = "; ".join(f"{g}: {', '.join(parts)}" for g, parts in by_group.items())
+        out.print(
+            f"  responses posted: {posted}; "
+            f"{len(c.fulfilments)} orders fulfilled by their own workflows",
+            highlight=False,
+        )
+        _print_report(c.report)
+        out.print(
+            f"Report page:  {c.report_path} (emailed to the stakeholders: {said(c.reported)})"
+        )
+    if report.birthday:
+        out.print(f"Birthday:     {report.birthday}", highlight=False)
+    if report.complaints:
+        from clientela.service.report import render_text
+
+        out.print("Complaints:   " + "\n              ".join(report.complaints), highlight=False)
+        out.print(render_text(report.service), highlight=False)
+    if report.purchase_journeys:
+        out.print(
+            "Purchases started journeys: "
+            + ", ".join(f"{name} {n}" for name, n in sorted(report.purchase_journeys.items()))
+            + " (clientela journey list)"
+        )
+    out.print(
+        f"Journeys: {report.journeys_started} started, {report.journeys_finished} finished "
+        f"({report.responses} customers responded).\n"
+        f"Email outbox: {s.outbox_dir.resolve()} ({report.outbox_files} messages in all)\n"
+        f"SMS sink:     {s.sms_dir.resolve() / 'messages.jsonl'} ({report.sms_stored} in all)\n"
+        f"Explain a tier: clientela rules explain {report.signups[0] if report.signups else 'ID'}\n"
+        f"Temporal UI:  http://127.0.0.1:{s.temporal_ui_port}  "
+        f"(temporal workflow list --query \"Journey='welcome'\")\n"
+        f"The stack keeps running for you to look around; `clientela down` stops it."
+    )
