@@ -49,3 +49,19 @@ class SendMessagesInput:
 class SendMessagesResult:
     counts: dict[str, int] = field(default_factory=dict)
     outcomes: list[MessageOutcome] = field(default_factory=list)
+
+
+@dataclass
+class LocalTimeInput:
+    """A journey's ``wait_until``: the next such local time of the customer."""
+
+    customer_id: str
+    at: str  # HH:MM in the customer's time zone
+
+
+@dataclass
+class ConditionInput:
+    """A journey's branch on a rule condition over the customer's fields."""
+
+    customer_id: str
+    condition: str

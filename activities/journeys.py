@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -12,25 +11,13 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from clientela import dates
+from activities.contracts import ConditionInput, LocalTimeInput
+from clientela import dates, journey_router
 from clientela.customers import UnknownCustomer, get_customer
 from clientela.db import session_scope
 from clientela.journey_spec import facts_of
 from clientela.settings import Settings
 from clientela.timeutil import utcnow, zone_of
-
-
-@dataclass
-class LocalTimeInput:
-    customer_id: str
-    at: str  # HH:MM in the customer's time zone
-
-
-@dataclass
-class ConditionInput:
-    customer_id: str
-    condition: str
-
 
 #: Journeys the date run starts concurrently.
 STARTS_AT_ONCE = 16
@@ -46,8 +33,6 @@ class JourneyActivities:
         """Start the journeys of the customers whose date it is in this slot (once a year
         each: a slot run twice starts nothing new), and of those who reach a journey's days
         without a purchase (once per spell)."""
-        from clientela import journey_router
-
         assert self.client is not None, "date journeys need the worker's Temporal client"
         when = datetime.fromisoformat(slot)
         book = await asyncio.to_thread(journey_router.BOOK.journeys, self.settings)

@@ -17,10 +17,11 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.contracts import (
+        ConditionInput,
+        LocalTimeInput,
         MessageOutcome,
         MessageRequest,
     )
-    from activities.journeys import ConditionInput, LocalTimeInput
     from workflows import search
     from workflows.messages import send_one
 
