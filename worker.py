@@ -22,7 +22,7 @@ from activities.messaging import MessagingActivities
 from activities.orders import OrderActivities
 from activities.rules import RulesActivities
 from clientela.db import get_engine
-from clientela.journey_router import ensure_date_schedule
+from clientela.journeys.router import ensure_date_schedule
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect
 from workflows.campaign import CampaignWorkflow

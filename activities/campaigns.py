@@ -18,10 +18,10 @@ from activities.messaging import MessagingActivities
 from clientela.campaigns import audience, html, report
 from clientela.campaigns.spec import Spec
 from clientela.campaigns.spec import loads as load_spec
-from clientela.customers import internal_recipient
+from clientela.customers.records import internal_recipient
 from clientela.db import session_scope
+from clientela.messaging.links import report_url
 from clientela.timeutil import utcnow
-from clientela.unsubscribe import report_url
 from models import Campaign, CampaignMember, Customer, Message, RuleVersion
 from models.ledger import MessageState
 from rules.service import rules_of

@@ -14,13 +14,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.contracts import MessageRequest
-from clientela import complaints
-from clientela.complaints import ACKNOWLEDGED, SURVEYED
-from clientela.customers import internal_recipient
+from clientela.customers.records import internal_recipient
 from clientela.db import session_scope
+from clientela.messaging.links import survey_url
+from clientela.service import cases as complaints
+from clientela.service.cases import ACKNOWLEDGED, SURVEYED
 from clientela.settings import Settings
 from clientela.timeutil import as_utc
-from clientela.unsubscribe import survey_url
 from models import Complaint, Customer
 
 

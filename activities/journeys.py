@@ -12,10 +12,11 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.contracts import ConditionInput, LocalTimeInput
-from clientela import dates, journey_router
-from clientela.customers import UnknownCustomer, get_customer
+from clientela.customers.records import UnknownCustomer, get_customer
 from clientela.db import session_scope
-from clientela.journey_spec import facts_of
+from clientela.journeys import dates
+from clientela.journeys import router as journey_router
+from clientela.journeys.spec import facts_of
 from clientela.settings import Settings
 from clientela.timeutil import utcnow, zone_of
 

@@ -15,11 +15,11 @@ from activities.contracts import (
     SendMessagesInput,
     SendMessagesResult,
 )
-from clientela.channels import SendError, Transient
 from clientela.db import session_scope
-from clientela.sending import Sender
+from clientela.messaging.channels import SendError, Transient
+from clientela.messaging.sending import Sender
+from clientela.messaging.templating import Templates
 from clientela.settings import Settings
-from clientela.templating import Templates
 from models import Message
 from models.ledger import PENDING
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from clientela import realtime
+from clientela.customers import realtime
 from clientela.db import session_scope
 from clientela.settings import Settings
 from clientela.timeutil import utcnow

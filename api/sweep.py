@@ -11,10 +11,12 @@ from sqlmodel import col, select
 
 from api.deps import client_of
 from api.routes.webhooks import record_status
-from clientela import complaints, delivery, journey_router
-from clientela.channels.sms import SmsTransport
 from clientela.db import session_scope
-from clientela.journeys import start_case, start_fulfilment
+from clientela.journeys import router as journey_router
+from clientela.journeys.runs import start_case, start_fulfilment
+from clientela.messaging import delivery
+from clientela.messaging.channels.sms import SmsTransport
+from clientela.service import cases as complaints
 from clientela.settings import Settings
 from models import Order
 

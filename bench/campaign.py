@@ -43,11 +43,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from clientela import ROOT
 from clientela.campaigns import lifecycle
-from clientela.channels.email import build_email
 from clientela.db import session_scope
-from clientela.sending import customer_context
+from clientela.messaging.channels.email import build_email
+from clientela.messaging.sending import customer_context
+from clientela.messaging.templating import RenderedEmail, Templates
 from clientela.settings import Settings
-from clientela.templating import RenderedEmail, Templates
 from models import Consent, Customer, CustomerDecision, Message
 from rules import service
 from rules.model import load

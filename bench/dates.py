@@ -46,8 +46,9 @@ from temporalio.worker import Worker
 from activities.journeys import STARTS_AT_ONCE
 from bench.baseline import OneActivity, touch, touched
 from bench.campaign import TEMPORAL_BIN, free_port, insert_customers, peak_rss_mb, start_sink
-from clientela import ROOT, dates
+from clientela import ROOT
 from clientela.db import session_scope
+from clientela.journeys import dates
 from clientela.settings import Settings
 from clientela.timeutil import zone_of
 from models import Message

@@ -30,10 +30,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.baseline import OneActivity, touch, touched
-from clientela.customers import upsert_customer
+from clientela.customers.records import upsert_customer
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journey_router import Happening, enter
+from clientela.journeys.router import Happening, enter
 from clientela.settings import Settings
 from models.schemas import CustomerIn
 from worker import build_worker

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape as esc
 from rich.table import Table
 
-from clientela.counts import said
+from clientela.messaging.counts import said
 from commands.common import (
     DEFAULT_RULES,
     _import,
@@ -35,7 +35,7 @@ def campaign_preview(
     """Validate a campaign spec and show whom it would reach, what it would cost."""
     from clientela.campaigns import audience, spec
     from clientela.db import session_scope
-    from clientela.templating import Templates
+    from clientela.messaging.templating import Templates
     from clientela.yamlfile import SpecError
 
     s = settings()

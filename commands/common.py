@@ -55,7 +55,7 @@ def _import(run: Any, summary: Any) -> None:
 
 def _about_customer(customer_id: str, read: Any) -> Any:
     """read(session, customer) in one session; an unknown customer is a one-line error."""
-    from clientela.customers import UnknownCustomer, get_customer
+    from clientela.customers.records import UnknownCustomer, get_customer
     from clientela.db import session_scope
 
     s = settings()

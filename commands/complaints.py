@@ -23,8 +23,8 @@ complaint_app = typer.Typer(help="Complaint cases.", no_args_is_help=True)
 
 def _case_change(complaint_id: int, change: Any) -> dict[str, Any]:
     """Apply ``change(session)`` to the case, then wake its workflow (if Temporal is up)."""
-    from clientela import complaints
-    from clientela.journeys import tell_case
+    from clientela.journeys.runs import tell_case
+    from clientela.service import cases as complaints
     from clientela.temporal import connect
 
     s = settings()
@@ -83,12 +83,12 @@ def complaint_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Complaint cases, newest first, with the service levels they breach."""
-    from clientela import complaints
     from clientela.db import session_scope
+    from clientela.service import cases as complaints
 
     if state not in (None, "open", "responded", "resolved", "closed", "unresolved"):
         raise fail(f"--state {state}: one of open, responded, resolved, closed, unresolved")
-    from clientela.customers import UnknownCustomer
+    from clientela.customers.records import UnknownCustomer
 
     s = settings()
     try:
@@ -134,7 +134,7 @@ def complaint_respond(
     note: Annotated[str, typer.Option(help="What they were told")] = "",
 ) -> None:
     """Record the first answer to the customer: the response reminders stop."""
-    from clientela import complaints
+    from clientela.service import cases as complaints
 
     _print_case(
         _case_change(
@@ -150,7 +150,7 @@ def complaint_resolve(
     resolution: Annotated[str, typer.Option(help="How it was resolved")] = "",
 ) -> None:
     """Resolve the case: the customer is asked for a satisfaction score."""
-    from clientela import complaints
+    from clientela.service import cases as complaints
 
     _print_case(
         _case_change(
@@ -167,7 +167,7 @@ def complaint_rate(
     comment: str = "",
 ) -> None:
     """Record the customer's satisfaction taken by phone or in store."""
-    from clientela import complaints
+    from clientela.service import cases as complaints
 
     _print_case(
         _case_change(

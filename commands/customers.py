@@ -24,7 +24,7 @@ def customers_import(
     path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file")],
 ) -> None:
     """Import customers; bad rows are reported with line and field, good rows imported."""
-    from clientela.customers import import_customers
+    from clientela.customers.records import import_customers
 
     _import(
         lambda session: import_customers(session=session, path=path),
@@ -41,7 +41,7 @@ def customers_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """The single customer view: profile, consent, messages and contact history."""
-    from clientela.customers import customer_view
+    from clientela.customers.records import customer_view
 
     view = _about_customer(
         customer_id, lambda session, c: customer_view(session=session, external_id=c.external_id)

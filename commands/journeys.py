@@ -32,9 +32,9 @@ def journey_check(
     A file with an error is left out when the service loads the folder (the others keep
     working); this shows the same problems, with file:line:column, before that happens.
     """
-    from clientela.journey_router import rules_for_journeys
-    from clientela.journey_spec import load_valid
-    from clientela.templating import Templates
+    from clientela.journeys.router import rules_for_journeys
+    from clientela.journeys.spec import load_valid
+    from clientela.messaging.templating import Templates
 
     s = settings()
     target = path or s.journeys_dir
@@ -60,9 +60,9 @@ def journey_check(
 @journey_app.command("start")
 def journey_start(journey: str, customer_id: str) -> None:
     """Start a journey for a customer by hand (its condition and re-entry policy apply)."""
-    from clientela.customers import UnknownCustomer, get_customer
+    from clientela.customers.records import UnknownCustomer, get_customer
     from clientela.db import session_scope
-    from clientela.journey_router import BOOK, start_by_name
+    from clientela.journeys.router import BOOK, start_by_name
     from clientela.temporal import connect
 
     s = settings()
@@ -95,7 +95,7 @@ def journey_status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Where a customer's journey stands: each step taken, messages, events."""
-    from clientela.journeys import JourneyNotFound, journey_status
+    from clientela.journeys.runs import JourneyNotFound, journey_status
 
     try:
         data = _run_temporal(lambda client, s: journey_status(client, journey, customer_id))
@@ -124,7 +124,7 @@ def journey_list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Journeys that ran or run, newest first (of a customer, of a journey, or all)."""
-    from clientela.journeys import journey_list
+    from clientela.journeys.runs import journey_list
 
     rows = _run_temporal(lambda client, s: journey_list(client, customer, journey))
     if as_json:
@@ -144,7 +144,7 @@ def journey_list_cmd(
 @journey_app.command("cancel")
 def journey_cancel_cmd(journey: str, customer_id: str) -> None:
     """Cancel a customer's running journey of that name (nothing more is sent)."""
-    from clientela.journeys import journey_cancel
+    from clientela.journeys.runs import journey_cancel
 
     cancelled = _run_temporal(lambda client, s: journey_cancel(client, journey, customer_id))
     if not cancelled:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from clientela.counts import said
+from clientela.messaging.counts import said
 from commands.campaigns import _print_report
 from commands.common import (
     fail,
@@ -66,7 +66,7 @@ def demo(
     ] = 10,
 ) -> None:
     """The main job: import a sample base, sign customers up, run their welcome journeys."""
-    from clientela.demo import run_demo
+    from clientela.devstack.demo import run_demo
     from clientela.devstack.stack import StackError
 
     s = settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from clientela.customers import upsert_customer
+from clientela.customers.records import upsert_customer
 from clientela.db import session_scope
 from models.schemas import CustomerIn
 
@@ -39,7 +39,7 @@ def make_customer(db_url: str, **overrides: Any) -> str:
 
 def make_staff(db_url: str, address: str = "lead@example.com") -> str:
     """An internal recipient (as a campaign's stakeholders are); its external id."""
-    from clientela.customers import internal_recipient
+    from clientela.customers.records import internal_recipient
 
     with session_scope(db_url) as session:
         return internal_recipient(

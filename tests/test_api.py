@@ -17,7 +17,7 @@ from activities.contracts import MessageRequest
 from api.app import create_app
 from clientela.devstack.sms_sink import SmsSink
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.sending import Sender
+from clientela.messaging.sending import Sender
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
 from tests.factories import make_customer
 from tests.serving import api
@@ -290,7 +290,7 @@ async def test_unsubscribe_link_withdraws_consent_before_the_next_message(
 async def test_a_recipients_pages_speak_their_language(
     http: httpx.AsyncClient, settings: Settings
 ) -> None:
-    from clientela.unsubscribe import token_for
+    from clientela.messaging.links import token_for
 
     cid = make_customer(settings.db_url, locale="es", email_consent=True)
     path = f"/u/{token_for(settings, cid, 'email', None)}"
@@ -308,7 +308,7 @@ async def test_old_signed_unsubscribe_links_still_work(
     http: httpx.AsyncClient, settings: Settings
 ) -> None:
     """Links sent before tokens were opaque are still in people's mailboxes."""
-    from clientela.unsubscribe import _pack
+    from clientela.messaging.links import _pack
 
     cid = make_customer(settings.db_url, locale="en", email_consent=True)
     done = await http.post(f"/u/{_pack(settings, cid, 'email', '')}")

@@ -17,7 +17,7 @@ from clientela.campaigns import lifecycle
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsSink
 from clientela.devstack.smtp_catcher import Fault, SmtpCatcher, read_outbox
-from clientela.sending import Sender
+from clientela.messaging.sending import Sender
 from clientela.settings import Settings
 from clientela.timeutil import QuietHours, as_utc, zone_of
 from models import Campaign, Message
@@ -116,7 +116,7 @@ async def _the_stakeholders_link_opens_the_report(
     import email.policy
     import re
 
-    from clientela.unsubscribe import report_token
+    from clientela.messaging.links import report_token
     from tests.serving import api
 
     [entry] = [m for m in read_outbox(settings.outbox_dir) if m["to"] == ["Lead@example.com"]]
@@ -359,7 +359,7 @@ async def test_an_unsubscribe_mid_campaign_is_honoured_before_the_next_page(
     import httpx
 
     from api.app import create_app
-    from clientela.unsubscribe import token_for
+    from clientela.messaging.links import token_for
 
     tiered_customers(settings.db_url, 30, locale="en")
     cid = f"c-unsub-{uuid.uuid4().hex[:8]}"
@@ -385,7 +385,7 @@ async def test_an_unsubscribe_mid_campaign_is_honoured_before_the_next_page(
 
 
 def test_a_message_being_sent_counts_against_the_cap(settings: Settings) -> None:
-    from clientela.eligibility import Facts
+    from clientela.messaging.eligibility import Facts
     from clientela.timeutil import utcnow
     from models import Customer
 
@@ -448,7 +448,7 @@ async def test_a_retried_message_does_not_count_against_its_own_cap(
 
 
 def test_internal_records_are_never_capped(settings: Settings) -> None:
-    from clientela.eligibility import Facts
+    from clientela.messaging.eligibility import Facts
     from clientela.timeutil import utcnow
     from models import Customer, CustomerDecision
 

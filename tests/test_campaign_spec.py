@@ -11,8 +11,8 @@ from sqlmodel import col, select
 
 from clientela.campaigns import audience, spec
 from clientela.db import session_scope
+from clientela.messaging.templating import Templates
 from clientela.settings import Settings
-from clientela.templating import Templates
 from clientela.yamlfile import SpecError
 from models import Campaign, CampaignMember, Customer
 from rules.model import load

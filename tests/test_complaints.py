@@ -18,9 +18,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from clientela import complaints
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import read_outbox
+from clientela.service import cases as complaints
 from clientela.service import report
 from clientela.settings import Settings
 from tests.factories import make_customer
@@ -256,7 +256,7 @@ def test_service_report_by_tier_codes_and_the_cases_breaching_now(
 ) -> None:
     """Cases written directly (as the API does), then the report: times, breaches, codes,
     satisfaction by tier, and the overdue list with the most important tier first."""
-    from clientela import realtime
+    from clientela.customers import realtime
     from clientela.timeutil import utcnow
     from models import Complaint
 

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from temporalio.client import Client, ScheduleBackfill, ScheduleOverlapPolicy
 
-from clientela import dates
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journey_router import ensure_date_schedule
+from clientela.journeys import dates
+from clientela.journeys.router import ensure_date_schedule
 from clientela.settings import Settings
 from tests.factories import make_customer
 from workflows.dates import SCHEDULE_ID, DateJourneys
@@ -131,7 +131,7 @@ def test_dates_from_an_imported_attribute(settings: Settings) -> None:
 def _bought(settings: Settings, customer_id: str, *days: date) -> None:
     from decimal import Decimal
 
-    from clientela.customers import get_customer
+    from clientela.customers.records import get_customer
     from models import Transaction
 
     with session_scope(settings.db_url) as session:

@@ -14,12 +14,12 @@ from temporalio.client import Client
 from activities.contracts import MessageRequest
 from api.app import create_app
 from api.sweep import settle_deliveries
-from clientela.channels import SendAccepted
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsSink
-from clientela.sending import Prepared, Sender
+from clientela.messaging.channels import SendAccepted
+from clientela.messaging.sending import Prepared, Sender
+from clientela.messaging.templating import RenderedSms
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
-from clientela.templating import RenderedSms
 from models import Customer, DeliveryReport, Message
 from tests.factories import make_customer
 from tests.serving import api

@@ -12,7 +12,7 @@ import pytest
 
 from clientela.campaigns.imports import import_events, import_members
 from clientela.campaigns.report import build
-from clientela.customers import import_customers
+from clientela.customers.records import import_customers
 from clientela.db import session_scope
 from models import Campaign
 

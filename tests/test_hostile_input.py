@@ -20,14 +20,14 @@ from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
 from activities.contracts import MessageRequest
-from clientela.channels.email import build_email
-from clientela.customers import import_customers
+from clientela.customers.records import import_customers
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsSink
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.sending import Sender
+from clientela.messaging.channels.email import build_email
+from clientela.messaging.sending import Sender
+from clientela.messaging.templating import RenderedEmail
 from clientela.settings import STATUS_CALLBACK_PATH, Settings, sink_auth_token
-from clientela.templating import RenderedEmail
 from models import Customer, Message, Transaction
 from tests.factories import make_customer
 from tests.processes import run_cli
@@ -282,7 +282,7 @@ async def test_time_zones_must_be_places(
 async def test_form_bodies_that_are_not_utf8_are_refused_before_anything(
     http: httpx.AsyncClient, settings: Settings, sms_sink: SmsSink
 ) -> None:
-    from clientela.unsubscribe import survey_token
+    from clientela.messaging.links import survey_token
 
     for url in (STATUS_CALLBACK_PATH, f"/s/{survey_token(settings, 1, 'u')}"):
         for body in (b"MessageSid=SM1&MessageStatus=\xff", b"score=%ff%fe"):

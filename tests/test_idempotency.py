@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlmodel import select
 from temporalio.client import Client
 
-from clientela.channels.email import message_id_for
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
+from clientela.messaging.channels.email import message_id_for
 from clientela.settings import Settings
 from models import Message
 from tests.factories import make_customer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from clientela.customers import customer_view, import_customers
+from clientela.customers.records import customer_view, import_customers
 from clientela.db import session_scope
 from clientela.tables import ImportFileError
 from models import Customer

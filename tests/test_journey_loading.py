@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from clientela import ROOT
 from clientela.devstack.smtp_catcher import SmtpCatcher
-from clientela.journey_router import BOOK, Happening, matches
+from clientela.journeys.router import BOOK, Happening, matches
 from clientela.settings import Settings
 from tests.factories import make_customer
 from tests.processes import run_cli

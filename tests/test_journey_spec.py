@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clientela.journey_spec import load_all, loads
-from clientela.templating import Templates
+from clientela.journeys.spec import load_all, loads
+from clientela.messaging.templating import Templates
 from clientela.yamlfile import SpecError
 from rules.model import load
 

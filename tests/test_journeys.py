@@ -10,7 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journey_router import Happening, enter, signal_event
+from clientela.journeys.router import Happening, enter, signal_event
 from clientela.settings import Settings
 from tests.factories import make_customer
 from tests.test_rules_apply import apply_directly

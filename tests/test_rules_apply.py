@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import col, func, select
 from temporalio.client import Client
 
-from clientela.customers import customer_view, get_customer
+from clientela.customers.records import customer_view, get_customer
 from clientela.db import session_scope
 from clientela.rules_apply import apply_progress, start_apply
 from clientela.settings import Settings

@@ -8,12 +8,12 @@ import pytest
 from sqlmodel import select
 
 from activities.contracts import MessageRequest
-from clientela.channels import Transient
-from clientela.channels.email import message_id_for
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsFault, SmsSink
 from clientela.devstack.smtp_catcher import Fault, SmtpCatcher, read_outbox
-from clientela.sending import Sender
+from clientela.messaging.channels import Transient
+from clientela.messaging.channels.email import message_id_for
+from clientela.messaging.sending import Sender
 from clientela.settings import Settings
 from clientela.timeutil import utcnow
 from models import Interaction, Message, Suppression
@@ -227,7 +227,7 @@ async def test_in_doubt_on_a_plain_relay_is_never_resent(settings: Settings) -> 
 
 async def _leave_claimed(settings: Settings, cid: str, key: str, age: timedelta) -> None:
     """A ledger row as an attempt leaves it when it dies right after claiming."""
-    from clientela.customers import get_customer
+    from clientela.customers.records import get_customer
 
     with session_scope(settings.db_url) as session:
         customer = get_customer(session=session, external_id=cid)

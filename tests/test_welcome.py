@@ -8,8 +8,8 @@ from temporalio.client import Client
 
 from clientela.devstack.sms_sink import SmsSink
 from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
-from clientela.journey_router import Happening, enter, signal_event
-from clientela.journeys import journey_status
+from clientela.journeys.router import Happening, enter, signal_event
+from clientela.journeys.runs import journey_status
 from clientela.settings import Settings
 from tests.factories import make_customer
 from workflows import search

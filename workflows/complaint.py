@@ -2,7 +2,7 @@
 time, escalate when a service level is breached, and after the resolution ask the customer
 how satisfied they are.
 
-The case lives in the database (``clientela.complaints``); answers, resolutions and scores
+The case lives in the database (``clientela.service.cases``); answers, resolutions and scores
 are written there by the API or the CLI, which then signal ``changed``. The workflow reads
 the case again before every step, so a lost signal only delays it until the next deadline,
 and a reminder for an answer already given sends nothing.
@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.complaints import CaseClock, CaseStep
     from activities.contracts import MessageOutcome, MessageRequest
-    from clientela.complaints import (
+    from clientela.service.cases import (
         ACKNOWLEDGED,
         CLOSED,
         ESCALATED_RESOLUTION,

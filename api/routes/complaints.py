@@ -15,10 +15,10 @@ from api.models import (
     CaseView,
     errors,
 )
-from clientela import complaints
-from clientela.customers import UnknownCustomer
+from clientela.customers.records import UnknownCustomer
 from clientela.db import session_scope
-from clientela.journeys import tell_case
+from clientela.journeys.runs import tell_case
+from clientela.service import cases as complaints
 from clientela.settings import Settings
 from models import Complaint
 from models.schemas import ExternalId, Name, Text

@@ -12,7 +12,7 @@ from api.models import (
     CustomerView,
     errors,
 )
-from clientela.customers import (
+from clientela.customers.records import (
     UnknownCustomer,
     customer_view,
 )

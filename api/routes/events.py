@@ -17,13 +17,14 @@ from api.models import (
     SignupAccepted,
     errors,
 )
-from clientela import journey_router, realtime
-from clientela.customers import (
+from clientela.customers import realtime
+from clientela.customers.records import (
     UnknownCustomer,
     upsert_customer,
 )
 from clientela.db import session_scope
-from clientela.journeys import signal_response, start_case, start_fulfilment
+from clientela.journeys import router as journey_router
+from clientela.journeys.runs import signal_response, start_case, start_fulfilment
 from clientela.settings import Settings
 from models.schemas import CustomerIn, ExternalId, Name, Text
 

@@ -15,17 +15,18 @@ from api.deps import SettingsDep, form_body, read_form
 from api.models import Problem
 from api.routes.campaigns import report_data
 from api.routes.complaints import case_change
-from clientela import complaints, pages
 from clientela.campaigns import html as report_html
-from clientela.customers import (
+from clientela.customers.records import (
     UnknownCustomer,
     get_customer,
     record_interaction,
     set_consent,
 )
 from clientela.db import session_scope
+from clientela.messaging import pages
+from clientela.messaging.links import BadToken, read_report_token, read_survey_token, read_token
+from clientela.service import cases as complaints
 from clientela.settings import Settings
-from clientela.unsubscribe import BadToken, read_report_token, read_survey_token, read_token
 from models import Complaint, Consent, Customer, Direction
 
 #: A link's token (unsubscribe, survey, report), as links carry them.

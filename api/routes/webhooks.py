@@ -12,7 +12,7 @@ from api.deps import SettingsDep, form_body, read_form
 from api.limits import field_error
 from api.models import errors
 from clientela.db import session_scope
-from clientela.delivery import UnknownStatus, record_sms_status
+from clientela.messaging.delivery import UnknownStatus, record_sms_status
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
 
 router = APIRouter(tags=["webhooks"])

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from clientela.campaigns.spec import Spec
-from clientela.eligibility import Facts
+from clientela.messaging.eligibility import Facts
 from clientela.timeutil import utcnow
 from models import Campaign, CampaignMember, Customer, CustomerDecision
 from rules.language import holds

@@ -12,8 +12,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from clientela.campaigns import audience, spec
 from clientela.db import session_scope
+from clientela.messaging.templating import Templates
 from clientela.settings import Settings
-from clientela.templating import Templates
 from clientela.yamlfile import read_source
 from models import Campaign
 from rules import service

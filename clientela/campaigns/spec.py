@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from clientela.messaging.templating import Templates
 from clientela.settings import Duration
-from clientela.templating import Templates
 from clientela.yamlfile import Positions, Problem, SpecError, load_model, read_source
 from models.schemas import check_email
 from rules.language import ConditionError, Parsed, parse

@@ -17,7 +17,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel import Session, col, select
 
-from clientela.complaints import SURVEYED, breaches, iso
+from clientela.service.cases import SURVEYED, breaches, iso
 from clientela.timeutil import as_utc, utcnow
 from models import Complaint, Customer
 from rules.service import latest_run, rules_of

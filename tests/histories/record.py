@@ -15,7 +15,7 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from clientela.devstack.smtp_catcher import SmtpCatcher
-from clientela.journey_router import Happening, enter, signal_event
+from clientela.journeys.router import Happening, enter, signal_event
 from clientela.settings import Settings
 from tests.conftest import TEMPORAL_BIN, free_port
 from tests.factories import make_customer
@@ -108,9 +108,10 @@ async def record_complaint(
     env: WorkflowEnvironment, settings: Settings, tag: str, home: Path
 ) -> None:
     """A complaint left unanswered (reminded, escalated), then resolved and rated."""
-    from clientela import complaints, realtime
+    from clientela.customers import realtime
     from clientela.db import session_scope
-    from clientela.journeys import start_case, tell_case
+    from clientela.journeys.runs import start_case, tell_case
+    from clientela.service import cases as complaints
     from clientela.timeutil import utcnow
     from tests.test_complaints import quick_rules
     from tests.test_rules_apply import apply_directly

@@ -22,14 +22,14 @@ from temporalio.client import WorkflowExecutionStatus
 from clientela import ROOT
 from clientela.campaigns import lifecycle
 from clientela.campaigns.report import build as report_data
-from clientela.counts import said
-from clientela.customers import import_customers
+from clientela.customers.records import import_customers
 from clientela.db import session_scope
 from clientela.devstack import stack
+from clientela.devstack.sample import sample_rows, write_sample_csv
 from clientela.devstack.smtp_catcher import read_outbox
-from clientela.eligibility import Facts
+from clientela.messaging.counts import said
+from clientela.messaging.eligibility import Facts
 from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
-from clientela.sample import sample_rows, write_sample_csv
 from clientela.settings import Settings
 from clientela.temporal import connect
 from clientela.timeutil import zone_of
@@ -385,8 +385,8 @@ async def _complaints(
     at hand, is left until its service level is breached and escalated, then resolved. Both
     customers answer the satisfaction survey through its link. The service levels run at the
     stack's time scale (the demo's own stack shrinks the tier's hours to seconds)."""
+    from clientela.messaging.links import survey_url
     from clientela.service import report as service_report
-    from clientela.unsubscribe import survey_url
     from models import Complaint
 
     with session_scope(settings.db_url) as session:

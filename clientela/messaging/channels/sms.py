@@ -10,7 +10,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from clientela.channels import InDoubt, Permanent, SendAccepted, Transient
+from clientela.messaging.channels import InDoubt, Permanent, SendAccepted, Transient
 from clientela.settings import Settings
 
 # Twilio error codes that say the number itself can never receive our messages.

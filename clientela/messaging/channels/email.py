@@ -23,9 +23,9 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from clientela.channels import InDoubt, Permanent, SendAccepted, Transient
+from clientela.messaging.channels import InDoubt, Permanent, SendAccepted, Transient
+from clientela.messaging.templating import RenderedEmail
 from clientela.settings import Settings
-from clientela.templating import RenderedEmail
 
 
 @lru_cache(maxsize=64)

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from clientela import complaints
-from clientela.customers import get_customer, record_interaction, upsert_customer
+from clientela.customers.records import get_customer, record_interaction, upsert_customer
+from clientela.service import cases as complaints
 from clientela.timeutil import utcnow
 from models import Campaign, Customer, Direction, Order, Transaction
 from models.schemas import CustomerIn

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from clientela.customers import get_customer, record_interaction
+from clientela.customers.records import get_customer, record_interaction
 from clientela.db import session_scope
 from clientela.timeutil import as_utc, utcnow
 from models import Complaint, ComplaintState, Customer, Direction

@@ -42,18 +42,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from activities.contracts import DEFERRED, MessageOutcome, MessageRequest
-from clientela.channels import InDoubt, Permanent, SendAccepted, SendError, Transient
-from clientela.channels.email import EmailTransport, OutgoingEmail, build_email, message_id_for
-from clientela.channels.sms import SmsTransport
-from clientela.customers import suppress
+from clientela.customers.records import suppress
 from clientela.db import get_engine, session_scope
-from clientela.delivery import apply_kept
-from clientela.eligibility import Deferral, Facts, chunked
-from clientela.ratelimit import limiter
+from clientela.messaging.channels import InDoubt, Permanent, SendAccepted, SendError, Transient
+from clientela.messaging.channels.email import (
+    EmailTransport,
+    OutgoingEmail,
+    build_email,
+    message_id_for,
+)
+from clientela.messaging.channels.sms import SmsTransport
+from clientela.messaging.delivery import apply_kept
+from clientela.messaging.eligibility import Deferral, Facts, chunked
+from clientela.messaging.links import url_for
+from clientela.messaging.ratelimit import limiter
+from clientela.messaging.templating import RenderedEmail, RenderedSms, RenderError, Templates
 from clientela.settings import Settings
-from clientela.templating import RenderedEmail, RenderedSms, RenderError, Templates
 from clientela.timeutil import as_utc, utcnow
-from clientela.unsubscribe import url_for
 from models import Channel, Customer, Direction, Interaction, Message, MessageState
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Inspecting, cancelling and signalling journeys (shared by the API and the CLI).
 
-Starting them is ``clientela.journey_router``'s job.
+Starting them is ``clientela.journeys.router``'s job.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ async def start_fulfilment(client: Client, settings: Settings, order_id: int, ui
 
 async def start_case(client: Client, settings: Settings, complaint_id: int, uid: str) -> str:
     """Start the complaint's case workflow (``complaint-<id>-<uid>``); again, it is a no-op."""
-    from clientela.complaints import workflow_id
+    from clientela.service.cases import workflow_id
     from workflows.complaint import ComplaintCase
 
     wid = workflow_id(complaint_id, uid)
@@ -139,7 +139,7 @@ async def start_case(client: Client, settings: Settings, complaint_id: int, uid:
 async def tell_case(client: Client, complaint_id: int, uid: str) -> bool:
     """Wake the case workflow after a change written to the case; False if it is not running
     (closed, or not started yet: it reads the case when it starts)."""
-    from clientela.complaints import workflow_id
+    from clientela.service.cases import workflow_id
 
     try:
         await client.get_workflow_handle(workflow_id(complaint_id, uid)).signal("changed")

@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import Session
 
-from clientela.customers import get_customer
+from clientela.customers.records import get_customer
+from clientela.messaging.templating import Templates
 from clientela.settings import Duration
-from clientela.templating import Templates
 from clientela.yamlfile import Problem, SpecError, load_model, read_source
 from models import CustomerDecision, RuleVersion
 from rules.language import ConditionError, Parsed, holds, parse

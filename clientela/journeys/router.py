@@ -29,12 +29,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clientela import ROOT
-from clientela.dates import Lapse, Occasion
+from clientela.customers.realtime import Outcome
 from clientela.db import session_scope
-from clientela.journey_spec import Journey, facts_of, load_valid
-from clientela.realtime import Outcome
+from clientela.journeys.dates import Lapse, Occasion
+from clientela.journeys.spec import Journey, facts_of, load_valid
+from clientela.messaging.templating import Templates
 from clientela.settings import Settings
-from clientela.templating import Templates
 from clientela.timeutil import utcnow
 from clientela.yamlfile import Problem
 from models import JourneyOutbox

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
-from clientela.channels.sms import SUPPRESSING_CODES
-from clientela.customers import suppress
+from clientela.customers.records import suppress
+from clientela.messaging.channels.sms import SUPPRESSING_CODES
 from clientela.timeutil import utcnow
 from models import DeliveryReport, Message, MessageState
 from models.ledger import PENDING

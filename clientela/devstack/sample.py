@@ -7,7 +7,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from clientela.customers import PROFILE_FIELDS
+from clientela.customers.records import PROFILE_FIELDS
 
 FIRST_ES = ["Lucía", "Mateo", "Sofía", "Hugo", "Martina", "Diego", "Valentina", "Pablo", "Elena"]
 FIRST_EN = ["Olivia", "James", "Amelia", "Noah", "Isla", "Oliver", "Ava", "Jack", "Emily"]

@@ -1,0 +1,1 @@
+"""The customer record (records) and what happens to it in real time (realtime)."""
