@@ -8,7 +8,17 @@ import sys
 import typer
 from rich.text import Text
 
-from commands import campaigns, complaints, customers, events, journeys, rules, service, stack
+from commands import (
+    campaigns,
+    complaints,
+    customers,
+    events,
+    journeys,
+    rules,
+    service,
+    stack,
+    users,
+)
 from commands.common import err
 
 app = typer.Typer(help="Clientela: CRM rules, campaigns and journeys.", no_args_is_help=True)
@@ -20,6 +30,8 @@ app.add_typer(journeys.journey_app, name="journey")
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(complaints.complaint_app, name="complaint")
 app.add_typer(service.service_app, name="service")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.audit_app, name="audit")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -10,8 +11,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from clientela.db import session_scope
+from clientela.people.users import TOKEN_PREFIX, user_for_token
 from clientela.settings import Settings
 from clientela.temporal import connect
+from models.people import ROLES
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -19,15 +23,32 @@ bearer = HTTPBearer(auto_error=False)
 async def require_api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    """With CLIENTELA_API_KEY set, every call needs ``Authorization: Bearer <key>``."""
-    expected = request.app.state.settings.api_key
-    if not expected:
-        return
+    """``Authorization: Bearer <token>``: a user's personal token (`clientela users token`),
+    or the service key CLIENTELA_API_KEY. With no service key set (the API on loopback), a
+    call without a token is let through. Who called is ``request.state.actor``."""
+    settings: Settings = request.app.state.settings
     given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
+    if given.startswith(TOKEN_PREFIX):
+        user = await asyncio.to_thread(_token_user, settings.db_url, given)
+        if user is None:
+            raise HTTPException(401, "this API token is not valid (revoked, or its user disabled)")
+        request.state.actor, request.state.roles = f"user:{user[0]}", user[1]
+        return
+    expected = settings.api_key
+    if expected and not secrets.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
-            401, "a valid API key is required: Authorization: Bearer <CLIENTELA_API_KEY>"
+            401,
+            "a valid API key is required: Authorization: Bearer <CLIENTELA_API_KEY or a "
+            "personal token from `clientela users token`>",
         )
+    request.state.actor = "api:service" if expected else "api:local"
+    request.state.roles = list(ROLES)
+
+
+def _token_user(db_url: str, token: str) -> tuple[str, list[str]] | None:
+    with session_scope(db_url) as session:
+        user = user_for_token(session, token)
+        return (user.username, list(user.roles)) if user is not None else None
 
 
 Authorised = [Depends(require_api_key)]

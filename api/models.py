@@ -128,6 +128,17 @@ class ServiceReport(_Out):
     overdue: list[dict[str, Any]]
 
 
+class AuditEntry(_Out):
+    """One change of state: who, when, what, on what, and the detail."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+
+
 def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route: each status it can answer besides 200 and 422. On a
     route that answers a page (``html``), errors are still JSON, and said so."""

@@ -13,6 +13,7 @@ from rich.table import Table
 from clientela.messaging.counts import said
 from commands.common import (
     DEFAULT_RULES,
+    _audit,
     _import,
     _load_rules,
     _report_problems,
@@ -95,6 +96,11 @@ def campaign_create(
         raise fail(f"{spec_path}: {len(exc.problems)} error(s)") from None
     except CampaignExists as exc:
         raise fail(str(exc), code=2) from None
+    _audit(
+        "campaign.created",
+        f"campaign:{handle.id.removeprefix('campaign-')}",
+        {"spec": str(spec_path), "audience": preview.audience, "cost": round(preview.cost, 2)},
+    )
     if as_json:
         print(json.dumps({"workflow_id": handle.id, **preview.as_dict()}, indent=2))
         return
@@ -114,6 +120,7 @@ def campaign_approve(
     from clientela.campaigns.lifecycle import decide
 
     _run_temporal(lambda client, s: decide(client, campaign_id, "approve", by))
+    _audit("campaign.approved", f"campaign:{campaign_id}", {"by": by})
     out.print(f"{campaign_id} approved by {by}.")
 
 
@@ -127,6 +134,7 @@ def campaign_reject(
     from clientela.campaigns.lifecycle import decide
 
     _run_temporal(lambda client, s: decide(client, campaign_id, "reject", by, reason))
+    _audit("campaign.rejected", f"campaign:{campaign_id}", {"by": by, "reason": reason})
     out.print(f"{campaign_id} rejected by {by}.")
 
 
@@ -138,6 +146,7 @@ def campaign_go(
     from clientela.campaigns.lifecycle import decide
 
     _run_temporal(lambda client, s: decide(client, campaign_id, "go", by))
+    _audit("campaign.go", f"campaign:{campaign_id}", {"by": by})
     out.print(f"{campaign_id}: go after the pilot, by {by}.")
 
 
@@ -150,6 +159,7 @@ def _campaign_signal(action: str) -> Any:
             return await status(client, campaign_id)
 
         now = _run_temporal(act)
+        _audit(f"campaign.{action}", f"campaign:{campaign_id}", {"stage": now.stage})
         out.print(f"{campaign_id}: {_what_follows(action, now)}", highlight=False)
 
     command.__doc__ = {

@@ -106,3 +106,14 @@ def _run_temporal(coro_factory: Any) -> Any:
         raise fail(f"{exc}: check the id (`clientela campaign list`, `journey list`)") from None
     except ConnectionError as exc:
         raise fail(str(exc)) from None
+
+
+def _audit(action: str, subject: str, detail: dict[str, Any] | None = None) -> None:
+    """Record a change made from the command line in the audit trail."""
+    from clientela.db import session_scope
+    from clientela.people import audit
+
+    with session_scope(settings().db_url) as session:
+        audit.record(
+            session, actor=audit.cli_actor(), action=action, subject=subject, detail=detail
+        )

@@ -21,15 +21,21 @@ from commands.common import (
 complaint_app = typer.Typer(help="Complaint cases.", no_args_is_help=True)
 
 
-def _case_change(complaint_id: int, change: Any) -> dict[str, Any]:
-    """Apply ``change(session)`` to the case, then wake its workflow (if Temporal is up)."""
+def _case_change(
+    complaint_id: int, change: Any, action: str = "", detail: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply ``change(session)`` to the case (audited as ``action``), then wake its workflow
+    (if Temporal is up)."""
     from clientela.journeys.runs import tell_case
+    from clientela.people.audit import cli_actor
     from clientela.service import cases as complaints
     from clientela.temporal import connect
 
     s = settings()
     try:
-        case, uid = complaints.apply(s.db_url, complaint_id, change)
+        case, uid = complaints.apply(
+            s.db_url, complaint_id, change, actor=cli_actor(), action=action, detail=detail
+        )
     except complaints.UnknownComplaint as exc:
         raise fail(f"{exc} (`clientela complaint list`)") from None
     except complaints.CaseConflict as exc:
@@ -138,7 +144,10 @@ def complaint_respond(
 
     _print_case(
         _case_change(
-            complaint_id, partial(complaints.respond, complaint_id=complaint_id, by=by, note=note)
+            complaint_id,
+            partial(complaints.respond, complaint_id=complaint_id, by=by, note=note),
+            "complaint.responded",
+            {"by": by},
         )
     )
 
@@ -156,6 +165,8 @@ def complaint_resolve(
         _case_change(
             complaint_id,
             partial(complaints.resolve, complaint_id=complaint_id, by=by, resolution=resolution),
+            "complaint.resolved",
+            {"by": by},
         )
     )
 
@@ -173,5 +184,7 @@ def complaint_rate(
         _case_change(
             complaint_id,
             partial(complaints.rate, complaint_id=complaint_id, score=score, comment=comment),
+            "complaint.rated",
+            {"score": score},
         )
     )

@@ -15,6 +15,7 @@ from rich.table import Table
 from commands.common import (
     DEFAULT_RULES,
     _about_customer,
+    _audit,
     _load_rules,
     err,
     fail,
@@ -63,6 +64,11 @@ def rules_apply(
             client, s, rules, started_by=os.environ.get("USER", ""), page_size=page_size
         )
         out.print(f"Started {handle.id}: rule set {rules.name} version {rules.version}")
+        _audit(
+            "rules.applied",
+            f"rules:{rules.name}",
+            {"version": rules.version, "file": str(path), "workflow": handle.id},
+        )
         if wait:
             await _follow(client, rules.name)
         else:

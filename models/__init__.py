@@ -6,9 +6,12 @@ from models.history import Complaint, ComplaintState, Direction, Interaction, Tr
 from models.ledger import DeliveryReport, Message, MessageState
 from models.order import Order
 from models.outbox import JourneyOutbox
+from models.people import ApiToken, AuditEvent, User
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
+    "ApiToken",
+    "AuditEvent",
     "Campaign",
     "CampaignMember",
     "Channel",
@@ -30,4 +33,5 @@ __all__ = [
     "Suppression",
     "TierChange",
     "Transaction",
+    "User",
 ]

@@ -213,6 +213,9 @@ async def test_the_cli_drives_a_campaign(
     assert closed.returncode == 0  # type: ignore[attr-defined]
     assert "closing the response window now; the report follows" in closed.stdout  # type: ignore[attr-defined]
     await lifecycle.handle(client, cid).result()
+    trail = await cli("audit", "list", "--subject", f"campaign:{cid}", "--json")
+    actions = [e["action"] for e in json.loads(trail.stdout)]  # type: ignore[attr-defined]
+    assert actions == ["campaign.close", "campaign.approved", "campaign.created"]
     listed = json.loads((await cli("campaign", "list", "--json")).stdout)  # type: ignore[attr-defined]
     assert {"id": cid, "name": "Test campaign", "stage": "done"} in listed
     unknown = await cli("campaign", "status", "no-such-campaign")

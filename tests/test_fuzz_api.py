@@ -121,6 +121,7 @@ OPERATIONS = [
     "GET /service/report",
     "GET /service/report.html",
     "GET /health",
+    "GET /audit",
 ]
 
 

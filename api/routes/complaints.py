@@ -95,7 +95,9 @@ async def complaint_response(
 ) -> dict[str, Any]:
     """Record the first answer to the customer; the case's reminders stop."""
     change = partial(complaints.respond, complaint_id=complaint_id, by=body.by, note=body.note)
-    return await case_change(settings, complaint_id, change, request)
+    return await case_change(
+        settings, complaint_id, change, request, "complaint.responded", {"by": body.by}
+    )
 
 
 @router.post(
@@ -111,7 +113,9 @@ async def complaint_resolution(
     change = partial(
         complaints.resolve, complaint_id=complaint_id, by=body.by, resolution=body.resolution
     )
-    return await case_change(settings, complaint_id, change, request)
+    return await case_change(
+        settings, complaint_id, change, request, "complaint.resolved", {"by": body.by}
+    )
 
 
 @router.post(
@@ -127,7 +131,9 @@ async def complaint_satisfaction(
     change = partial(
         complaints.rate, complaint_id=complaint_id, score=body.score, comment=body.comment
     )
-    return await case_change(settings, complaint_id, change, request)
+    return await case_change(
+        settings, complaint_id, change, request, "complaint.rated", {"score": body.score}
+    )
 
 
 def _cases(
@@ -142,10 +148,24 @@ async def case_change(
     complaint_id: int,
     change: Callable[[Any], Complaint] | None,
     request: Request | None = None,
+    action: str = "",
+    detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Apply a change to a case (or only read it), then wake its workflow."""
+    """Apply a change to a case (or only read it), audited as ``action`` by whoever called,
+    then wake its workflow."""
+    actor = getattr(request.state, "actor", "") if request is not None else ""
     try:
-        case, uid = await asyncio.to_thread(complaints.apply, settings.db_url, complaint_id, change)
+        case, uid = await asyncio.to_thread(
+            partial(
+                complaints.apply,
+                settings.db_url,
+                complaint_id,
+                change,
+                actor=actor,
+                action=action,
+                detail=detail,
+            )
+        )
     except complaints.UnknownComplaint as exc:
         raise HTTPException(404, str(exc)) from None
     except complaints.CaseConflict as exc:

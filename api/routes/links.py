@@ -146,7 +146,10 @@ async def survey_answer(settings: SettingsDep, token: LinkToken, request: Reques
         comment=_printable_text(form.get("comment", ""))[:2000],
     )
     try:
-        await case_change(settings, complaint_id, change, request)
+        request.state.actor = "recipient:survey link"
+        await case_change(
+            settings, complaint_id, change, request, "complaint.rated", {"score": int(raw)}
+        )
     except HTTPException as exc:
         if exc.status_code == 409:
             early = "not resolved" in str(exc.detail)

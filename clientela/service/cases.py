@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from clientela.customers.records import get_customer, record_interaction
 from clientela.db import session_scope
+from clientela.people import audit
 from clientela.timeutil import as_utc, utcnow
 from models import Complaint, ComplaintState, Customer, Direction
 from rules.model import ServiceLevel
@@ -219,12 +220,27 @@ def list_cases(
 
 
 def apply(
-    db_url: str, complaint_id: int, change: Callable[[Session], Complaint] | None = None
+    db_url: str,
+    complaint_id: int,
+    change: Callable[[Session], Complaint] | None = None,
+    *,
+    actor: str = "",
+    action: str = "",
+    detail: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Apply ``change(session)`` to a case in one transaction (or only read it): the case as
-    plain data, and its uid (to wake its workflow with ``journeys.tell_case``)."""
+    plain data, and its uid (to wake its workflow with ``journeys.tell_case``). A change is
+    recorded in the audit trail as ``action`` by ``actor``, in the same transaction."""
     with session_scope(db_url) as session:
         row = change(session) if change else get_case(session, complaint_id)
+        if change is not None and action:
+            audit.record(
+                session,
+                actor=actor or "unknown",
+                action=action,
+                subject=f"complaint:{complaint_id}",
+                detail=detail,
+            )
         customer = session.get(Customer, row.customer_id)
         assert customer is not None
         return view(row, customer.external_id), row.uid

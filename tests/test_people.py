@@ -1,0 +1,138 @@
+"""Users with roles, argon2 passwords, personal API tokens, and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from temporalio.client import Client
+
+from clientela.db import session_scope
+from clientela.people import audit
+from clientela.people.users import PeopleError, add_user, authenticate, disable, issue_token
+from clientela.settings import Settings
+from models import User
+from tests.factories import make_customer
+from tests.processes import run_cli
+from tests.serving import api
+
+
+def test_passwords_are_argon2id_and_checked(settings: Settings) -> None:
+    with session_scope(settings.db_url) as session:
+        user = add_user(
+            session, actor="test", username="ana", roles=["marketer"], password="a long secret!"
+        )
+        assert user.password_hash.startswith("$argon2id$")
+        assert "a long secret!" not in user.password_hash
+    with session_scope(settings.db_url) as session:
+        assert authenticate(session, "ana", "a long secret!") is not None
+        assert authenticate(session, "ana", "a long secret?") is None
+        assert authenticate(session, "nobody", "a long secret!") is None
+        with pytest.raises(PeopleError, match="at least 12 characters"):
+            add_user(session, actor="test", username="bo", roles=["desk"], password="short")
+        with pytest.raises(PeopleError, match="no role boss"):
+            add_user(session, actor="test", username="cy", roles=["boss"], password="x" * 12)
+        with pytest.raises(PeopleError, match="a username is"):
+            add_user(session, actor="test", username="Ana Smith", roles=[], password="x" * 12)
+        disable(session, actor="test", username="ana")
+    with session_scope(settings.db_url) as session:
+        assert authenticate(session, "ana", "a long secret!") is None  # disabled
+
+
+def test_the_users_commands_and_their_audit_trail(settings: Settings) -> None:
+    added = run_cli(
+        settings,
+        "users",
+        "add",
+        "marta",
+        "--role",
+        "approver",
+        "--role",
+        "marketer",
+        "--name",
+        "Marta Ruiz",
+    )
+    assert added.returncode == 0, added.stderr
+    password = re.search(r"Password \(shown once\): (\S+)", added.stdout)
+    assert password is not None and len(password[1]) >= 12
+    with session_scope(settings.db_url) as session:
+        assert authenticate(session, "marta", password[1]) is not None
+    again = run_cli(settings, "users", "add", "marta", "--role", "desk")
+    assert again.returncode == 1 and "exists already" in again.stderr
+    wrong = run_cli(settings, "users", "roles", "marta", "--role", "boss")
+    assert wrong.returncode == 1 and "no role boss" in wrong.stderr
+    assert run_cli(settings, "users", "roles", "marta", "--role", "desk").returncode == 0
+    listed = json.loads(run_cli(settings, "users", "list", "--json").stdout)
+    assert listed == [
+        {"username": "marta", "name": "Marta Ruiz", "email": "", "roles": ["desk"], "active": True}
+    ]
+    token = run_cli(settings, "users", "token", "marta", "--name", "shop")
+    assert token.returncode == 0 and "clt_" in token.stdout
+    assert run_cli(settings, "users", "revoke-token", "1").returncode == 0
+    assert run_cli(settings, "users", "disable", "marta").returncode == 0
+    trail = json.loads(run_cli(settings, "audit", "list", "--subject", "user:*", "--json").stdout)
+    assert [e["action"] for e in trail] == [
+        "user.disabled",
+        "token.revoked",
+        "token.issued",
+        "user.roles_changed",
+        "user.added",
+    ]
+    assert all(e["actor"].startswith("cli:") for e in trail)
+    assert trail[3]["detail"] == {"from": ["approver", "marketer"], "to": ["desk"]}
+    assert "argon2" not in json.dumps(trail)  # no password, nor its hash, in the trail
+
+
+async def test_a_personal_token_calls_the_api_and_its_changes_are_audited(
+    client: Client, settings: Settings
+) -> None:
+    from clientela.service import cases as complaints
+
+    keyed = settings.model_copy(update={"api_key": "service-key-for-this-test"})
+    with session_scope(settings.db_url) as session:
+        add_user(session, actor="test", username="desk1", roles=["desk"], password="x" * 16)
+        _, token = issue_token(session, actor="test", username="desk1", name="desk app")
+        _, other = issue_token(session, actor="test", username="desk1", name="old")
+    cid = make_customer(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        from datetime import date
+
+        from clientela.customers.realtime import complaint
+
+        complaint(
+            session,
+            customer_id=cid,
+            code="DELIVERY-02",
+            description="",
+            channel="",
+            today=date.today(),
+            time_scale=1.0,
+        )
+    async with api(client, keyed) as http:
+        mine = {"Authorization": f"Bearer {token}"}
+        assert (await http.get("/complaints", headers=mine)).status_code == 200
+        r = await http.post("/complaints/1/response", json={"by": "Desk One"}, headers=mine)
+        assert r.status_code == 200, r.text
+        forged = {"Authorization": f"Bearer {token[:-2]}xx"}
+        refused = await http.get("/complaints", headers=forged)
+        assert refused.status_code == 401 and "not valid" in refused.json()["detail"]
+        with session_scope(settings.db_url) as session:
+            disable(session, actor="test", username="desk1")
+        gone = await http.get("/complaints", headers={"Authorization": f"Bearer {other}"})
+        assert gone.status_code == 401
+        service = {"Authorization": "Bearer service-key-for-this-test"}
+        trail = (await http.get("/audit?subject=complaint:*", headers=service)).json()
+    assert [(e["actor"], e["action"], e["subject"]) for e in trail] == [
+        ("user:desk1", "complaint.responded", "complaint:1")
+    ]
+    assert trail[0]["detail"] == {"by": "Desk One"}
+    with session_scope(settings.db_url) as session:
+        assert complaints.get_case(session, 1).responded_by == "Desk One"
+        assert [e.action for e in audit.recent(session, subject="user:desk1")] == [
+            "user.disabled",
+            "token.issued",
+            "token.issued",
+            "user.added",
+        ]
+        assert session.get(User, 1) is not None
