@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     api_key: str = Field("", description="Bearer token the API requires; required off loopback")
     secret_key: str = Field("", description="Signs unsubscribe links; default: <home>/secret.key")
+    self_approval: bool = Field(
+        False, description="Whoever created a campaign may also approve it (a team of one)"
+    )
     report_link_ttl: Duration = Field(
         timedelta(days=30), description="How long a report link in a stakeholder email works"
     )

@@ -79,11 +79,16 @@ def campaign_create(
     spec_path: Annotated[Path, typer.Argument(help="A campaign spec (YAML)")],
     rules_path: Annotated[Path, typer.Option("--rules", help="The rule file")] = DEFAULT_RULES,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who creates it (a marketer, once users exist)")
+    ] = None,
 ) -> None:
     """Validate, preview and start a campaign; it waits for approval before anything goes out."""
     from clientela.campaigns.lifecycle import CampaignExists, create
+    from clientela.people.approval import check_creator
     from clientela.yamlfile import SpecError
 
+    _people(lambda session: check_creator(session, by))
     rules = _load_rules(rules_path)
 
     async def go(client: Any, s: Any) -> Any:
@@ -99,7 +104,12 @@ def campaign_create(
     _audit(
         "campaign.created",
         f"campaign:{handle.id.removeprefix('campaign-')}",
-        {"spec": str(spec_path), "audience": preview.audience, "cost": round(preview.cost, 2)},
+        {
+            "spec": str(spec_path),
+            "audience": preview.audience,
+            "cost": round(preview.cost, 2),
+            **({"by": by} if by else {}),
+        },
     )
     if as_json:
         print(json.dumps({"workflow_id": handle.id, **preview.as_dict()}, indent=2))
@@ -119,6 +129,7 @@ def campaign_approve(
     """Approve a campaign awaiting approval (refused when it is over budget)."""
     from clientela.campaigns.lifecycle import decide
 
+    _may_decide(campaign_id, by)
     _run_temporal(lambda client, s: decide(client, campaign_id, "approve", by))
     _audit("campaign.approved", f"campaign:{campaign_id}", {"by": by})
     out.print(f"{campaign_id} approved by {by}.")
@@ -133,6 +144,7 @@ def campaign_reject(
     """Reject a campaign awaiting approval, with the reason."""
     from clientela.campaigns.lifecycle import decide
 
+    _may_decide(campaign_id, by)
     _run_temporal(lambda client, s: decide(client, campaign_id, "reject", by, reason))
     _audit("campaign.rejected", f"campaign:{campaign_id}", {"by": by, "reason": reason})
     out.print(f"{campaign_id} rejected by {by}.")
@@ -145,9 +157,29 @@ def campaign_go(
     """After the pilot: send to everyone else (when the pilot waits for a decision)."""
     from clientela.campaigns.lifecycle import decide
 
+    _may_decide(campaign_id, by)
     _run_temporal(lambda client, s: decide(client, campaign_id, "go", by))
     _audit("campaign.go", f"campaign:{campaign_id}", {"by": by})
     out.print(f"{campaign_id}: go after the pilot, by {by}.")
+
+
+def _people(check: Any) -> None:
+    """Run a check of who may do this; its refusal is one clear line."""
+    from clientela.db import session_scope
+    from clientela.people.users import PeopleError
+
+    try:
+        with session_scope(settings().db_url) as session:
+            check(session)
+    except PeopleError as exc:
+        raise fail(str(exc)) from None
+
+
+def _may_decide(campaign_id: str, by: str) -> None:
+    from clientela.people.approval import check_decider
+
+    s = settings()
+    _people(lambda session: check_decider(session, campaign_id, by, self_approval=s.self_approval))
 
 
 def _campaign_signal(action: str) -> Any:

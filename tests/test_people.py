@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -136,3 +139,60 @@ async def test_a_personal_token_calls_the_api_and_its_changes_are_audited(
             "user.added",
         ]
         assert session.get(User, 1) is not None
+
+
+async def test_four_eyes_on_campaigns_once_people_exist(
+    client: Client, settings: Settings, worker: None, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from tests.test_campaign_workflow import tiered_customers, wait_stage, write_spec
+
+    with session_scope(settings.db_url) as session:
+        for name, roles in (
+            ("marta", ["marketer", "approver"]),
+            ("ana", ["approver"]),
+            ("bob", ["desk"]),
+        ):
+            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
+    tiered_customers(settings.db_url, 3, locale="en")
+    cid = f"c-4eyes-{uuid.uuid4().hex[:8]}"
+    spec = str(write_spec(tmp_path, cid))
+
+    def cli(*args: str) -> Any:
+        return asyncio.to_thread(run_cli, settings, *args)
+
+    anonymous = await cli("campaign", "create", spec)
+    assert anonymous.returncode == 1 and "--by USERNAME (a marketer)" in anonymous.stderr
+    by_desk = await cli("campaign", "create", spec, "--by", "bob")
+    assert by_desk.returncode == 1 and "bob may not create campaigns" in by_desk.stderr
+    created = await cli("campaign", "create", spec, "--by", "marta")
+    assert created.returncode == 0, created.stderr
+    await wait_stage(client, cid, "awaiting_approval")
+    own = await cli("campaign", "approve", cid, "--by", "marta")
+    assert own.returncode == 1 and "four eyes" in own.stderr
+    desk = await cli("campaign", "approve", cid, "--by", "bob")
+    assert desk.returncode == 1 and "takes the role approver" in desk.stderr
+    stranger = await cli("campaign", "approve", cid, "--by", "someone")
+    assert stranger.returncode == 1 and "not an active user" in stranger.stderr
+    ok = await cli("campaign", "approve", cid, "--by", "ana")
+    assert ok.returncode == 0, ok.stderr
+    await wait_stage(client, cid, "tracking")
+    with session_scope(settings.db_url) as session:
+        trail = audit.recent(session, subject=f"campaign:{cid}")
+    assert [(e.action, e.detail.get("by")) for e in trail] == [
+        ("campaign.approved", "ana"),
+        ("campaign.created", "marta"),
+    ]
+    # A team of one may allow it.
+    alone = settings.model_copy(update={"self_approval": True})
+    cid2 = f"c-alone-{uuid.uuid4().hex[:8]}"
+    spec2 = str(write_spec(tmp_path, cid2))
+    created = await asyncio.to_thread(run_cli, alone, "campaign", "create", spec2, "--by", "marta")
+    assert created.returncode == 0, created.stderr
+    await wait_stage(client, cid2, "awaiting_approval")
+    env = {"CLIENTELA_SELF_APPROVAL": "true"}
+    own = await asyncio.to_thread(
+        run_cli, alone, "campaign", "approve", cid2, "--by", "marta", env=env
+    )
+    assert own.returncode == 0, own.stderr
