@@ -54,6 +54,22 @@ def _token_user(db_url: str, token: str) -> tuple[str, list[str]] | None:
 Authorised = [Depends(require_api_key)]
 
 
+def for_roles(*roles: str) -> list[Any]:
+    """A route's dependencies: an authorised caller holding one of ``roles`` (a personal
+    token's user; the service key and a loopback API without one hold every role)."""
+
+    async def check(request: Request) -> None:
+        held = set(getattr(request.state, "roles", []))
+        if not held & set(roles):
+            raise HTTPException(
+                403,
+                f"{request.state.actor} may not do this: it takes the role "
+                f"{' or '.join(roles)} (`clientela users roles USER --role {roles[0]}`)",
+            )
+
+    return [Depends(require_api_key), Depends(check)]
+
+
 async def temporal_client(request: Request) -> Client:
     """The app's Temporal client, connected on first use; 503 while Temporal is down."""
     return await client_of(request.app)

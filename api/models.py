@@ -145,7 +145,7 @@ def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
     said = {
         400: "the body could not be read (not UTF-8 form data)",
         401: "an API key is required: Authorization: Bearer <CLIENTELA_API_KEY>",
-        403: "the request's signature does not match",
+        403: "the caller's roles do not allow this (or a signature does not match)",
         404: "no such customer, campaign or case",
         409: "the case is not in a state that allows this",
         413: "the request body is larger than CLIENTELA_MAX_BODY_BYTES",

@@ -196,3 +196,28 @@ async def test_four_eyes_on_campaigns_once_people_exist(
         run_cli, alone, "campaign", "approve", cid2, "--by", "marta", env=env
     )
     assert own.returncode == 0, own.stderr
+
+
+async def test_role_limits_hold_for_personal_tokens(client: Client, settings: Settings) -> None:
+    keyed = settings.model_copy(update={"api_key": "service-key-for-this-test"})
+    tokens = {}
+    with session_scope(settings.db_url) as session:
+        for name, roles in (("mo", ["marketer"]), ("di", ["desk"]), ("al", ["admin"])):
+            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
+            tokens[name] = issue_token(session, actor="test", username=name, name="t")[1]
+    cid = make_customer(settings.db_url)
+    async with api(client, keyed) as http:
+
+        async def status(who: str, url: str) -> int:
+            r = await http.get(url, headers={"Authorization": f"Bearer {tokens[who]}"})
+            return r.status_code
+
+        assert await status("di", "/complaints") == 200
+        assert await status("mo", "/complaints") == 403
+        assert await status("mo", "/campaigns/none-such/report") == 404  # allowed, not found
+        assert await status("di", "/campaigns/none-such/report") == 403
+        assert await status("di", f"/customers/{cid}") == 200
+        assert await status("di", "/audit") == 403
+        assert await status("al", "/audit") == 200
+        r = await http.get("/complaints", headers={"Authorization": f"Bearer {tokens['mo']}"})
+        assert "user:mo may not do this: it takes the role desk or admin" in r.json()["detail"]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import Authorised, SettingsDep
+from api.deps import SettingsDep, for_roles
 from api.models import AuditEntry, errors
 from clientela.db import session_scope
 from clientela.people import audit
@@ -17,9 +17,9 @@ router = APIRouter(tags=["audit"])
 
 @router.get(
     "/audit",
-    dependencies=Authorised,
+    dependencies=for_roles("admin", "approver"),
     response_model=list[AuditEntry],
-    responses=errors(401),
+    responses=errors(401, 403),
 )
 async def audit_trail(
     settings: SettingsDep,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import HTMLResponse
 
-from api.deps import Authorised, SettingsDep
+from api.deps import SettingsDep, for_roles
 from api.models import (
     CampaignReport,
     errors,
@@ -28,9 +28,9 @@ router = APIRouter(tags=["campaigns"])
 
 @router.get(
     "/campaigns/{campaign_id}/report",
-    dependencies=Authorised,
+    dependencies=for_roles("marketer", "approver", "admin"),
     response_model=CampaignReport,
-    responses=errors(401, 404),
+    responses=errors(401, 403, 404),
 )
 async def campaign_report(settings: SettingsDep, campaign_id: CampaignSlug) -> dict[str, Any]:
     """The campaign report (the documented JSON of `clientela campaign report --json`)."""
@@ -39,9 +39,9 @@ async def campaign_report(settings: SettingsDep, campaign_id: CampaignSlug) -> d
 
 @router.get(
     "/campaigns/{campaign_id}/report.html",
-    dependencies=Authorised,
+    dependencies=for_roles("marketer", "approver", "admin"),
     response_class=HTMLResponse,
-    responses=errors(401, 404, html=True),
+    responses=errors(401, 403, 404, html=True),
 )
 async def campaign_report_page(settings: SettingsDep, campaign_id: CampaignSlug) -> HTMLResponse:
     """The report page with its charts, as of now."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Authorised, SettingsDep, client_of
+from api.deps import SettingsDep, client_of, for_roles
 from api.models import (
     CaseView,
     errors,
@@ -57,9 +57,9 @@ router = APIRouter(tags=["complaints"])
 
 @router.get(
     "/complaints",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "admin"),
     response_model=list[CaseView],
-    responses=errors(401, 404),
+    responses=errors(401, 403, 404),
 )
 async def complaint_list(
     settings: SettingsDep,
@@ -76,9 +76,9 @@ async def complaint_list(
 
 @router.get(
     "/complaints/{complaint_id}",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "admin"),
     response_model=CaseView,
-    responses=errors(401, 404),
+    responses=errors(401, 403, 404),
 )
 async def complaint_case(settings: SettingsDep, complaint_id: CaseId) -> dict[str, Any]:
     return await case_change(settings, complaint_id, None)
@@ -86,9 +86,9 @@ async def complaint_case(settings: SettingsDep, complaint_id: CaseId) -> dict[st
 
 @router.post(
     "/complaints/{complaint_id}/response",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "admin"),
     response_model=CaseView,
-    responses=errors(400, 401, 404, 409, 413),
+    responses=errors(400, 401, 403, 404, 409, 413),
 )
 async def complaint_response(
     settings: SettingsDep, complaint_id: CaseId, body: CaseResponse, request: Request
@@ -102,9 +102,9 @@ async def complaint_response(
 
 @router.post(
     "/complaints/{complaint_id}/resolution",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "admin"),
     response_model=CaseView,
-    responses=errors(400, 401, 404, 409, 413),
+    responses=errors(400, 401, 403, 404, 409, 413),
 )
 async def complaint_resolution(
     settings: SettingsDep, complaint_id: CaseId, body: CaseResolution, request: Request
@@ -120,9 +120,9 @@ async def complaint_resolution(
 
 @router.post(
     "/complaints/{complaint_id}/satisfaction",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "admin"),
     response_model=CaseView,
-    responses=errors(400, 401, 404, 409, 413),
+    responses=errors(400, 401, 403, 404, 409, 413),
 )
 async def complaint_satisfaction(
     settings: SettingsDep, complaint_id: CaseId, body: CaseRating, request: Request

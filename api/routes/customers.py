@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from api.deps import Authorised, SettingsDep
+from api.deps import SettingsDep, for_roles
 from api.models import (
     CustomerView,
     errors,
@@ -25,9 +25,9 @@ router = APIRouter(tags=["customers"])
 
 @router.get(
     "/customers/{customer_id}",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "marketer", "admin"),
     response_model=CustomerView,
-    responses=errors(401, 404),
+    responses=errors(401, 403, 404),
 )
 async def customer(settings: SettingsDep, customer_id: ExternalId) -> dict[str, Any]:
     try:

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from api.deps import Authorised, SettingsDep
+from api.deps import SettingsDep, for_roles
 from api.models import (
     ServiceReport,
     errors,
@@ -23,9 +23,9 @@ router = APIRouter(tags=["service"])
 
 @router.get(
     "/service/report",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "marketer", "admin"),
     response_model=ServiceReport,
-    responses=errors(401),
+    responses=errors(401, 403),
 )
 async def service_report_json(
     settings: SettingsDep, since: datetime | None = None
@@ -36,9 +36,9 @@ async def service_report_json(
 
 @router.get(
     "/service/report.html",
-    dependencies=Authorised,
+    dependencies=for_roles("desk", "marketer", "admin"),
     response_class=HTMLResponse,
-    responses=errors(401, html=True),
+    responses=errors(401, 403, html=True),
 )
 async def service_report_page(settings: SettingsDep, since: datetime | None = None) -> HTMLResponse:
     data = await asyncio.to_thread(_service_report, settings, since)
