@@ -16,7 +16,17 @@ from temporalio.client import Client
 
 from api.limits import BodyLimit, validation_error
 from api.models import Health
-from api.routes import audit, campaigns, complaints, customers, events, links, service, webhooks
+from api.routes import (
+    audit,
+    campaign_runs,
+    campaigns,
+    complaints,
+    customers,
+    events,
+    links,
+    service,
+    webhooks,
+)
 from api.sweep import sweep
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
@@ -44,7 +54,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (events, webhooks, links, campaigns, customers, complaints, service, audit):
+    for module in (
+        events,
+        webhooks,
+        links,
+        campaign_runs,
+        campaigns,
+        customers,
+        complaints,
+        service,
+        audit,
+    ):
         app.include_router(module.router)
     return app
 

@@ -128,6 +128,57 @@ class ServiceReport(_Out):
     overdue: list[dict[str, Any]]
 
 
+class CampaignPreview(_Out):
+    """Whom a spec would reach and what it would cost (to contact + held out + excluded =
+    audience)."""
+
+    audience: int
+    excluded: dict[str, int]
+    by_tier: dict[str, int]
+    by_segment: dict[str, int]
+    by_channel: dict[str, int]
+    by_arm: dict[str, dict[str, int]]
+    by_variant: dict[str, int]
+    pilot: int
+    estimated_cost: float
+    budget: float
+    over_budget: bool
+
+
+class CampaignCreated(_Out):
+    id: str
+    workflow_id: str
+    preview: CampaignPreview
+
+
+class CampaignRow(_Out):
+    id: str
+    name: str
+    stage: str
+
+
+class CampaignStatusOut(_Out):
+    """A campaign's stage and counts (``sent``: messages handled, whatever their outcome)."""
+
+    campaign_id: str
+    stage: str
+    paused: bool
+    decided_by: str
+    estimated_cost: float
+    budget: float
+    treated: int
+    control: int
+    excluded: int
+    sent: int
+    counts: dict[str, int]
+    pilot: int = 0
+    pilot_check: dict[str, Any] | None = None
+    proofs: dict[str, int] = Field(default_factory=dict)
+    waiting_until: str = ""
+    report_path: str = ""
+    reported: dict[str, int] = Field(default_factory=dict)
+
+
 class AuditEntry(_Out):
     """One change of state: who, when, what, on what, and the detail."""
 

@@ -118,6 +118,18 @@ def load_model(source: str, path: str, model: type[M], docs: str) -> tuple[M, Po
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SpecError([Problem(path, line, col, f"YAML: {exc.problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        at = exc.position
+        line, col = source.count("\n", 0, at) + 1, at - source.rfind("\n", 0, at)
+        raise SpecError(
+            [
+                Problem(
+                    path, line, col, f"YAML: character {exc.character!r} is not allowed; remove it"
+                )
+            ]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem(path, 1, 1, f"YAML: {exc}")]) from None
     if node is None:
         raise SpecError([Problem(path, 1, 1, "the file is empty")])
     positions = Positions()

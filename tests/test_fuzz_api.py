@@ -122,6 +122,12 @@ OPERATIONS = [
     "GET /service/report.html",
     "GET /health",
     "GET /audit",
+    "POST /campaigns/preview",
+    "POST /campaigns",
+    "POST /campaigns/{campaign_id}/{verdict}",
+    "POST /campaigns/{campaign_id}/control/{action}",
+    "GET /campaigns/{campaign_id}",
+    "GET /campaigns",
 ]
 
 

@@ -37,7 +37,22 @@ async def create(
     client: Client, settings: Settings, spec_path: Path, rules: Rules
 ) -> tuple[audience.Preview, WorkflowHandle[CampaignWorkflow, CampaignStatus]]:
     """Validate and preview the spec, store it, and start its workflow awaiting approval."""
-    source = read_source(spec_path)
+    return await create_from_source(client, settings, read_source(spec_path), spec_path, rules)
+
+
+def preview_source(settings: Settings, source: str, name: str, rules: Rules) -> audience.Preview:
+    """Validate a spec given as text (problems placed at ``name``:line:column) and preview
+    whom it would reach; nothing is kept."""
+    templates = Templates(settings.templates_dir, settings.default_locale)
+    loaded = spec.loads(source, name, rules, templates)
+    with session_scope(settings.db_url) as session:
+        return audience.preview(session, loaded)
+
+
+async def create_from_source(
+    client: Client, settings: Settings, source: str, spec_path: Path | str, rules: Rules
+) -> tuple[audience.Preview, WorkflowHandle[CampaignWorkflow, CampaignStatus]]:
+    """``create`` for a spec given as text (``spec_path`` names it in errors and records)."""
     templates = Templates(settings.templates_dir, settings.default_locale)
     loaded = spec.loads(source, str(spec_path), rules, templates)
     s = loaded.spec
