@@ -25,6 +25,7 @@ from api.routes import (
     events,
     links,
     service,
+    templates,
     webhooks,
 )
 from api.sweep import sweep
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         customers,
         complaints,
         service,
+        templates,
         audit,
     ):
         app.include_router(module.router)

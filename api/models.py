@@ -179,6 +179,24 @@ class CampaignStatusOut(_Out):
     reported: dict[str, int] = Field(default_factory=dict)
 
 
+class TemplateRow(_Out):
+    name: str
+    locales: dict[str, list[str]] = Field(description="each locale and the parts it has")
+
+
+class TemplateParts(_Out):
+    name: str
+    locale: str
+    parts: dict[str, str]
+
+
+class TemplatePreview(_Out):
+    name: str
+    locale: str
+    customer_id: str
+    rendered: dict[str, str]
+
+
 class AuditEntry(_Out):
     """One change of state: who, when, what, on what, and the detail."""
 

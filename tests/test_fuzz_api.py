@@ -7,6 +7,7 @@ document's schema for that status.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -47,8 +48,11 @@ def served(
     database holding a few customers; its base URL."""
     home = tmp_path_factory.mktemp("fuzz") / "home"
     port = free_port()
+    templates = home.parent / "templates"  # the fuzzer writes templates: never the shipped ones
+    shutil.copytree(ROOT / "templates", templates)
     settings = Settings(
         home=home,
+        templates_dir=templates,
         temporal_address=temporal_env.client.service_client.config.target_host,
         task_queue="fuzz-nobody-polls",
         api_port=port,
@@ -128,6 +132,10 @@ OPERATIONS = [
     "POST /campaigns/{campaign_id}/control/{action}",
     "GET /campaigns/{campaign_id}",
     "GET /campaigns",
+    "GET /templates",
+    "GET /templates/{name}/{locale}",
+    "PUT /templates/{name}/{locale}",
+    "POST /templates/{name}/{locale}/preview",
 ]
 
 

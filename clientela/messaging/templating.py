@@ -97,6 +97,41 @@ class Templates:
         return used, RenderedSms(body=self._render(name, used, SMS_PART, context))
 
 
+class DraftError(ValueError):
+    """Problems of a draft template: (part, line, message) each."""
+
+    def __init__(self, problems: list[tuple[str, int | str, str]]) -> None:
+        super().__init__("; ".join(f"{p}:{line}: {m}" for p, line, m in problems))
+        self.problems = problems
+
+
+ALL_PARTS = (*EMAIL_PARTS, SMS_PART)
+
+
+def render_draft(
+    templates: Templates, parts: dict[str, str], context: dict[str, Any] | None
+) -> dict[str, str]:
+    """Compile (and with ``context``, render) template parts given as text, in the same
+    sandbox and with the same strictness as sending; every problem names part and line."""
+    out: dict[str, str] = {}
+    problems: list[tuple[str, int | str, str]] = []
+    for part, source in parts.items():
+        try:
+            compiled = templates.env.from_string(source)
+        except TemplateSyntaxError as exc:
+            problems.append((part, exc.lineno, exc.message or "syntax error"))
+            continue
+        if context is None:
+            continue
+        try:
+            out[part] = compiled.render(context).strip()
+        except TemplateError as exc:
+            problems.append((part, _template_line("<template>"), str(exc)))
+    if problems:
+        raise DraftError(problems)
+    return out
+
+
 def _template_line(path: str) -> int | str:
     """The template line where rendering stopped, read from Jinja's rewritten traceback."""
     tb = sys.exc_info()[2]
