@@ -108,6 +108,31 @@ class CustomerView(_Out):
     complaints: list[dict[str, Any]]
 
 
+class CustomerHit(_Out):
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    tier: str | None
+    locale: str
+
+
+class TierExplanation(_Out):
+    """Why a customer is in its tier (`clientela rules explain --json`)."""
+
+    ruleset: str
+    version: str
+    tier: str
+    decided_by: str
+    tier_rules_tried: list[dict[str, Any]]
+    segments: list[str]
+    offers: list[str]
+    policy: dict[str, Any]
+    segment_and_offer_rules: list[dict[str, Any]] | dict[str, Any]
+    decided_at: str | None
+    values: dict[str, Any]
+
+
 class CampaignReport(_Out):
     """The campaign report; its keys are documented in docs/campaigns.md."""
 

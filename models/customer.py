@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, func, text
 from sqlmodel import Field, SQLModel
 
 from models.base import utcnow
@@ -32,6 +32,12 @@ class CustomerBase(SQLModel):
 
 
 class Customer(CustomerBase, table=True):
+    # Search by the start of a name, in any case, is an index lookup.
+    __table_args__ = (
+        Index("ix_customer_last_name_lower", func.lower(text("last_name"))),
+        Index("ix_customer_first_name_lower", func.lower(text("first_name"))),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     tier: str | None = Field(default=None, index=True, max_length=32)

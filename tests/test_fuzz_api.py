@@ -132,6 +132,8 @@ OPERATIONS = [
     "POST /campaigns/{campaign_id}/control/{action}",
     "GET /campaigns/{campaign_id}",
     "GET /campaigns",
+    "GET /customers",
+    "GET /customers/{customer_id}/explanation",
     "GET /templates",
     "GET /templates/{name}/{locale}",
     "PUT /templates/{name}/{locale}",

@@ -3,24 +3,74 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import SettingsDep, for_roles
-from api.models import (
-    CustomerView,
-    errors,
-)
+from api.models import CustomerHit, CustomerView, TierExplanation, errors
 from clientela.customers.records import (
     UnknownCustomer,
     customer_view,
+    get_customer,
+    search_customers,
 )
 from clientela.db import session_scope
 from clientela.settings import Settings
 from models.schemas import ExternalId
 
 router = APIRouter(tags=["customers"])
+
+
+@router.get(
+    "/customers",
+    dependencies=for_roles("desk", "marketer", "admin"),
+    response_model=list[CustomerHit],
+    responses=errors(401, 403),
+)
+async def customer_search(
+    settings: SettingsDep,
+    q: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="an id, an email, a phone number, or the start of a name",
+        ),
+    ],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[dict[str, Any]]:
+    """Find customers: exact id, email or phone first, then names starting so."""
+
+    def find() -> list[dict[str, Any]]:
+        with session_scope(settings.db_url) as session:
+            return search_customers(session, q, limit)
+
+    return await asyncio.to_thread(find)
+
+
+@router.get(
+    "/customers/{customer_id}/explanation",
+    dependencies=for_roles("desk", "marketer", "admin"),
+    response_model=TierExplanation,
+    responses=errors(401, 403, 404),
+)
+async def customer_explanation(settings: SettingsDep, customer_id: ExternalId) -> dict[str, Any]:
+    """Why the customer is in its tier: the rule, its version, each condition and its values
+    (as `clientela rules explain`)."""
+    from rules.service import explain_customer
+
+    def read() -> dict[str, Any] | None:
+        with session_scope(settings.db_url) as session:
+            return explain_customer(session, get_customer(session=session, external_id=customer_id))
+
+    try:
+        found = await asyncio.to_thread(read)
+    except UnknownCustomer as exc:
+        raise HTTPException(404, str(exc)) from None
+    if found is None:
+        raise HTTPException(404, f"no decision for {customer_id!r} yet: the rules have not run")
+    return found
 
 
 @router.get(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from clientela.tables import RowError, read_rows, validated
@@ -436,3 +438,40 @@ def internal_recipient(
         )
     session.flush()
     return external_id
+
+
+def search_customers(session: Session, query: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Customers by id, email or phone (exact, or the start of an id) or by the start of a
+    first or last name (any case); exact matches first. Each is an index lookup."""
+    q = query.strip()
+    if not q:
+        return []
+    found: dict[int, Customer] = {}
+
+    def take(where: Any) -> None:
+        for c in session.exec(select(Customer).where(where).limit(limit)).all():
+            if c.id is not None and len(found) < limit:
+                found.setdefault(c.id, c)
+
+    take(Customer.external_id == q)
+    if "@" in q:
+        take(Customer.email == q.lower())
+    compact = re.sub(r"[\s\-().]", "", q)
+    if re.fullmatch(r"\+?\d{6,15}", compact):
+        take(Customer.phone == (compact if compact.startswith("+") else f"+{compact}"))
+    prefix = q.lower().replace("%", "").replace("_", "")
+    if prefix and len(found) < limit:
+        take(func.lower(Customer.last_name).startswith(prefix))
+        take(func.lower(Customer.first_name).startswith(prefix))
+        take(col(Customer.external_id).startswith(q.replace("%", "").replace("_", "")))
+    return [
+        {
+            "id": c.external_id,
+            "name": c.full_name,
+            "email": c.email,
+            "phone": c.phone,
+            "tier": c.tier,
+            "locale": c.locale,
+        }
+        for c in found.values()
+    ]
