@@ -31,6 +31,44 @@ class JourneyEntry(_Out):
     reason: str | None = None
 
 
+class JourneyDefinition(_Out):
+    name: str
+    description: str
+    owner: str
+    version: str = Field(description="a digest of the file: a running journey keeps its own")
+    trigger: dict[str, Any]
+    when: str | None
+    steps: list[str]
+
+
+class JourneyBook(_Out):
+    journeys: list[JourneyDefinition]
+    problems: list[str] = Field(description="files left out: file:line:column: what is wrong")
+
+
+class JourneyRun(_Out):
+    workflow_id: str
+    journey: str | None
+    customer_id: str | None
+    step: str
+    execution: str
+    started: str | None
+
+
+class JourneyRunStatus(_Out):
+    """A run: each step taken (``trail``), messages and events (``journey status --json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    workflow_id: str
+    execution: str
+    runs: int
+    name: str
+    customer_id: str
+    step: str = ""
+    trail: list[str] = Field(default_factory=list)
+
+
 class CaseOpened(_Out):
     id: int
     code: str
