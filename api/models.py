@@ -260,6 +260,44 @@ class TemplatePreview(_Out):
     rendered: dict[str, str]
 
 
+class RulesInForce(_Out):
+    ruleset: str
+    version: str
+    applied_at: str | None
+    source: str
+
+
+class RuleProblem(_Out):
+    line: int
+    column: int
+    severity: str
+    message: str
+
+
+class RulesCheck(_Out):
+    ok: bool = Field(description="no errors (warnings may remain)")
+    ruleset: str | None
+    version: str | None
+    problems: list[RuleProblem]
+
+
+class RulesStarted(_Out):
+    workflow_id: str
+    ruleset: str
+    version: str
+
+
+class RulesProgressOut(_Out):
+    stage: str
+    version: str
+    run_id: int | None
+    total: int
+    processed: int
+    changed: int
+    tiers: dict[str, int]
+    finished: bool
+
+
 class AuditEntry(_Out):
     """One change of state: who, when, what, on what, and the detail."""
 

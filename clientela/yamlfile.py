@@ -32,6 +32,22 @@ class SpecError(ValueError):
         self.problems = problems
 
 
+class NodeError(ValueError):
+    """A node YAML parses but cannot make a value of (an unknown tag, say), with its place."""
+
+    def __init__(self, node: yaml.Node, problem: str) -> None:
+        super().__init__(problem)
+        self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _value(node: yaml.Node) -> Any:
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise NodeError(node, problem) from None
+
+
 class Positions:
     """Line and column of every node of a YAML document, by path."""
 
@@ -44,7 +60,7 @@ class Positions:
         if isinstance(node, yaml.MappingNode):
             out = {}
             for key_node, value_node in node.value:
-                key = yaml.safe_load(yaml.serialize(key_node))
+                key = _value(key_node)
                 self.marks[(*path, key, "__key__")] = (
                     key_node.start_mark.line + 1,
                     key_node.start_mark.column + 1,
@@ -54,7 +70,7 @@ class Positions:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(v, (*path, i)) for i, v in enumerate(node.value)]
         self.styles[path] = node.style if isinstance(node, yaml.ScalarNode) else None
-        return yaml.safe_load(yaml.serialize(node))
+        return _value(node)
 
     def at(self, path: tuple[Any, ...]) -> tuple[int, int]:
         while path and path not in self.marks:
@@ -124,7 +140,10 @@ def load_model(source: str, path: str, model: type[M], docs: str) -> tuple[M, Po
         raise SpecError(
             [
                 Problem(
-                    path, line, col, f"YAML: character {exc.character!r} is not allowed; remove it"
+                    path,
+                    line,
+                    col,
+                    f"YAML: character U+{exc.character:04X} is not allowed; remove it",
                 )
             ]
         ) from None
@@ -133,7 +152,10 @@ def load_model(source: str, path: str, model: type[M], docs: str) -> tuple[M, Po
     if node is None:
         raise SpecError([Problem(path, 1, 1, "the file is empty")])
     positions = Positions()
-    data = positions.build(node)
+    try:
+        data = positions.build(node)
+    except NodeError as exc:  # a value YAML can parse but not make
+        raise SpecError([Problem(path, exc.line, exc.column, f"YAML: {exc}")]) from None
     try:
         return model.model_validate(data), positions
     except ValidationError as exc:

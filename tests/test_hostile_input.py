@@ -329,3 +329,24 @@ async def test_a_response_naming_a_campaign_that_does_not_exist_is_404(
     assert r.status_code == 404 and r.json()["detail"].startswith("campaign: no campaign")
     view = (await http.get(f"/customers/{cid}")).json()
     assert [h["kind"] for h in view["history"] if h["kind"] == "click"] == []
+
+
+@pytest.mark.parametrize(
+    ("source", "where", "what"),
+    [
+        ("name: a\nowner: b\x8d\n", "x.yaml:2:9:", "U+008D is not allowed"),
+        ("name: a\nowner: =\n", "x.yaml:2:8:", "could not determine a constructor"),
+        ("name: a\nsteps: [1\n", "x.yaml:3:1:", "expected ','"),
+    ],
+)
+def test_yaml_that_cannot_be_read_is_a_problem_at_its_line(
+    source: str, where: str, what: str
+) -> None:
+    """Found by the fuzzer: characters and tags YAML refuses once raised past the reporting."""
+    from clientela.journeys.spec import JourneySpec
+    from clientela.yamlfile import SpecError, load_model
+
+    with pytest.raises(SpecError) as err:
+        load_model(source, "x.yaml", JourneySpec, "docs/journeys.md")
+    [problem] = err.value.problems
+    assert str(problem).startswith(where) and what in str(problem), str(problem)
