@@ -64,12 +64,22 @@ def members_of(db_url: str, campaign_id: str) -> list[tuple[CampaignMember, str]
         )
 
 
-async def wait_stage(client: Client, campaign_id: str, stage: str) -> None:
-    for _ in range(300):
-        if (await lifecycle.status(client, campaign_id)).stage == stage:
+async def wait_stage(client: Client, campaign_id: str, stage: str, within: float = 120) -> None:
+    """Until the campaign is at ``stage``. A query needs a worker: while none polls (one was
+    just killed, the next is starting) it fails, and is simply asked again."""
+    from temporalio.service import RPCError
+
+    deadline = asyncio.get_running_loop().time() + within
+    seen = ""
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            seen = (await lifecycle.status(client, campaign_id)).stage
+        except RPCError as exc:
+            seen = f"(no answer: {exc})"
+        if seen == stage:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{campaign_id} never reached {stage}")
+    raise AssertionError(f"{campaign_id} never reached {stage} (last seen: {seen})")
 
 
 async def approved(
