@@ -188,6 +188,10 @@ def audit_list(
         return
     table = Table("when", "who", "what", "on", "detail")
     for e in events:
-        detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
+        detail = "; ".join(
+            f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in e["detail"].items()
+            if v not in ("", None, [])
+        )
         table.add_row(e["at"][:19].replace("T", " "), e["actor"], e["action"], e["subject"], detail)
     out.print(table)
