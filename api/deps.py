@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -12,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
 from clientela.db import session_scope
+from clientela.people import audit
 from clientela.people.users import TOKEN_PREFIX, user_for_token
 from clientela.settings import Settings
 from clientela.temporal import connect
@@ -43,6 +45,21 @@ async def require_api_key(
         )
     request.state.actor = "api:service" if expected else "api:local"
     request.state.roles = list(ROLES)
+
+
+async def audited(request: Request, action: str, subject: str, **detail: Any) -> None:
+    """Record a change the caller made through the API (empty details left out)."""
+    settings: Settings = request.app.state.settings
+    await asyncio.to_thread(
+        partial(
+            audit.record_now,
+            settings.db_url,
+            actor=getattr(request.state, "actor", "api"),
+            action=action,
+            subject=subject,
+            detail={k: v for k, v in detail.items() if v not in (None, "")},
+        )
+    )
 
 
 def _token_user(db_url: str, token: str) -> tuple[str, list[str]] | None:

@@ -125,7 +125,14 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+def unprocessable(items: list[dict[str, Any]]) -> JSONResponse:
+    """A 422 in the same shape as every other (``loc``, ``field``, ``msg``, ``type``, and any
+    place such as ``line``), whatever the items hold."""
+    return JSONResponse({"detail": [printable(item) for item in items]}, status_code=422)
+
+
 def field_error(field: str, message: str) -> JSONResponse:
-    """A 422 in the same shape as every other: one field, what is wrong with it."""
-    item = {"loc": ["body", field], "field": field, "msg": message, "type": "value_error"}
-    return JSONResponse({"detail": [printable(item)]}, status_code=422)
+    """A 422 for one field of the body, and what is wrong with it."""
+    return unprocessable(
+        [{"loc": ["body", field], "field": field, "msg": message, "type": "value_error"}]
+    )

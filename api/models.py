@@ -220,28 +220,6 @@ class CampaignRow(_Out):
     stage: str
 
 
-class CampaignStatusOut(_Out):
-    """A campaign's stage and counts (``sent``: messages handled, whatever their outcome)."""
-
-    campaign_id: str
-    stage: str
-    paused: bool
-    decided_by: str
-    estimated_cost: float
-    budget: float
-    treated: int
-    control: int
-    excluded: int
-    sent: int
-    counts: dict[str, int]
-    pilot: int = 0
-    pilot_check: dict[str, Any] | None = None
-    proofs: dict[str, int] = Field(default_factory=dict)
-    waiting_until: str = ""
-    report_path: str = ""
-    reported: dict[str, int] = Field(default_factory=dict)
-
-
 class TemplateRow(_Out):
     name: str
     locales: dict[str, list[str]] = Field(description="each locale and the parts it has")

@@ -18,7 +18,7 @@ from commands.common import (
     _load_rules,
     _report_problems,
     _run_temporal,
-    err,
+    _write_page,
     fail,
     out,
     settings,
@@ -362,12 +362,7 @@ def campaign_report(
     except report.UnknownCampaign as exc:
         raise fail(str(exc)) from None
     if html_path is not None:
-        try:
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            html_path.write_text(html.render(data), encoding="utf-8")
-        except OSError as exc:
-            raise fail(f"--html {html_path}: {exc.strerror or exc}") from None
-        err.print(f"report page: {html_path.resolve()}", highlight=False)
+        _write_page(html_path, html.render(data))
     if as_json:
         print(json.dumps(data, indent=2))
         return

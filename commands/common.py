@@ -108,12 +108,21 @@ def _run_temporal(coro_factory: Any) -> Any:
         raise fail(str(exc)) from None
 
 
+def _write_page(path: Path, page: str) -> None:
+    """Write an HTML report page where --html says; a path that cannot be written is one
+    line naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"--html {path}: {exc.strerror or exc}") from None
+    err.print(f"report page: {path.resolve()}", highlight=False)
+
+
 def _audit(action: str, subject: str, detail: dict[str, Any] | None = None) -> None:
     """Record a change made from the command line in the audit trail."""
-    from clientela.db import session_scope
     from clientela.people import audit
 
-    with session_scope(settings().db_url) as session:
-        audit.record(
-            session, actor=audit.cli_actor(), action=action, subject=subject, detail=detail
-        )
+    audit.record_now(
+        settings().db_url, actor=audit.cli_actor(), action=action, subject=subject, detail=detail
+    )

@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from commands.common import (
-    err,
-    fail,
+    _write_page,
     out,
     settings,
 )
@@ -36,12 +35,7 @@ def service_report(
     with session_scope(s.db_url) as session:
         data = report.build(session, since=start)
     if html_path is not None:
-        try:
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            html_path.write_text(report.render_html(data), encoding="utf-8")
-        except OSError as exc:
-            raise fail(f"--html {html_path}: {exc.strerror or exc}") from None
-        err.print(f"report page: {html_path.resolve()}", highlight=False)
+        _write_page(html_path, report.render_html(data))
     if as_json:
         print(json.dumps(data, indent=2))
         return

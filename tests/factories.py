@@ -50,3 +50,17 @@ def make_staff(db_url: str, address: str = "lead@example.com") -> str:
             locale="en",
             name="Team",
         )
+
+
+def signed_in(db_url: str, **people: list[str]) -> dict[str, dict[str, str]]:
+    """Users with these roles (``marta=["marketer"]``), each with a personal API token: the
+    ``Authorization`` header of each, by name."""
+    from clientela.people.users import add_user, issue_token
+
+    headers = {}
+    with session_scope(db_url) as session:
+        for name, roles in people.items():
+            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
+            token = issue_token(session, actor="test", username=name, name="test")[1]
+            headers[name] = {"Authorization": f"Bearer {token}"}
+    return headers

@@ -11,20 +11,14 @@ from temporalio.client import Client
 from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import SmtpCatcher
 from clientela.people import audit
-from clientela.people.users import add_user, issue_token
 from clientela.settings import Settings
+from tests.factories import signed_in
 from tests.serving import api
 from tests.test_campaign_workflow import SPEC, tiered_customers, wait_stage
 
 
 def people(settings: Settings) -> dict[str, dict[str, str]]:
-    tokens = {}
-    with session_scope(settings.db_url) as session:
-        for name, roles in (("marta", ["marketer", "approver"]), ("ana", ["approver"])):
-            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
-            token = issue_token(session, actor="test", username=name, name="console")[1]
-            tokens[name] = {"Authorization": f"Bearer {token}"}
-    return tokens
+    return signed_in(settings.db_url, marta=["marketer", "approver"], ana=["approver"])
 
 
 async def test_a_campaign_from_spec_to_approval_through_the_api(

@@ -16,7 +16,7 @@ from clientela.people import audit
 from clientela.people.users import PeopleError, add_user, authenticate, disable, issue_token
 from clientela.settings import Settings
 from models import User
-from tests.factories import make_customer
+from tests.factories import make_customer, signed_in
 from tests.processes import run_cli
 from tests.serving import api
 
@@ -200,16 +200,12 @@ async def test_four_eyes_on_campaigns_once_people_exist(
 
 async def test_role_limits_hold_for_personal_tokens(client: Client, settings: Settings) -> None:
     keyed = settings.model_copy(update={"api_key": "service-key-for-this-test"})
-    tokens = {}
-    with session_scope(settings.db_url) as session:
-        for name, roles in (("mo", ["marketer"]), ("di", ["desk"]), ("al", ["admin"])):
-            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
-            tokens[name] = issue_token(session, actor="test", username=name, name="t")[1]
+    headers = signed_in(settings.db_url, mo=["marketer"], di=["desk"], al=["admin"])
     cid = make_customer(settings.db_url)
     async with api(client, keyed) as http:
 
         async def status(who: str, url: str) -> int:
-            r = await http.get(url, headers={"Authorization": f"Bearer {tokens[who]}"})
+            r = await http.get(url, headers=headers[who])
             return r.status_code
 
         assert await status("di", "/complaints") == 200
@@ -219,5 +215,5 @@ async def test_role_limits_hold_for_personal_tokens(client: Client, settings: Se
         assert await status("di", f"/customers/{cid}") == 200
         assert await status("di", "/audit") == 403
         assert await status("al", "/audit") == 200
-        r = await http.get("/complaints", headers={"Authorization": f"Bearer {tokens['mo']}"})
+        r = await http.get("/complaints", headers=headers["mo"])
         assert "user:mo may not do this: it takes the role desk or admin" in r.json()["detail"]

@@ -9,9 +9,8 @@ from temporalio.client import Client
 from clientela import ROOT
 from clientela.db import session_scope
 from clientela.people import audit
-from clientela.people.users import add_user, issue_token
 from clientela.settings import Settings
-from tests.factories import make_customer
+from tests.factories import make_customer, signed_in
 from tests.serving import api
 
 CRM = (ROOT / "rules" / "crm.yaml").read_text()
@@ -19,12 +18,7 @@ CRM = (ROOT / "rules" / "crm.yaml").read_text()
 
 async def test_rules_are_read_checked_and_applied(client: Client, settings: Settings) -> None:
     keyed = settings.model_copy(update={"api_key": "service-key-for-this-test"})
-    headers = {}
-    with session_scope(settings.db_url) as session:
-        for name, roles in (("mo", ["marketer"]), ("al", ["admin"])):
-            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
-            token = issue_token(session, actor="t", username=name, name="t")[1]
-            headers[name] = {"Authorization": f"Bearer {token}"}
+    headers = signed_in(settings.db_url, mo=["marketer"], al=["admin"])
     for _ in range(5):
         make_customer(settings.db_url)
     async with api(client, keyed, worker=True) as http:

@@ -16,10 +16,10 @@ from clientela.settings import Settings
 from tests.factories import make_customer
 
 
-def batch(customers: list[str]) -> SendMessagesInput:
+def batch(customers: list[str], channel: str = "email") -> SendMessagesInput:
     return SendMessagesInput(
         messages=[
-            MessageRequest(key=f"b:{c}", customer_id=c, template="welcome", channel="email")
+            MessageRequest(key=f"b:{c}", customer_id=c, template="welcome", channel=channel)
             for c in customers
         ]
     )
@@ -94,7 +94,7 @@ async def test_the_sms_client_does_not_log_each_request(
     ]
     with caplog.at_level(logging.INFO):
         result = await environment(1).run(
-            MessagingActivities(settings).send_messages, batch(customers)
+            MessagingActivities(settings).send_messages, batch(customers, "sms")
         )
     assert result.counts == {"sent": 3}
     assert [r for r in caplog.records if r.name.startswith("twilio")] == []

@@ -11,9 +11,8 @@ from temporalio.client import Client
 from clientela import ROOT
 from clientela.db import session_scope
 from clientela.people import audit
-from clientela.people.users import add_user, issue_token
 from clientela.settings import Settings
-from tests.factories import make_customer
+from tests.factories import make_customer, signed_in
 from tests.serving import api
 
 
@@ -24,12 +23,7 @@ async def test_templates_are_read_previewed_and_written_with_checks(
     mine = settings.model_copy(
         update={"templates_dir": tmp_path / "templates", "api_key": "service-key-for-test"}
     )
-    headers = {}
-    with session_scope(settings.db_url) as session:
-        for name, roles in (("marta", ["marketer"]), ("di", ["desk"])):
-            add_user(session, actor="test", username=name, roles=roles, password="x" * 16)
-            token = issue_token(session, actor="test", username=name, name="t")[1]
-            headers[name] = {"Authorization": f"Bearer {token}"}
+    headers = signed_in(settings.db_url, marta=["marketer"], di=["desk"])
     cid = make_customer(settings.db_url, first_name="Lucía", locale="es")
     welcome = tmp_path / "templates" / "welcome" / "es" / "subject.txt"
     before = welcome.read_text()

@@ -15,20 +15,20 @@ from sqlmodel import col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import SettingsDep, client_of, for_roles
-from api.limits import printable
-from api.models import CampaignCreated, CampaignPreview, CampaignRow, CampaignStatusOut, errors
+from api.deps import SettingsDep, audited, client_of, for_roles
+from api.limits import unprocessable
+from api.models import CampaignCreated, CampaignPreview, CampaignRow, errors
 from api.routes.campaigns import CampaignSlug
 from clientela.campaigns import lifecycle
 from clientela.db import session_scope
 from clientela.journeys.router import rules_for_journeys
-from clientela.people import audit
 from clientela.people.approval import check_decider
 from clientela.people.users import PeopleError
 from clientela.settings import Settings
 from clientela.yamlfile import SpecError
 from models import Campaign
 from models.schemas import Name, Text
+from workflows.campaign import CampaignStatus
 
 router = APIRouter(tags=["campaigns"])
 
@@ -56,8 +56,8 @@ class DecisionIn(BaseModel):
 
 def _spec_problems(exc: SpecError) -> JSONResponse:
     """422 with each problem at its line and column of the spec."""
-    detail = [
-        printable(
+    return unprocessable(
+        [
             {
                 "loc": ["body", "spec"],
                 "field": "spec",
@@ -66,10 +66,9 @@ def _spec_problems(exc: SpecError) -> JSONResponse:
                 "line": p.line,
                 "column": p.column,
             }
-        )
-        for p in exc.problems
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
+            for p in exc.problems
+        ]
+    )
 
 
 def _problem(status: int, message: str) -> JSONResponse:
@@ -80,17 +79,6 @@ def _who(request: Request, given: str | None) -> str | None:
     """The name a change is made by: the token's user, else what the caller says."""
     actor: str = getattr(request.state, "actor", "")
     return actor.removeprefix("user:") if actor.startswith("user:") else given
-
-
-def _audit(settings: Settings, request: Request, action: str, cid: str, **detail: Any) -> None:
-    with session_scope(settings.db_url) as session:
-        audit.record(
-            session,
-            actor=getattr(request.state, "actor", "api"),
-            action=action,
-            subject=f"campaign:{cid}",
-            detail={k: v for k, v in detail.items() if v not in (None, "")},
-        )
 
 
 @router.post(
@@ -134,9 +122,7 @@ async def create_campaign(settings: SettingsDep, body: SpecIn, request: Request)
         return _problem(409, str(exc))
     cid = handle.id.removeprefix("campaign-")
     by = _who(request, None)
-    await asyncio.to_thread(
-        _audit, settings, request, "campaign.created", cid, by=by, audience=preview.audience
-    )
+    await audited(request, "campaign.created", f"campaign:{cid}", by=by, audience=preview.audience)
     return {"id": cid, "workflow_id": handle.id, "preview": preview.as_dict()}
 
 
@@ -156,7 +142,7 @@ def _temporal_refusal(exc: Exception, cid: str) -> JSONResponse:
 @router.post(
     "/campaigns/{campaign_id}/{verdict}",
     dependencies=for_roles(*APPROVERS),
-    response_model=CampaignStatusOut,
+    response_model=CampaignStatus,
     responses=errors(400, 401, 403, 404, 409, 413, 503),
 )
 async def decide_campaign(
@@ -186,8 +172,8 @@ async def decide_campaign(
     except (WorkflowUpdateFailedError, RPCError) as exc:
         return _temporal_refusal(exc, campaign_id)
     action = {"approve": "approved", "reject": "rejected", "go": "go"}[verdict]
-    await asyncio.to_thread(
-        _audit, settings, request, f"campaign.{action}", campaign_id, by=by, reason=body.reason
+    await audited(
+        request, f"campaign.{action}", f"campaign:{campaign_id}", by=by, reason=body.reason
     )
     return await _status(settings, request, campaign_id)
 
@@ -195,7 +181,7 @@ async def decide_campaign(
 @router.post(
     "/campaigns/{campaign_id}/control/{action}",
     dependencies=for_roles(*MARKETERS),
-    response_model=CampaignStatusOut,
+    response_model=CampaignStatus,
     responses=errors(401, 403, 404, 503),
 )
 async def control_campaign(
@@ -210,14 +196,14 @@ async def control_campaign(
         await lifecycle.control(client, campaign_id, action)
     except RPCError as exc:
         return _temporal_refusal(exc, campaign_id)
-    await asyncio.to_thread(_audit, settings, request, f"campaign.{action}", campaign_id)
+    await audited(request, f"campaign.{action}", f"campaign:{campaign_id}")
     return await _status(settings, request, campaign_id)
 
 
 @router.get(
     "/campaigns/{campaign_id}",
     dependencies=for_roles("marketer", "approver", "admin"),
-    response_model=CampaignStatusOut,
+    response_model=CampaignStatus,
     responses=errors(401, 403, 404, 503),
 )
 async def campaign_status(

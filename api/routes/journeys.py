@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from api.deps import SettingsDep, client_of, for_roles
+from api.deps import SettingsDep, audited, client_of, for_roles
 from api.models import JourneyBook, JourneyEntry, JourneyRun, JourneyRunStatus, errors
 from clientela.customers.records import UnknownCustomer, get_customer
 from clientela.db import session_scope
 from clientela.journeys import router as journey_router
 from clientela.journeys.runs import JourneyNotFound, journey_cancel, journey_list, journey_status
 from clientela.journeys.spec import step_ids
-from clientela.people import audit
 from models.schemas import ExternalId
 
 router = APIRouter(tags=["journeys"])
@@ -84,19 +83,6 @@ async def journey_run(
         raise HTTPException(404, str(exc)) from None
 
 
-def _audit(
-    settings: Any, request: Request, action: str, name: str, cid: str, **detail: Any
-) -> None:
-    with session_scope(settings.db_url) as session:
-        audit.record(
-            session,
-            actor=getattr(request.state, "actor", "api"),
-            action=action,
-            subject=f"journey:{name}:{cid}",
-            detail=detail,
-        )
-
-
 @router.post(
     "/journeys/{name}/{customer_id}/start",
     dependencies=for_roles(*MARKETERS),
@@ -123,14 +109,8 @@ async def journey_start(
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     if entry.started:
-        await asyncio.to_thread(
-            _audit,
-            settings,
-            request,
-            "journey.started",
-            name,
-            customer_id,
-            workflow=entry.workflow_id,
+        await audited(
+            request, "journey.started", f"journey:{name}:{customer_id}", workflow=entry.workflow_id
         )
     return entry.as_dict() | {"reason": entry.reason or None}
 
@@ -148,7 +128,7 @@ async def journey_stop(
     client = await client_of(request.app)
     cancelled = await journey_cancel(client, name, customer_id)
     if cancelled:
-        await asyncio.to_thread(
-            _audit, settings, request, "journey.cancelled", name, customer_id, workflows=cancelled
+        await audited(
+            request, "journey.cancelled", f"journey:{name}:{customer_id}", workflows=cancelled
         )
     return cancelled

@@ -10,11 +10,11 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
-from api.deps import SettingsDep, client_of, for_roles
+from api.deps import SettingsDep, audited, client_of, for_roles
+from api.limits import unprocessable
 from api.models import RulesCheck, RulesInForce, RulesProgressOut, RulesStarted, errors
 from clientela.db import session_scope
 from clientela.journeys.router import SHIPPED_RULES
-from clientela.people import audit
 from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.yamlfile import read_source
 from rules.check import analyse
@@ -73,9 +73,10 @@ async def rules_in_force(settings: SettingsDep) -> dict[str, Any]:
                     "source": version.source,
                 }
         source = read_source(SHIPPED_RULES)
+        shipped = loads(source)
         return {
-            "ruleset": loads(source).name,
-            "version": loads(source).version,
+            "ruleset": shipped.name,
+            "version": shipped.version,
             "applied_at": None,
             "source": source,
         }
@@ -105,8 +106,7 @@ async def rules_apply(settings: SettingsDep, body: RulesIn, request: Request) ->
     problems when it has errors, 409 while an apply of the same rule set runs."""
     rules, check = await asyncio.to_thread(_checked, body.source)
     if rules is None:
-        raise HTTPException(
-            422,
+        return unprocessable(
             [
                 {
                     **p,
@@ -116,7 +116,7 @@ async def rules_apply(settings: SettingsDep, body: RulesIn, request: Request) ->
                     "type": "rules_error",
                 }
                 for p in check["problems"]
-            ],
+            ]
         )
     actor = getattr(request.state, "actor", "api")
     client = await client_of(request.app)
@@ -125,17 +125,9 @@ async def rules_apply(settings: SettingsDep, body: RulesIn, request: Request) ->
     except ApplyRunning as exc:
         raise HTTPException(409, str(exc)) from None
 
-    def record() -> None:
-        with session_scope(settings.db_url) as session:
-            audit.record(
-                session,
-                actor=actor,
-                action="rules.applied",
-                subject=f"rules:{rules.name}",
-                detail={"version": rules.version, "workflow": handle.id},
-            )
-
-    await asyncio.to_thread(record)
+    await audited(
+        request, "rules.applied", f"rules:{rules.name}", version=rules.version, workflow=handle.id
+    )
     return {"workflow_id": handle.id, "ruleset": rules.name, "version": rules.version}
 
 

@@ -11,14 +11,13 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import SettingsDep, for_roles
-from api.limits import printable
+from api.deps import SettingsDep, audited, for_roles
+from api.limits import unprocessable
 from api.models import TemplateParts, TemplatePreview, TemplateRow, errors
 from clientela.customers.records import UnknownCustomer, get_customer
 from clientela.db import session_scope
 from clientela.messaging.sending import customer_context
 from clientela.messaging.templating import ALL_PARTS, DraftError, Templates, render_draft
-from clientela.people import audit
 from clientela.settings import Settings
 from models.schemas import SUPPORTED_LOCALES, ExternalId
 
@@ -56,8 +55,8 @@ def _saved(settings: Settings, name: str, locale: str) -> dict[str, str]:
 
 
 def _draft_problems(exc: DraftError) -> JSONResponse:
-    detail = [
-        printable(
+    return unprocessable(
+        [
             {
                 "loc": ["body", "parts", part],
                 "field": f"parts.{part}",
@@ -65,10 +64,9 @@ def _draft_problems(exc: DraftError) -> JSONResponse:
                 "type": "template_error",
                 "line": line,
             }
-        )
-        for part, line, message in exc.problems
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
+            for part, line, message in exc.problems
+        ]
+    )
 
 
 @router.get(
@@ -129,17 +127,8 @@ async def template_write(
         os.replace(tmp, folder / part)
     changed = sorted(p for p, t in body.parts.items() if before.get(p) != t)
 
-    def record() -> None:
-        with session_scope(settings.db_url) as session:
-            audit.record(
-                session,
-                actor=getattr(request.state, "actor", "api"),
-                action="template.changed",
-                subject=f"template:{name}/{locale}",
-                detail={"parts": changed, "new": sorted(set(body.parts) - set(before))},
-            )
-
-    await asyncio.to_thread(record)
+    new = sorted(set(body.parts) - set(before))
+    await audited(request, "template.changed", f"template:{name}/{locale}", parts=changed, new=new)
     return {"name": name, "locale": locale, "parts": _saved(settings, name, locale)}
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from clientela.customers.records import suppress
 from clientela.messaging.channels.sms import SUPPRESSING_CODES
-from clientela.timeutil import utcnow
+from clientela.timeutil import as_utc, utcnow
 from models import DeliveryReport, Message, MessageState
 from models.ledger import PENDING
 
@@ -94,7 +94,7 @@ def apply_kept(session: Session, sids: list[str] | None = None) -> int:
         if row is not None and row.state not in PENDING:
             applied += _settle(session, row, report.status, report.error_code)
             session.delete(report)
-        elif row is None and report.received_at.replace(tzinfo=cutoff.tzinfo) < cutoff:
+        elif row is None and (as_utc(report.received_at) or cutoff) < cutoff:
             session.delete(report)
     return applied
 

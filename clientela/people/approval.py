@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from clientela.people import audit
 from clientela.people.users import PeopleError
 from models.people import AuditEvent, User
 
@@ -60,6 +59,3 @@ def _user_with(session: Session, username: str, roles: tuple[str, ...], what: st
             f"(`clientela users roles {username} --role {roles[0]}`)"
         )
     return user
-
-
-__all__ = ["audit", "check_creator", "check_decider", "has_users"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from clientela.db import session_scope
 from models.people import AuditEvent
 
 
@@ -29,6 +30,19 @@ def record(
     event = AuditEvent(actor=actor[:128], action=action, subject=subject[:255], detail=detail or {})
     session.add(event)
     return event
+
+
+def record_now(
+    db_url: str,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """``record`` in a transaction of its own (after a change made outside the database)."""
+    with session_scope(db_url) as session:
+        record(session, actor=actor, action=action, subject=subject, detail=detail)
 
 
 def recent(
