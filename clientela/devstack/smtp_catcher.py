@@ -100,11 +100,9 @@ class CatcherHandler:
 
 def read_outbox(outbox: Path) -> list[dict[str, Any]]:
     """The index of every message the catcher accepted, oldest first."""
-    index = outbox / "index.jsonl"
-    if not index.is_file():
-        return []
-    with index.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    from clientela.messaging.channels.email import catcher_index
+
+    return catcher_index(outbox)
 
 
 class SmtpCatcher:

@@ -14,6 +14,7 @@ from email.parser import BytesParser
 from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
@@ -247,14 +248,16 @@ class EmailTransport:
         self._smtp = None
 
 
-def catcher_message_ids(outbox: Path) -> set[str]:
-    """Message-IDs the catcher has stored, from its index (one JSON object per message)."""
+def catcher_index(outbox: Path) -> list[dict[str, Any]]:
+    """The catcher's index (one JSON object a line, oldest first). A last line without its
+    newline is still being written by the catcher, and is read next time."""
     index = outbox / "index.jsonl"
     if not index.is_file():
-        return set()
-    ids = set()
+        return []
     with index.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                ids.add(json.loads(line)["message_id"])
-    return ids
+        return [json.loads(line) for line in fh if line.endswith("\n") and line.strip()]
+
+
+def catcher_message_ids(outbox: Path) -> set[str]:
+    """Message-IDs the catcher has stored."""
+    return {entry["message_id"] for entry in catcher_index(outbox)}
