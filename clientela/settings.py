@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     report_link_ttl: Duration = Field(
         timedelta(days=30), description="How long a report link in a stakeholder email works"
     )
+    session_idle: Duration = Field(
+        timedelta(hours=2), description="A console session unused this long ends"
+    )
+    session_max: Duration = Field(
+        timedelta(hours=12), description="A console session ends this long after sign-in"
+    )
+    sign_in_attempts: int = Field(
+        5,
+        ge=1,
+        description="Failed sign-ins per user (and 4x per address) per 15 min before a wait",
+    )
 
     # Email. An empty smtp_host means the built-in catcher on 127.0.0.1:catcher_port.
     smtp_host: str = ""

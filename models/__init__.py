@@ -6,7 +6,7 @@ from models.history import Complaint, ComplaintState, Direction, Interaction, Tr
 from models.ledger import DeliveryReport, Message, MessageState
 from models.order import Order
 from models.outbox import JourneyOutbox
-from models.people import ApiToken, AuditEvent, User
+from models.people import ApiToken, AuditEvent, ConsoleSession, User
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Complaint",
     "ComplaintState",
     "Consent",
+    "ConsoleSession",
     "Customer",
     "CustomerDecision",
     "DeliveryReport",

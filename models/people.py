@@ -62,3 +62,23 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=64, index=True, description="e.g. campaign.approved")
     subject: str = Field(max_length=255, index=True, description="e.g. campaign:spring-2027")
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser: the cookie holds a random token, kept here as its SHA-256, with
+    the token every form of the session carries against cross-site requests."""
+
+    __tablename__ = "console_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True, max_length=64)
+    user_id: int = Field(foreign_key="app_user.id", index=True, ondelete="CASCADE")
+    csrf: str = Field(max_length=64)
+    client: str = Field(default="", max_length=64, description="the address it signed in from")
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    seen_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
