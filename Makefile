@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-campaign bench-dates bench-rules up down clean
+.PHONY: demo test browser lint bench bench-campaign bench-dates bench-rules up down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/clientela demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest
+
+# The console's browser tests drive Debian's chromium (Playwright cannot download one here).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium </dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

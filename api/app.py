@@ -33,6 +33,7 @@ from api.routes import (
 from api.sweep import sweep
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
+from console.app import mount as mount_console
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         audit,
     ):
         app.include_router(module.router)
+    mount_console(app)
     return app
 
 

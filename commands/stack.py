@@ -66,7 +66,7 @@ def demo(
     ] = 10,
 ) -> None:
     """The main job: import a sample base, sign customers up, run their welcome journeys."""
-    from clientela.devstack.demo import run_demo
+    from clientela.devstack.demo import DEMO_USERS, run_demo
     from clientela.devstack.stack import StackError
 
     s = settings()
@@ -123,12 +123,17 @@ def demo(
             + ", ".join(f"{name} {n}" for name, n in sorted(report.purchase_journeys.items()))
             + " (clientela journey list)"
         )
+    sign_in_note = s.home.resolve() / "demo" / "sign-in.txt"
     out.print(
         f"Journeys: {report.journeys_started} started, {report.journeys_finished} finished "
         f"({report.responses} customers responded).\n"
         f"Email outbox: {s.outbox_dir.resolve()} ({report.outbox_files} messages in all)\n"
         f"SMS sink:     {s.sms_dir.resolve() / 'messages.jsonl'} ({report.sms_stored} in all)\n"
         f"Explain a tier: clientela rules explain {report.signups[0] if report.signups else 'ID'}\n"
+        f"Console:      http://{s.api_host}:{s.api_port}/console\n"
+        f"  sign in as "
+        + ", ".join(f"{u} ({', '.join(r)})" for u, (_n, r) in DEMO_USERS.items())
+        + f"\n  password: {report.password}  (kept in {sign_in_note})\n"
         f"Temporal UI:  http://127.0.0.1:{s.temporal_ui_port}  "
         f"(temporal workflow list --query \"Journey='welcome'\")\n"
         f"The stack keeps running for you to look around; `clientela down` stops it."

@@ -51,8 +51,9 @@ class Message(SQLModel, table=True):
     claimed_by: str = Field(default="", max_length=255)
     claimed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    created_at: datetime = Field(  # indexed for the console's "today's messages"
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True),
     )
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)

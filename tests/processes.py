@@ -59,3 +59,44 @@ def run_cli(
         timeout=120,
         cwd=ROOT,
     )
+
+
+def start_api(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The API (and the console) in its own process, as `clientela up` serves it, on
+    ``settings.api_port``; the process and its base URL, once it answers."""
+    import time
+
+    import httpx
+
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.app:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.api_port),
+                "--log-level",
+                "warning",
+            ],
+            env={**settings_env(settings), "CLIENTELA_API_PORT": str(settings.api_port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    base = f"http://127.0.0.1:{settings.api_port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.1)

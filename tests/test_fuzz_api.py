@@ -8,12 +8,8 @@ document's schema for that status.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
@@ -30,7 +26,7 @@ from clientela import ROOT
 from clientela.settings import Settings
 from tests.conftest import free_port
 from tests.factories import make_customer
-from tests.processes import settings_env
+from tests.processes import start_api
 
 CHECKS = [
     schemathesis.checks.not_a_server_error,
@@ -60,37 +56,8 @@ def served(
     for n in range(3):
         make_customer(settings.db_url, external_id=f"F{n}", email=f"f{n}@example.com")
     log = home / "api.log"
-    with log.open("ab") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "api.app:app_from_env",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env={**settings_env(settings), "CLIENTELA_API_PORT": str(port)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_api(settings, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         yield base
     finally:
         server.terminate()

@@ -39,7 +39,8 @@ def uplift_text(u: dict[str, Any], unit: str = "pp") -> str:
     return f"{value:+.2f}{unit} (95% CI {low:+.2f} to {high:+.2f}; p = {p:.3g})"
 
 
-def render(data: dict[str, Any]) -> str:
+def render(data: dict[str, Any], back: str = "", back_label: str = "") -> str:
+    """The page; ``back`` adds a link to where it was opened from (the console)."""
     return (
         _env()
         .get_template("report.html.j2")
@@ -48,6 +49,8 @@ def render(data: dict[str, Any]) -> str:
             forest=forest(data),
             funnels=[(arm["arm"], funnel(arm)) for arm in data["arms"]],
             timeline=timeline(data),
+            back=back,
+            back_label=back_label,
         )
     )
 

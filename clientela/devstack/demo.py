@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from clientela.devstack.sample import sample_rows, write_sample_csv
 from clientela.devstack.smtp_catcher import read_outbox
 from clientela.messaging.counts import said
 from clientela.messaging.eligibility import Facts
+from clientela.people import audit, users
 from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.settings import Settings
 from clientela.temporal import connect
@@ -38,6 +40,41 @@ from rules.model import load
 
 RULES = ROOT / "rules" / "crm.yaml"
 DEMO_CAMPAIGN = ROOT / "campaigns" / "demo-offer.yaml"
+#: The demo's team: who signs in to the console, and with which roles.
+DEMO_USERS = {
+    "marta": ("Marta Ruiz", ["marketer"]),
+    "ana": ("Ana Soto", ["approver"]),
+    "pablo": ("Pablo Vega", ["desk"]),
+    "admin": ("Administrator", ["admin", "marketer", "approver", "desk"]),
+}
+
+
+def demo_users(settings: Settings) -> str:
+    """The demo's users (made on first use, given a new password on each demo); their
+    password, also kept in <home>/demo/sign-in.txt (readable by this account only)."""
+    password = secrets.token_urlsafe(12)
+    with session_scope(settings.db_url) as session:
+        for username, (name, roles) in DEMO_USERS.items():
+            try:
+                users.get_user(session, username)
+            except users.UnknownUser:
+                users.add_user(
+                    session,
+                    actor="cli:demo",
+                    username=username,
+                    roles=roles,
+                    password=password,
+                    name=name,
+                    email=f"{username}@clientela.example",
+                )
+            else:
+                users.set_password(session, actor="cli:demo", username=username, password=password)
+    note = settings.home / "demo" / "sign-in.txt"
+    note.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{u}\t{password}\t{', '.join(r)}\n" for u, (_n, r) in DEMO_USERS.items()))
+    return password
 
 
 @dataclass
@@ -60,6 +97,7 @@ class DemoReport:
     birthday: str = ""  # what the birthday greeting of one demo customer did
     complaints: list[str] = field(default_factory=list)  # how each demo complaint went
     service: dict[str, Any] = field(default_factory=dict)  # the service report after them
+    password: str = ""  # the demo users' password for the console
 
 
 @dataclass
@@ -100,6 +138,7 @@ def run_demo(
     rows = sample_rows(customers, prefix=f"D{run}-", seed=int(run))
     path = write_sample_csv(settings.home / "demo" / f"customers-{run}.csv", rows)
     report = DemoReport(customers_file=path, stack_started=started)
+    report.password = demo_users(settings)
     with session_scope(settings.db_url) as session:
         result = import_customers(session=session, path=path)
     report.imported, report.rejected = result.imported, len(result.errors)
@@ -269,8 +308,22 @@ async def _run_campaign(
         f"{preview.excluded_total} excluded; estimated cost {preview.cost:.2f} "
         f"of {preview.budget:.2f}"
     )
-    await lifecycle.decide(client, out.campaign_id, "approve", by="demo")
-    log("  approved by demo; proofs, pilot and sending follow")
+    audit.record_now(
+        settings.db_url,
+        actor="user:marta",
+        action="campaign.created",
+        subject=f"campaign:{out.campaign_id}",
+        detail={"by": "marta", "audience": preview.audience},
+    )
+    await lifecycle.decide(client, out.campaign_id, "approve", by="ana")
+    audit.record_now(
+        settings.db_url,
+        actor="user:ana",
+        action="campaign.approved",
+        subject=f"campaign:{out.campaign_id}",
+        detail={"by": "ana"},
+    )
+    log("  created by marta, approved by ana (four eyes); proofs, pilot and sending follow")
     while True:
         status = await lifecycle.status(client, out.campaign_id)
         if not out.stages or out.stages[-1] != status.stage:
@@ -284,7 +337,7 @@ async def _run_campaign(
                 log(f"  {out.pilot}")
             log(f"  stage: {status.stage}")
         if status.stage == "pilot_review":  # the demo decides as a marketer would
-            await lifecycle.decide(client, out.campaign_id, "go", by="demo")
+            await lifecycle.decide(client, out.campaign_id, "go", by="ana")
         if status.stage in ("tracking", "cancelled", "done"):
             break
         await asyncio.sleep(0.3)

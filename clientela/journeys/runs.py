@@ -57,10 +57,12 @@ async def journey_list(
     customer_id: str | None = None,
     journey: str | None = None,
     limit: int = 200,
+    running: bool = False,
 ) -> list[dict[str, Any]]:
-    """Journeys (newest first) of a customer, of a journey, or all, from the visibility store."""
+    """Journeys (newest first) of a customer, of a journey, or all (or only those running),
+    from the visibility store."""
     found = []
-    async for w in client.list_workflows(_query(customer_id, journey), limit=limit):
+    async for w in client.list_workflows(_query(customer_id, journey, running), limit=limit):
         attrs = w.typed_search_attributes
         found.append(
             {
