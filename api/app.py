@@ -28,6 +28,7 @@ from api.routes import (
     rules,
     service,
     templates,
+    users,
     webhooks,
 )
 from api.sweep import sweep
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         service,
         templates,
         audit,
+        users,
     ):
         app.include_router(module.router)
     mount_console(app)

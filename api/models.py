@@ -287,6 +287,33 @@ class AuditEntry(_Out):
     detail: dict[str, Any]
 
 
+class UserOut(_Out):
+    """A user: the roles they hold and whether they may sign in."""
+
+    username: str
+    name: str
+    email: str
+    roles: list[str]
+    active: bool
+    created_at: str
+
+
+class TokenOut(_Out):
+    """A personal API token's record (never the token itself)."""
+
+    id: int
+    name: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class TokenIssued(TokenOut):
+    """A new token: ``token`` is shown this once and kept only as its hash."""
+
+    token: str
+
+
 def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route: each status it can answer besides 200 and 422. On a
     route that answers a page (``html``), errors are still JSON, and said so."""

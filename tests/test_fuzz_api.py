@@ -114,6 +114,14 @@ OPERATIONS = [
     "GET /templates/{name}/{locale}",
     "PUT /templates/{name}/{locale}",
     "POST /templates/{name}/{locale}/preview",
+    "GET /users",
+    "POST /users",
+    "PUT /users/{username}/roles",
+    "POST /users/{username}/disable",
+    "PUT /users/{username}/password",
+    "GET /users/{username}/tokens",
+    "POST /users/{username}/tokens",
+    "POST /users/tokens/{token_id}/revoke",
 ]
 
 
