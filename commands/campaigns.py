@@ -19,6 +19,7 @@ from commands.common import (
     _report_problems,
     _run_temporal,
     _write_page,
+    acting_as,
     fail,
     out,
     settings,
@@ -74,6 +75,10 @@ def campaign_preview(
     out.print(f"  estimated cost {result.cost:.2f} of budget {result.budget:.2f}: {verdict}")
 
 
+#: ``--by`` once a team has users is the signed-in user; before that, free text.
+BY_HELP = "Who decides: without users, any name; with users, the signed-in approver"
+
+
 @campaign_app.command("create")
 def campaign_create(
     spec_path: Annotated[Path, typer.Argument(help="A campaign spec (YAML)")],
@@ -88,6 +93,7 @@ def campaign_create(
     from clientela.people.approval import check_creator
     from clientela.yamlfile import SpecError
 
+    by = acting_as(by, required=False)
     _people(lambda session: check_creator(session, by))
     rules = _load_rules(rules_path)
 
@@ -119,17 +125,18 @@ def campaign_create(
         f"{preview.cost:.2f} of {preview.budget:.2f}"
         + (" [red](over budget: it cannot be approved)[/red]" if preview.over_budget else "")
     )
-    out.print("Approve it with `clientela campaign approve ID --by NAME`.")
+    out.print("An approver approves it with `clientela campaign approve ID` (or in the console).")
 
 
 @campaign_app.command("approve")
 def campaign_approve(
-    campaign_id: str, by: Annotated[str, typer.Option("--by", help="Who approves")]
+    campaign_id: str,
+    by: Annotated[str | None, typer.Option("--by", help=BY_HELP)] = None,
 ) -> None:
     """Approve a campaign awaiting approval (refused when it is over budget)."""
     from clientela.campaigns.lifecycle import decide
 
-    _may_decide(campaign_id, by)
+    by = _may_decide(campaign_id, by)
     _run_temporal(lambda client, s: decide(client, campaign_id, "approve", by))
     _audit("campaign.approved", f"campaign:{campaign_id}", {"by": by})
     out.print(f"{campaign_id} approved by {by}.")
@@ -138,13 +145,13 @@ def campaign_approve(
 @campaign_app.command("reject")
 def campaign_reject(
     campaign_id: str,
-    by: Annotated[str, typer.Option("--by", help="Who rejects")],
     reason: Annotated[str, typer.Option("--reason", help="Why")],
+    by: Annotated[str | None, typer.Option("--by", help=BY_HELP)] = None,
 ) -> None:
     """Reject a campaign awaiting approval, with the reason."""
     from clientela.campaigns.lifecycle import decide
 
-    _may_decide(campaign_id, by)
+    by = _may_decide(campaign_id, by)
     _run_temporal(lambda client, s: decide(client, campaign_id, "reject", by, reason))
     _audit("campaign.rejected", f"campaign:{campaign_id}", {"by": by, "reason": reason})
     out.print(f"{campaign_id} rejected by {by}.")
@@ -152,12 +159,13 @@ def campaign_reject(
 
 @campaign_app.command("go")
 def campaign_go(
-    campaign_id: str, by: Annotated[str, typer.Option("--by", help="Who decides")]
+    campaign_id: str,
+    by: Annotated[str | None, typer.Option("--by", help=BY_HELP)] = None,
 ) -> None:
     """After the pilot: send to everyone else (when the pilot waits for a decision)."""
     from clientela.campaigns.lifecycle import decide
 
-    _may_decide(campaign_id, by)
+    by = _may_decide(campaign_id, by)
     _run_temporal(lambda client, s: decide(client, campaign_id, "go", by))
     _audit("campaign.go", f"campaign:{campaign_id}", {"by": by})
     out.print(f"{campaign_id}: go after the pilot, by {by}.")
@@ -175,11 +183,15 @@ def _people(check: Any) -> None:
         raise fail(str(exc)) from None
 
 
-def _may_decide(campaign_id: str, by: str) -> None:
+def _may_decide(campaign_id: str, by: str | None) -> str:
+    """Who decides (the signed-in approver, once people exist), if they may."""
     from clientela.people.approval import check_decider
 
     s = settings()
-    _people(lambda session: check_decider(session, campaign_id, by, self_approval=s.self_approval))
+    who = acting_as(by, required=True)
+    assert who is not None
+    _people(lambda session: check_decider(session, campaign_id, who, self_approval=s.self_approval))
+    return who
 
 
 def _campaign_signal(action: str) -> Any:

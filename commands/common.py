@@ -124,5 +124,85 @@ def _audit(action: str, subject: str, detail: dict[str, Any] | None = None) -> N
     from clientela.people import audit
 
     audit.record_now(
-        settings().db_url, actor=audit.cli_actor(), action=action, subject=subject, detail=detail
+        settings().db_url, actor=actor(), action=action, subject=subject, detail=detail
     )
+
+
+# --- who runs a command ------------------------------------------------------------------
+#
+# Once a team has users, a change is made by the signed-in user: `clientela users signin`
+# keeps a personal token in <home>/cli-session (readable by this account only), or
+# CLIENTELA_TOKEN holds one (scripts). Without users, `--by` stays free text.
+
+SESSION_FILE = "cli-session"
+
+
+def session_path() -> Path:
+    path: Path = settings().home / SESSION_FILE
+    return path
+
+
+def _token() -> str:
+    import os
+
+    given = os.environ.get("CLIENTELA_TOKEN", "").strip()
+    if given:
+        return given
+    path = session_path()
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+
+def signed_in_user() -> str | None:
+    """The signed-in user's name, or None when no one is signed in; a token that no longer
+    works (revoked, its user disabled) is an error, not an anonymous run."""
+    from clientela.db import session_scope
+    from clientela.people.users import user_for_token
+
+    token = _token()
+    if not token:
+        return None
+    with session_scope(settings().db_url) as session:
+        user = user_for_token(session, token)
+        if user is None:
+            raise fail(
+                "this sign-in no longer works (the token was revoked or its user disabled); "
+                "sign in again: clientela users signin USERNAME"
+            )
+        return user.username
+
+
+def has_users() -> bool:
+    from clientela.db import session_scope
+    from clientela.people.approval import has_users as any_user
+
+    with session_scope(settings().db_url) as session:
+        return any_user(session)
+
+
+def acting_as(by: str | None, *, required: bool) -> str | None:
+    """Who this change is made by. Once people exist: the signed-in user (``--by``, if given,
+    must name them); before that, what ``--by`` says."""
+    if not has_users():
+        if required and not (by or "").strip():
+            raise fail("say who does this: --by NAME")
+        return by
+    who = signed_in_user()
+    if who is None:
+        raise fail(
+            "sign in first: clientela users signin USERNAME (or set CLIENTELA_TOKEN to a "
+            "personal token from `clientela users token`)"
+        )
+    if by and by != who:
+        raise fail(f"you are signed in as {who}; --by cannot name someone else")
+    return who
+
+
+def actor() -> str:
+    """The audit trail's name for who runs this command."""
+    from clientela.people import audit
+
+    try:
+        who = signed_in_user() if _token() else None
+    except typer.Exit:
+        who = None
+    return f"user:{who}" if who else audit.cli_actor()

@@ -11,12 +11,7 @@ import typer
 from rich.markup import escape as esc
 from rich.table import Table
 
-from commands.common import (
-    err,
-    fail,
-    out,
-    settings,
-)
+from commands.common import acting_as, actor, err, fail, out, settings
 
 complaint_app = typer.Typer(help="Complaint cases.", no_args_is_help=True)
 
@@ -27,14 +22,13 @@ def _case_change(
     """Apply ``change(session)`` to the case (audited as ``action``), then wake its workflow
     (if Temporal is up)."""
     from clientela.journeys.runs import tell_case
-    from clientela.people.audit import cli_actor
     from clientela.service import cases as complaints
     from clientela.temporal import connect
 
     s = settings()
     try:
         case, uid = complaints.apply(
-            s.db_url, complaint_id, change, actor=cli_actor(), action=action, detail=detail
+            s.db_url, complaint_id, change, actor=actor(), action=action, detail=detail
         )
     except complaints.UnknownComplaint as exc:
         raise fail(f"{exc} (`clientela complaint list`)") from None
@@ -136,11 +130,14 @@ def complaint_show(
 @complaint_app.command("respond")
 def complaint_respond(
     complaint_id: int,
-    by: Annotated[str, typer.Option(help="Who answered the customer")],
+    by: Annotated[str | None, typer.Option(help="Who answered (once users exist: you)")] = None,
     note: Annotated[str, typer.Option(help="What they were told")] = "",
 ) -> None:
     """Record the first answer to the customer: the response reminders stop."""
     from clientela.service import cases as complaints
+
+    by = acting_as(by, required=True)
+    assert by is not None
 
     _print_case(
         _case_change(
@@ -155,11 +152,14 @@ def complaint_respond(
 @complaint_app.command("resolve")
 def complaint_resolve(
     complaint_id: int,
-    by: Annotated[str, typer.Option(help="Who resolved it")],
+    by: Annotated[str | None, typer.Option(help="Who resolved it (once users exist: you)")] = None,
     resolution: Annotated[str, typer.Option(help="How it was resolved")] = "",
 ) -> None:
     """Resolve the case: the customer is asked for a satisfaction score."""
     from clientela.service import cases as complaints
+
+    by = acting_as(by, required=True)
+    assert by is not None
 
     _print_case(
         _case_change(

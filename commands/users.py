@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from commands.common import fail, out, settings
+from commands.common import actor, fail, out, session_path, settings
 
 users_app = typer.Typer(help="People, their roles and API tokens.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail: who changed what, when.", no_args_is_help=True)
@@ -27,12 +27,11 @@ FromStdin = Annotated[
 def _change(work: Any) -> Any:
     """Run a change with the audit actor of this command; a refusal is one clear line."""
     from clientela.db import session_scope
-    from clientela.people import audit
     from clientela.people.users import PeopleError
 
     try:
         with session_scope(settings().db_url) as session:
-            return work(session, audit.cli_actor())
+            return work(session, actor())
     except PeopleError as exc:
         raise fail(str(exc)) from None
 
@@ -195,3 +194,68 @@ def audit_list(
         )
         table.add_row(e["at"][:19].replace("T", " "), e["actor"], e["action"], e["subject"], detail)
     out.print(table)
+
+
+@users_app.command("signin")
+def users_signin(username: str, password_stdin: FromStdin = False) -> None:
+    """Sign this account in as USERNAME: the changes its commands make are then that user's
+    (four eyes included). A personal token is kept in <home>/cli-session for this account."""
+    import os
+    import socket
+
+    from clientela.db import session_scope
+    from clientela.people import audit as trail
+    from clientela.people.users import authenticate, issue_token
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True)
+    with session_scope(settings().db_url) as session:
+        user = authenticate(session, username, password)
+        if user is None:
+            trail.record(
+                session,
+                actor=trail.cli_actor(),
+                action="session.sign_in_failed",
+                subject=f"user:{username}",
+            )
+    if user is None:
+        raise fail("that username and password do not match")
+    with session_scope(settings().db_url) as session:
+        name = f"cli: {trail.cli_actor().removeprefix('cli:')}@{socket.gethostname()}"[:64]
+        _row, token = issue_token(session, actor=f"user:{username}", username=username, name=name)
+    path = session_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    out.print(f"Signed in as {username} (until `clientela users signout`).")
+
+
+@users_app.command("signout")
+def users_signout() -> None:
+    """Sign this account out: its token is revoked and forgotten."""
+    from clientela.db import session_scope
+    from clientela.people.users import revoke_token, token_record
+
+    path = session_path()
+    if not path.is_file():
+        out.print("Not signed in.")
+        return
+    token = path.read_text(encoding="utf-8").strip()
+    with session_scope(settings().db_url) as session:
+        row = token_record(session, token)
+        if row is not None and row.id is not None:
+            revoke_token(session, actor=actor(), token_id=row.id)
+    path.unlink()
+    out.print("Signed out.")
+
+
+@users_app.command("whoami")
+def users_whoami() -> None:
+    """Who this account is signed in as."""
+    from commands.common import signed_in_user
+
+    who = signed_in_user()
+    out.print(f"Signed in as {who}." if who else "Not signed in (clientela users signin USERNAME).")

@@ -48,14 +48,15 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
 
 def run_cli(
-    settings: Settings, *args: str, env: dict[str, str] | None = None
+    settings: Settings, *args: str, env: dict[str, str] | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *args],
         env={**settings_env(settings), "COLUMNS": "200", **(env or {})},
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
         timeout=120,
         cwd=ROOT,
     )

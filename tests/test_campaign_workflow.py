@@ -208,7 +208,7 @@ async def test_the_cli_drives_a_campaign(
     assert again.returncode == 2 and "already exists" in again.stderr  # type: ignore[attr-defined]
     await wait_stage(client, cid, "awaiting_approval")
     nobody = await cli("campaign", "approve", cid, "--by", " ")
-    assert nobody.returncode == 1 and "say who approves" in nobody.stderr  # type: ignore[attr-defined]
+    assert nobody.returncode == 1 and "say who does this: --by NAME" in nobody.stderr  # type: ignore[attr-defined]
     ok = await cli("campaign", "approve", cid, "--by", "ana")
     assert ok.returncode == 0, ok.stderr  # type: ignore[attr-defined]
     await wait_stage(client, cid, "tracking")

@@ -159,42 +159,63 @@ async def test_four_eyes_on_campaigns_once_people_exist(
     cid = f"c-4eyes-{uuid.uuid4().hex[:8]}"
     spec = str(write_spec(tmp_path, cid))
 
-    def cli(*args: str) -> Any:
-        return asyncio.to_thread(run_cli, settings, *args)
+    def cli(*args: str, who: str | None = None) -> Any:
+        env = {"CLIENTELA_TOKEN": tokens[who]} if who else None
+        return asyncio.to_thread(run_cli, settings, *args, env=env)
 
-    anonymous = await cli("campaign", "create", spec)
-    assert anonymous.returncode == 1 and "--by USERNAME (a marketer)" in anonymous.stderr
-    by_desk = await cli("campaign", "create", spec, "--by", "bob")
+    with session_scope(settings.db_url) as session:
+        tokens = {
+            name: issue_token(session, actor="test", username=name, name="cli")[1]
+            for name in ("marta", "ana", "bob")
+        }
+    anonymous = await cli("campaign", "create", spec, "--by", "marta")
+    assert anonymous.returncode == 1 and "sign in first" in anonymous.stderr
+    by_desk = await cli("campaign", "create", spec, who="bob")
     assert by_desk.returncode == 1 and "bob may not create campaigns" in by_desk.stderr
-    created = await cli("campaign", "create", spec, "--by", "marta")
+    someone_else = await cli("campaign", "create", spec, "--by", "marta", who="bob")
+    assert someone_else.returncode == 1 and "signed in as bob" in someone_else.stderr
+    created = await cli("campaign", "create", spec, who="marta")
     assert created.returncode == 0, created.stderr
     await wait_stage(client, cid, "awaiting_approval")
-    own = await cli("campaign", "approve", cid, "--by", "marta")
+    own = await cli("campaign", "approve", cid, who="marta")
     assert own.returncode == 1 and "four eyes" in own.stderr
-    desk = await cli("campaign", "approve", cid, "--by", "bob")
+    desk = await cli("campaign", "approve", cid, who="bob")
     assert desk.returncode == 1 and "takes the role approver" in desk.stderr
-    stranger = await cli("campaign", "approve", cid, "--by", "someone")
-    assert stranger.returncode == 1 and "not an active user" in stranger.stderr
-    ok = await cli("campaign", "approve", cid, "--by", "ana")
+    forged = await asyncio.to_thread(
+        run_cli, settings, "campaign", "approve", cid, env={"CLIENTELA_TOKEN": "clt_forged"}
+    )
+    assert forged.returncode == 1 and "no longer works" in forged.stderr
+    # Ana signs this account in with her password, approves, and signs out.
+    wrong = await asyncio.to_thread(
+        run_cli, settings, "users", "signin", "ana", "--password-stdin", input="nope\n"
+    )
+    assert wrong.returncode == 1 and "do not match" in wrong.stderr
+    signin = await asyncio.to_thread(
+        run_cli, settings, "users", "signin", "ana", "--password-stdin", input="x" * 16 + "\n"
+    )
+    assert signin.returncode == 0, signin.stderr
+    assert (settings.home / "cli-session").stat().st_mode & 0o777 == 0o600
+    ok = await cli("campaign", "approve", cid)
     assert ok.returncode == 0, ok.stderr
+    assert (await cli("users", "signout")).returncode == 0
+    assert "Not signed in" in (await cli("users", "whoami")).stdout
     await wait_stage(client, cid, "tracking")
     with session_scope(settings.db_url) as session:
         trail = audit.recent(session, subject=f"campaign:{cid}")
-    assert [(e.action, e.detail.get("by")) for e in trail] == [
-        ("campaign.approved", "ana"),
-        ("campaign.created", "marta"),
+    assert [(e.actor, e.action, e.detail.get("by")) for e in trail] == [
+        ("user:ana", "campaign.approved", "ana"),
+        ("user:marta", "campaign.created", "marta"),
     ]
     # A team of one may allow it.
     alone = settings.model_copy(update={"self_approval": True})
     cid2 = f"c-alone-{uuid.uuid4().hex[:8]}"
     spec2 = str(write_spec(tmp_path, cid2))
-    created = await asyncio.to_thread(run_cli, alone, "campaign", "create", spec2, "--by", "marta")
+    marta = {"CLIENTELA_TOKEN": tokens["marta"]}
+    created = await asyncio.to_thread(run_cli, alone, "campaign", "create", spec2, env=marta)
     assert created.returncode == 0, created.stderr
     await wait_stage(client, cid2, "awaiting_approval")
-    env = {"CLIENTELA_SELF_APPROVAL": "true"}
-    own = await asyncio.to_thread(
-        run_cli, alone, "campaign", "approve", cid2, "--by", "marta", env=env
-    )
+    env = {"CLIENTELA_SELF_APPROVAL": "true", **marta}
+    own = await asyncio.to_thread(run_cli, alone, "campaign", "approve", cid2, env=env)
     assert own.returncode == 0, own.stderr
 
 

@@ -181,6 +181,11 @@ def revoke_token(session: Session, *, actor: str, token_id: int) -> ApiToken:
     return row
 
 
+def token_record(session: Session, token: str) -> ApiToken | None:
+    """The record of a token, whatever its state."""
+    return session.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
+
+
 def user_for_token(session: Session, token: str) -> User | None:
     """The active user a token belongs to, if it is one of ours and not revoked."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
