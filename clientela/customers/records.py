@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, func
 from sqlmodel import Session, col, select
 
 from clientela.tables import RowError, read_rows, validated
@@ -440,6 +440,14 @@ def internal_recipient(
     return external_id
 
 
+def _starts(column: Any, prefix: str) -> Any:
+    """``column`` starts with ``prefix``, as a range an index can serve."""
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:  # nothing follows the last code point: only the lower bound
+        return column >= prefix
+    return and_(column >= prefix, column < prefix[:-1] + chr(last + 1))
+
+
 def search_customers(session: Session, query: str, limit: int = 20) -> list[dict[str, Any]]:
     """Customers by id, email or phone (exact, or the start of an id) or by the start of a
     first or last name (any case); exact matches first. Each is an index lookup."""
@@ -459,11 +467,13 @@ def search_customers(session: Session, query: str, limit: int = 20) -> list[dict
     compact = re.sub(r"[\s\-().]", "", q)
     if re.fullmatch(r"\+?\d{6,15}", compact):
         take(Customer.phone == (compact if compact.startswith("+") else f"+{compact}"))
-    prefix = q.lower().replace("%", "").replace("_", "")
-    if prefix and len(found) < limit:
-        take(func.lower(Customer.last_name).startswith(prefix))
-        take(func.lower(Customer.first_name).startswith(prefix))
-        take(col(Customer.external_id).startswith(q.replace("%", "").replace("_", "")))
+    # Prefixes as ranges (``>= "ort" and < "oru"``): both databases read those from the
+    # indexes (on lower(name), and on the id), where SQLite's LIKE would scan the table.
+    if len(found) < limit:
+        if "@" not in q and not compact.lstrip("+").isdigit():
+            take(_starts(func.lower(Customer.last_name), q.lower()))
+            take(_starts(func.lower(Customer.first_name), q.lower()))
+        take(_starts(col(Customer.external_id), q))
     return [
         {
             "id": c.external_id,
