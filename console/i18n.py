@@ -88,10 +88,10 @@ WORDS = {
     "preferred": N_("preferred channel"),
     # complaint states, steps and breaches
     "open": N_("open"),
-    "responded": N_("answered"),
+    "responded": N_("responded"),
     "resolved": N_("resolved"),
     "closed": N_("closed"),
-    "response": N_("answer"),
+    "response": N_("response"),
     "resolution": N_("resolution"),
     "acknowledged": N_("acknowledged"),
     "reminded": N_("reminder sent"),

@@ -163,7 +163,7 @@ async def test_a_campaign_from_a_new_spec_to_its_report(browser: Browser, consol
     await shot(marta, "campaign-preview")
     await marta.get_by_role("button", name="Create the campaign").click()
     await expect(marta).to_have_url(re.compile(rf"/console/campaigns/{cid}$"))
-    await expect(marta.locator("#h-status")).to_contain_text("awaiting_approval")
+    await expect(marta.locator("#h-status")).to_contain_text("awaiting approval")
     # Marta holds the approver role too, but she created it: four eyes.
     await marta.get_by_role("button", name="Approve").click()
     await expect(marta.get_by_role("alert")).to_contain_text("four eyes")
@@ -175,16 +175,16 @@ async def test_a_campaign_from_a_new_spec_to_its_report(browser: Browser, consol
         .or_(ana.get_by_role("link", name="Test campaign"))
         .first.click()
     )
-    await expect(ana.locator("#h-status")).to_contain_text("awaiting_approval")
+    await expect(ana.locator("#h-status")).to_contain_text("awaiting approval")
     await shot(ana, "campaign-awaiting-approval")
     await ana.get_by_label("Note (optional)").fill("fine by me")
     await ana.get_by_role("button", name="Approve").click()
-    await expect(ana.locator("#h-status")).to_contain_text("tracking", timeout=60_000)
+    await expect(ana.locator("#h-status")).to_contain_text("tracking responses", timeout=60_000)
     await expect(ana.get_by_text("Decided by")).to_be_visible()
     await shot(ana, "campaign-tracking")
 
     await marta.goto(f"/console/campaigns/{cid}")
-    await expect(marta.locator("#h-status")).to_contain_text("tracking")
+    await expect(marta.locator("#h-status")).to_contain_text("tracking responses")
     await expect(marta.get_by_text(re.compile(r"\d+ of \d+ messages handled"))).to_be_visible()
     await marta.get_by_role("button", name="Close the response window").click()
     await expect(marta.locator("#h-status")).to_contain_text("done", timeout=60_000)
@@ -197,6 +197,12 @@ async def test_a_campaign_from_a_new_spec_to_its_report(browser: Browser, consol
     trail = await marta.request.get(f"/console/campaigns/{cid}")
     text = await trail.text()
     assert "user:marta" in text and "user:ana" in text  # who created, who approved
+    # The next campaign starts from this one's spec, under a new id.
+    await marta.goto(f"/console/campaigns/{cid}")
+    await marta.get_by_role("link", name="New campaign from this one").click()
+    editor = marta.get_by_label("Spec (YAML)")
+    await expect(editor).to_have_value(re.compile(rf"^id: {cid}-copy$", re.MULTILINE))
+    await expect(marta.get_by_text("The spec is valid.")).to_be_visible()
     await marta.context.close()
     await ana.context.close()
 
@@ -333,3 +339,38 @@ async def test_every_page_opens_for_an_admin(browser: Browser, console: Console)
     await shot(root, "customer")
     await root.context.close()
     await asyncio.sleep(0)
+
+
+async def test_without_a_mouse_and_at_200_percent_zoom(browser: Browser, console: Console) -> None:
+    """Sign in and find a customer with the keyboard alone; at 200% zoom (a 1280-pixel
+    laptop screen seen at twice the size) no page needs sideways scrolling."""
+    context = await browser.new_context(
+        base_url=console.base, viewport={"width": 640, "height": 450}, device_scale_factor=2
+    )
+    page = await context.new_page()
+    await page.goto("/console/sign-in")
+    await expect(page.get_by_label("Username")).to_be_focused()
+    await page.keyboard.type("pablo")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Pablo")
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    for _ in range(12):  # along the menu to Customers
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.textContent") == "Customers":
+            break
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label(re.compile("^Find a customer"))).to_be_focused()
+    await page.keyboard.type("a")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("table a").first).to_be_visible()
+    for path in ("/console", "/console/desk", "/console/customers?q=a", "/console/journeys"):
+        await page.goto(path)
+        wide = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert wide <= 0, f"{path} scrolls sideways by {wide}px at 200%"
+    await shot(page, "zoom-200-desk")
+    await context.close()

@@ -7,6 +7,7 @@ so the console and the API cannot disagree on a rule or forget an audit record."
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -112,8 +113,21 @@ async def campaign_list(
 
 
 @router.get("/new", response_class=HTMLResponse)
-async def campaign_new(viewer: Marketer) -> HTMLResponse:
-    return page(viewer, "campaign_new.html", spec=starter(), problems=[], preview=None)
+async def campaign_new(
+    viewer: Marketer,
+    copy: Annotated[str, Query(alias="from", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")] = "",
+) -> HTMLResponse:
+    """A new spec: the demo's, or a copy of an earlier campaign's under a new id."""
+    spec = starter()
+    if copy:
+        settings = settings_of(viewer.request)  # type: ignore[arg-type]
+        record = await in_thread(settings, _record, copy)
+        if record is None:
+            raise Refused(404, viewer._("There is no campaign %(id)s.", id=copy))
+        spec = re.sub(
+            r"^id:.*$", f"id: {copy[:58]}-copy", record["source"], count=1, flags=re.MULTILINE
+        )
+    return page(viewer, "campaign_new.html", spec=spec, problems=[], preview=None)
 
 
 def _problems(exc: SpecError) -> list[dict[str, Any]]:

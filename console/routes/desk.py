@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
 from api.routes.complaints import case_change
+from clientela.people import audit
 from clientela.service import cases
 from clientela.service import report as service_report
 from console.web import DESK, Refused, Viewer, call, form_of, in_thread, page, role, settings_of
@@ -63,7 +64,13 @@ async def case_page(viewer: Desk, case_id: CaseId) -> HTMLResponse:
     case, problem = await call(case_change(settings, case_id, None))
     if problem is not None:
         raise Refused(problem.status, problem.message)
-    return page(viewer, "case.html", case=case)
+    return page(viewer, "case.html", case=case, trail=await _trail(settings, case_id))
+
+
+async def _trail(settings: Any, case_id: int) -> list[dict[str, Any]]:
+    """Who did what on the case, oldest first."""
+    events = await in_thread(settings, lambda s: audit.recent(s, subject=f"complaint:{case_id}"))
+    return [audit.as_dict(e) for e in reversed(events)]
 
 
 @router.post("/{case_id}/{step}", response_class=HTMLResponse)
@@ -86,5 +93,12 @@ async def case_step(
         case, _p = await call(case_change(settings, case_id, None))
         if case is None:
             raise Refused(problem.status, problem.message)
-        return page(viewer, "case.html", code=problem.status, case=case, error=problem.message)
+        return page(
+            viewer,
+            "case.html",
+            code=problem.status,
+            case=case,
+            error=problem.message,
+            trail=await _trail(settings, case_id),
+        )
     return RedirectResponse(f"/console/desk/{case_id}", status_code=303)

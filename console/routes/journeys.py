@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -41,16 +42,44 @@ CustomerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$
 SAMPLE = 1000
 
 
+def _duration(value: timedelta) -> str:
+    """``2d``, ``36h``, ``90m``, ``45s``: as a journey file writes it."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _trigger(trigger: dict[str, Any]) -> str:
+    """The trigger in words: ``event purchase``, ``tier change up to A``, ``date birthday``."""
+    parts = []
+    for key, value in trigger.items():
+        if isinstance(value, dict):
+            inner = " ".join(
+                f"{k} {', '.join(v) if isinstance(v, list) else v}"
+                for k, v in value.items()
+                if v not in ([], None, "any")
+            )
+            parts.append(f"{key.replace('_', ' ')} {inner}".strip())
+        elif isinstance(value, timedelta):
+            parts.append(f"{key.replace('_', ' ')} {_duration(value)}")
+        else:
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    return "; ".join(parts)
+
+
 def _kind(step: Step, _: Any) -> tuple[str, str]:
     """What a step does, in words, for the drawing."""
     if step.send:
         return "send", f"{step.send.template} ({_(step.send.channel)})"
     if step.wait is not None:
-        return "wait", str(step.wait)
+        return "wait", _duration(step.wait)
     if step.wait_until is not None:
         return "wait", step.wait_until.strftime("%H:%M")
     if step.wait_for is not None:
-        return "wait for", f"{', '.join(step.wait_for.events)} ≤ {step.wait_for.timeout}"
+        events = ", ".join(step.wait_for.events)
+        return "wait for", f"{events} ≤ {_duration(step.wait_for.timeout)}"
     if step.branch is not None:
         routes = [f"{r.if_} → {r.goto}" for r in step.branch]
         return "branch", "; ".join(routes + ([f"else → {step.else_}"] if step.else_ else []))
@@ -99,7 +128,7 @@ async def journey_book(request: Request, viewer: Reader) -> HTMLResponse:
                 "name": j.name,
                 "description": j.spec.description,
                 "owner": j.spec.owner,
-                "trigger": j.spec.trigger.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "trigger": _trigger(j.spec.trigger.model_dump(by_alias=True, exclude_none=True)),
                 "when": j.spec.when,
                 "steps": steps,
                 "sent": sent,
