@@ -287,6 +287,17 @@ class AuditEntry(_Out):
     detail: dict[str, Any]
 
 
+class CustomerErased(_Out):
+    """What erasing a customer removed (counts only) and how many workflows it stopped."""
+
+    customer_id: str
+    messages: int
+    interactions: int
+    purchases: int
+    complaints: int
+    workflows_stopped: int
+
+
 class UserOut(_Out):
     """A user: the roles they hold and whether they may sign in."""
 

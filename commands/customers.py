@@ -13,6 +13,9 @@ from rich.table import Table
 from commands.common import (
     _about_customer,
     _import,
+    _run_temporal,
+    actor,
+    fail,
     out,
 )
 
@@ -109,3 +112,29 @@ def customers_show(
             h["journey"] or h["campaign"] or "",
         )
     out.print(history)
+
+
+@customers_app.command("erase")
+def customers_erase(
+    customer_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone")] = False,
+) -> None:
+    """Erase a customer and everything held on them (their journeys and open cases stop
+    first). Recorded in the audit trail with counts only. Export first if needed:
+    `clientela customers show ID --json`."""
+    from clientela.customers.erasure import erase_customer
+    from clientela.customers.records import UnknownCustomer
+
+    if not yes:
+        raise fail(f"erasing {customer_id} cannot be undone: run again with --yes")
+    who = actor()
+    try:
+        done = _run_temporal(lambda client, s: erase_customer(client, s, customer_id, actor=who))
+    except UnknownCustomer as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"Erased {customer_id}: {done['messages']} messages, {done['interactions']} "
+        f"interactions, {done['purchases']} purchases and {done['complaints']} complaint cases "
+        f"deleted; {done['workflows_stopped']} workflows stopped.",
+        highlight=False,
+    )

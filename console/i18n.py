@@ -117,6 +117,8 @@ WORDS = {
     "complaint.rated": N_("rated"),
     "customer.exported": N_("exported the customer's data"),
     "journey.started": N_("started the journey"),
+    "journey.changed": N_("journey file changed"),
+    "customer.erased": N_("erased the customer"),
     "journey.cancelled": N_("cancelled the journey"),
     "rules.applied": N_("applied the rules"),
     "template.changed": N_("changed the template"),

@@ -283,3 +283,33 @@ async def test_the_console_speaks_the_users_language(client: Client, settings: S
         assert "Nueva campaña" in page.text and "Campañas" in page.text
         await http.get("/console/language/en")
         assert "New campaign" in (await http.get("/console/campaigns")).text
+
+
+async def test_an_admin_erases_a_customer_from_their_page(
+    client: Client, settings: Settings
+) -> None:
+    team(settings)
+    make_customer(settings.db_url, external_id="ERASE-ME")
+    async with browser(client, settings) as http:
+        await sign_in(http, "marta")
+        page = await http.get("/console/customers/ERASE-ME")
+        assert "Erase this customer" not in page.text  # a marketer has no such button
+        r = await http.post("/console/customers/ERASE-ME/erase", data={"csrf": token_of(page.text)})
+        assert r.status_code == 403
+        await http.post("/console/sign-out", data={"csrf": token_of(page.text)})
+        await sign_in(http, "root")
+        page = await http.get("/console/customers/ERASE-ME")
+        assert "Erase this customer" in page.text
+        r = await http.post("/console/customers/ERASE-ME/erase", data={})
+        assert r.status_code == 403  # no form token, nothing erased
+        assert (await http.get("/console/customers/ERASE-ME")).status_code == 200
+        r = await http.post("/console/customers/ERASE-ME/erase", data={"csrf": token_of(page.text)})
+        assert (
+            r.status_code == 303 and r.headers["location"] == "/console/customers?erased=ERASE-ME"
+        )
+        after = await http.get(r.headers["location"])
+        assert "ERASE-ME was erased" in after.text
+        assert (await http.get("/console/customers/ERASE-ME")).status_code == 404
+    with session_scope(settings.db_url) as session:
+        [event] = audit.recent(session, subject="customer:ERASE-ME")
+    assert (event.actor, event.action) == ("user:root", "customer.erased")

@@ -122,6 +122,7 @@ OPERATIONS = [
     "GET /users/{username}/tokens",
     "POST /users/{username}/tokens",
     "POST /users/tokens/{token_id}/revoke",
+    "DELETE /customers/{customer_id}",
 ]
 
 

@@ -101,3 +101,30 @@ async def test_a_new_customers_first_purchase_starts_no_upgrade(
         body = r.json()
     assert r.status_code == 202 and body["tier_changed"] is True, body
     assert body["tier"] == "A" and body["journeys"] == [], body
+
+
+def test_a_changed_journey_file_is_in_the_audit_trail_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    import os
+
+    from clientela.db import session_scope
+    from clientela.people import audit
+
+    quick = with_a_bad_file(tmp_path, settings)
+    first = BOOK.journeys(quick)["welcome"].version
+    path = quick.journeys_dir / "welcome.yaml"
+    path.write_text(path.read_text().replace("Welcome a new customer", "Greet a new customer"))
+    stat = path.stat()  # a later mtime, whatever the clock's resolution
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = BOOK.journeys(quick)["welcome"].version
+    (quick.journeys_dir / "other.txt").write_text("not a journey")  # no reload, no record
+    BOOK.journeys(quick)
+    assert first != second
+    with session_scope(settings.db_url) as session:
+        trail = audit.recent(session, subject="journey:welcome")
+    assert [(e.action, e.detail["version"], e.detail["before"]) for e in trail] == [
+        ("journey.changed", second, first),
+        ("journey.changed", first, None),
+    ]
+    assert trail[0].actor == "file:welcome.yaml"

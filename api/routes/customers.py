@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
-from api.deps import SettingsDep, for_roles
-from api.models import CustomerHit, CustomerView, TierExplanation, errors
+from api.deps import SettingsDep, client_of, for_roles
+from api.models import CustomerErased, CustomerHit, CustomerView, TierExplanation, errors
 from clientela.customers.records import (
     UnknownCustomer,
     customer_view,
@@ -89,3 +89,25 @@ async def customer(settings: SettingsDep, customer_id: ExternalId) -> dict[str, 
 def _view(settings: Settings, customer_id: str) -> dict[str, Any]:
     with session_scope(settings.db_url) as session:
         return customer_view(session=session, external_id=customer_id)
+
+
+@router.delete(
+    "/customers/{customer_id}",
+    dependencies=for_roles("admin"),
+    response_model=CustomerErased,
+    responses=errors(401, 403, 404, 503),
+)
+async def customer_erase(
+    settings: SettingsDep, customer_id: ExternalId, request: Request
+) -> dict[str, Any]:
+    """Erase the customer (a data subject's request): their journeys and open cases stop,
+    then the record and everything that refers to it are deleted; audited with counts only."""
+    from clientela.customers.erasure import erase_customer
+
+    client = await client_of(request.app)
+    try:
+        return await erase_customer(
+            client, settings, customer_id, actor=getattr(request.state, "actor", "api")
+        )
+    except UnknownCustomer as exc:
+        raise HTTPException(404, str(exc)) from None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -107,7 +108,37 @@ class Book:
                 for problem in self.problems:
                     log.error("journey definition left out: %s", problem)
                 self._seen = key
+                try:
+                    record_versions(settings.db_url, self._journeys)
+                except SQLAlchemyError as exc:  # the trail must never stop the journeys
+                    log.warning("could not record journey versions in the audit trail: %s", exc)
             return self._journeys
+
+
+def record_versions(db_url: str, journeys: dict[str, Journey]) -> None:
+    """Put a journey file's new version in the audit trail (``journey.changed``), once: the
+    file is the author's, so the actor is the file (its editor is not known here)."""
+    from clientela.people import audit
+    from models.people import AuditEvent
+
+    with session_scope(db_url) as session:
+        for name, journey in journeys.items():
+            last = session.exec(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.action == "journey.changed", AuditEvent.subject == f"journey:{name}"
+                )
+                .order_by(col(AuditEvent.id).desc())
+            ).first()
+            before = (last.detail or {}).get("version") if last is not None else None
+            if before != journey.version:
+                audit.record(
+                    session,
+                    actor=f"file:{Path(journey.path).name}",
+                    action="journey.changed",
+                    subject=f"journey:{name}",
+                    detail={"version": journey.version, "before": before, "file": journey.path},
+                )
 
 
 def _mtime(path: Path) -> int:

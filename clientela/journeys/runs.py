@@ -95,8 +95,8 @@ async def journey_status(client: Client, journey: str, customer_id: str) -> dict
     return {"workflow_id": wid, "execution": execution, "runs": len(runs), **asdict(status)}
 
 
-async def journey_cancel(client: Client, journey: str, customer_id: str) -> list[str]:
-    """Cancel the customer's running journeys of that name; the ids cancelled."""
+async def journey_cancel(client: Client, journey: str | None, customer_id: str) -> list[str]:
+    """Cancel the customer's running journeys of that name (or all of them); the ids."""
     cancelled = []
     async for w in client.list_workflows(_query(customer_id, journey, running=True)):
         await client.get_workflow_handle(w.id).cancel()

@@ -7,13 +7,23 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import audited, client_of
 from api.routes.customers import _view
 from clientela.customers.records import UnknownCustomer, get_customer, search_customers
 from clientela.journeys.runs import journey_list
-from console.web import CUSTOMER_READERS, Refused, Viewer, in_thread, page, role, settings_of
+from console.web import (
+    CUSTOMER_READERS,
+    Refused,
+    Viewer,
+    call,
+    form_of,
+    in_thread,
+    page,
+    role,
+    settings_of,
+)
 
 router = APIRouter(prefix="/customers")
 
@@ -23,12 +33,14 @@ CustomerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$
 
 @router.get("", response_class=HTMLResponse)
 async def customer_search(
-    viewer: Reader, q: Annotated[str, Query(max_length=128)] = ""
+    viewer: Reader,
+    q: Annotated[str, Query(max_length=128)] = "",
+    erased: Annotated[str, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")] = "",
 ) -> HTMLResponse:
     settings = settings_of(viewer.request)  # type: ignore[arg-type]
     q = "".join(ch for ch in q if ch.isprintable()).strip()
     hits = await in_thread(settings, search_customers, q, 50) if q else []
-    return page(viewer, "customers.html", q=q, hits=hits)
+    return page(viewer, "customers.html", q=q, hits=hits, erased=erased)
 
 
 def _timeline(view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,3 +140,18 @@ async def customer_export(request: Request, viewer: Reader, customer_id: Custome
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="customer-{customer_id}.json"'},
     )
+
+
+@router.post("/{customer_id}/erase", response_class=HTMLResponse)
+async def customer_erase(
+    request: Request, viewer: Annotated[Viewer, role("admin")], customer_id: CustomerId
+) -> Response:
+    """Erase the customer (admins; the page asks for a confirmation first)."""
+    from api.routes.customers import customer_erase as erase
+
+    await form_of(request, viewer)
+    settings = settings_of(request)
+    _done, problem = await call(erase(settings, customer_id, request))
+    if problem is not None:
+        raise Refused(problem.status, problem.message)
+    return RedirectResponse(f"/console/customers?erased={customer_id}", status_code=303)
