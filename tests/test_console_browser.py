@@ -155,6 +155,7 @@ async def test_a_campaign_from_a_new_spec_to_its_report(browser: Browser, consol
     problems = marta.locator(".problems")
     await expect(problems).to_contain_text("Line 7, column 10")
     await expect(problems).to_contain_text("channel")
+    await expect(marta.locator("#gutter .bad-line")).to_have_text(["\u25b6 7\n"])
     await shot(marta, "campaign-new-with-error")
     await editor.fill(spec)
     await expect(marta.get_by_text("The spec is valid.")).to_be_visible()

@@ -111,15 +111,21 @@ def test_a_changed_journey_file_is_in_the_audit_trail_once(
     from clientela.db import session_scope
     from clientela.people import audit
 
+    def load() -> str:
+        version = BOOK.journeys(quick)["welcome"].version
+        assert BOOK.recording is not None
+        BOOK.recording.join(30)  # the trail is written beside the caller's transaction
+        return version
+
     quick = with_a_bad_file(tmp_path, settings)
-    first = BOOK.journeys(quick)["welcome"].version
+    first = load()
     path = quick.journeys_dir / "welcome.yaml"
     path.write_text(path.read_text().replace("Welcome a new customer", "Greet a new customer"))
     stat = path.stat()  # a later mtime, whatever the clock's resolution
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    second = BOOK.journeys(quick)["welcome"].version
+    second = load()
     (quick.journeys_dir / "other.txt").write_text("not a journey")  # no reload, no record
-    BOOK.journeys(quick)
+    load()
     assert first != second
     with session_scope(settings.db_url) as session:
         trail = audit.recent(session, subject="journey:welcome")
@@ -128,3 +134,23 @@ def test_a_changed_journey_file_is_in_the_audit_trail_once(
         ("journey.changed", first, None),
     ]
     assert trail[0].actor == "file:welcome.yaml"
+
+
+def test_journeys_read_inside_a_write_transaction_still_reach_the_trail(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An event and the journeys it starts are one transaction; reading the definitions
+    there must not wait on (nor lose) the write of their versions to the audit trail."""
+    from clientela.db import session_scope
+    from clientela.people import audit
+
+    quick = with_a_bad_file(tmp_path, settings)
+    with session_scope(settings.db_url) as session:
+        audit.record(session, actor="test", action="test.holding", subject="lock")
+        session.flush()  # this transaction now holds SQLite's write lock
+        version = BOOK.journeys(quick)["welcome"].version
+    assert BOOK.recording is not None
+    BOOK.recording.join(60)
+    with session_scope(settings.db_url) as session:
+        [event] = audit.recent(session, subject="journey:welcome")
+    assert event.detail["version"] == version

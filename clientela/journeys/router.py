@@ -89,6 +89,8 @@ class Book:
         self._journeys: dict[str, Journey] = {}
         #: Why the files left out were left out (file:line:column: message).
         self.problems: list[Problem] = []
+        #: The thread putting the latest versions in the audit trail (tests wait on it).
+        self.recording: threading.Thread | None = None
 
     def journeys(self, settings: Settings) -> dict[str, Journey]:
         """The valid definitions. A file with an error is left out and logged with its
@@ -108,11 +110,24 @@ class Book:
                 for problem in self.problems:
                     log.error("journey definition left out: %s", problem)
                 self._seen = key
-                try:
-                    record_versions(settings.db_url, self._journeys)
-                except SQLAlchemyError as exc:  # the trail must never stop the journeys
-                    log.warning("could not record journey versions in the audit trail: %s", exc)
+                # In a thread of its own: the definitions are often read inside a caller's
+                # transaction (an event and the journeys it starts are one), which on SQLite
+                # holds the write lock this record needs until it commits.
+                self.recording = threading.Thread(
+                    target=_record_versions,
+                    args=(settings.db_url, dict(self._journeys)),
+                    name="journey-versions",
+                    daemon=True,
+                )
+                self.recording.start()
             return self._journeys
+
+
+def _record_versions(db_url: str, journeys: dict[str, Journey]) -> None:
+    try:
+        record_versions(db_url, journeys)
+    except SQLAlchemyError as exc:  # the trail must never stop the journeys
+        log.warning("could not record journey versions in the audit trail: %s", exc)
 
 
 def record_versions(db_url: str, journeys: dict[str, Journey]) -> None:

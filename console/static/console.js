@@ -4,15 +4,30 @@
 (function () {
   "use strict";
 
+  // Line numbers beside the spec; a line with a problem is marked (its number in red, with
+  // a sign that does not depend on colour).
   function numberLines(textarea) {
     var gutter = document.getElementById("gutter");
     if (!gutter) return;
+    var bad = {};
+    document.querySelectorAll("#problems a.goto").forEach(function (a) {
+      bad[a.dataset.line] = true;
+    });
     var lines = textarea.value.split("\n").length;
-    var out = [];
-    for (var i = 1; i <= lines; i++) out.push(i);
-    gutter.textContent = out.join("\n");
+    gutter.textContent = "";
+    for (var i = 1; i <= lines; i++) {
+      var row = document.createElement("span");
+      row.textContent = (bad[i] ? "\u25B6 " : "") + i + "\n";
+      if (bad[i]) row.className = "bad-line";
+      gutter.appendChild(row);
+    }
     gutter.scrollTop = textarea.scrollTop;
   }
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var spec = document.getElementById("spec");
+    if (spec && event.target.id === "problems") numberLines(spec);
+  });
 
   function goTo(textarea, line, column) {
     var rows = textarea.value.split("\n");
