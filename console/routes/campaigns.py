@@ -127,6 +127,8 @@ async def campaign_new(
         spec = re.sub(
             r"^id:.*$", f"id: {copy[:58]}-copy", record["source"], count=1, flags=re.MULTILINE
         )
+        # A plain name gets " (copy)"; a quoted one is left for the marketer to change.
+        spec = re.sub(r"^(name: [^'\"\n].*?)\s*$", r"\1 (copy)", spec, count=1, flags=re.MULTILINE)
     return page(viewer, "campaign_new.html", spec=spec, problems=[], preview=None)
 
 
