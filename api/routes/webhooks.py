@@ -56,3 +56,74 @@ async def twilio_status(settings: SettingsDep, request: Request) -> Response:
 def record_status(settings: Settings, sid: str, status: str, code: int | None) -> None:
     with session_scope(settings.db_url) as session:
         record_sms_status(session=session, sid=sid, status=status, error_code=code)
+
+
+INBOUND_PATH = "/webhooks/twilio/inbound"
+
+
+@router.post(
+    INBOUND_PATH,
+    response_class=Response,
+    responses={
+        200: {"description": "TwiML: empty, or the HELP answer", "content": {"text/xml": {}}},
+        **errors(400, 403, 413, 503),
+    },
+    openapi_extra=form_body(
+        {
+            "MessageSid": {"type": "string", "maxLength": 64},
+            "From": {"type": "string", "maxLength": 32},
+            "Body": {"type": "string", "maxLength": 1600},
+            "OptOutType": {"type": "string", "maxLength": 16},
+        },
+        required=["MessageSid", "From"],
+    ),
+)
+async def twilio_inbound(settings: SettingsDep, request: Request) -> Response:
+    """A reply to one of our SMS (Twilio's incoming-message webhook, signed like the status
+    callback): STOP/START keywords change SMS consent, HELP is answered, anything else is a
+    response that reaches the customer's journeys. A repeated ``MessageSid`` changes nothing."""
+    from twilio.twiml.messaging_response import MessagingResponse
+
+    from api.deps import client_of
+    from api.routes.events import _hold
+    from clientela.journeys import router as journey_router
+    from clientela.journeys.runs import signal_response
+    from clientela.messaging import inbound
+
+    params = await read_form(request)
+    url = f"{settings.recipient_base_url}{INBOUND_PATH}"
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not RequestValidator(settings.twilio_credentials[1]).validate(url, params, signature):
+        raise HTTPException(403, "X-Twilio-Signature does not match this request")
+    sid, sender = params.get("MessageSid", ""), params.get("From", "")
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", sid):
+        return field_error("MessageSid", "is required: Twilio's id of the message")
+    if not re.fullmatch(r"\+[1-9][0-9]{5,14}", sender):
+        return field_error("From", "is required: the sender's number in E.164 (+34...)")
+    body, told = params.get("Body", "")[:1600], params.get("OptOutType", "")[:16]
+    # A reply reaches journeys through Temporal: without it, refuse now (Twilio sends again).
+    client = await client_of(request.app) if inbound.keyword(body, told) is None else None
+
+    def apply() -> inbound.Handled:
+        with session_scope(settings.db_url) as session:
+            done, outcome = inbound.handle(
+                session,
+                sid=sid,
+                sender=sender,
+                body=body,
+                opt_out_type=told,
+                locale=settings.default_locale,
+            )
+            if outcome is not None:
+                done.held = _hold(session, settings, outcome, "reply")
+            return done
+
+    done = await asyncio.to_thread(apply)
+    if client is not None and done.customer_id and not done.duplicate:
+        await journey_router.signal_event(client, settings, done.customer_id, "reply", "sms")
+        await signal_response(client, done.customer_id, "reply", "sms")
+        await journey_router.release(client, settings, done.held)
+    twiml = MessagingResponse()
+    if done.reply and not done.duplicate:
+        twiml.message(done.reply)
+    return Response(str(twiml), media_type="text/xml")

@@ -167,6 +167,8 @@ def response(
     campaign: str | None,
     value: Decimal | None,
     today: date,
+    message_key: str | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> tuple[Outcome, Order | None]:
     """A response in the customer's history; a conversion with a value places an order.
 
@@ -190,7 +192,8 @@ def response(
         outcome="responded",
         journey=journey,
         campaign=campaign,
-        detail={} if value is None else {"value": float(value)},
+        message_key=message_key,
+        detail={**(detail or {}), **({} if value is None else {"value": float(value)})},
     )
     session.flush()
     order = None
