@@ -16,6 +16,7 @@ from commands import (
     journeys,
     rules,
     service,
+    sms,
     stack,
     users,
 )
@@ -32,6 +33,7 @@ app.add_typer(complaints.complaint_app, name="complaint")
 app.add_typer(service.service_app, name="service")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.audit_app, name="audit")
+app.add_typer(sms.sms_app, name="sms")
 
 
 def main() -> None:

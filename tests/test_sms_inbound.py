@@ -135,3 +135,34 @@ async def test_unsigned_or_malformed_replies_are_refused(
         assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "MessageSid"
         bad = await http.post(PATH, **signed(settings, {"MessageSid": "SM11", "From": "600"}))
         assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "From"
+
+
+async def test_the_dev_sink_replies_as_a_phone_would(
+    settings: Settings, sms_sink: object, temporal_env: object
+) -> None:
+    import asyncio
+
+    from tests.conftest import free_port
+    from tests.processes import run_cli, start_api
+
+    served = settings.model_copy(update={"api_port": free_port()})
+    cid = make_customer(served.db_url, phone="+34600333444", sms_consent=True, locale="en")
+    process, _base = await asyncio.to_thread(start_api, served, served.home / "api.log")
+    env = {"CLIENTELA_API_PORT": str(served.api_port)}
+    try:
+        stop = await asyncio.to_thread(
+            run_cli, served, "sms", "reply", "+34600333444", "Stop", env=env
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert sms_consent(served, cid) is False
+        helped = await asyncio.to_thread(
+            run_cli, served, "sms", "reply", "+34600333444", "help", env=env
+        )
+        assert "Answer: Clientela: reply STOP" in helped.stdout
+    finally:
+        process.terminate()
+        process.wait(10)
+    down = await asyncio.to_thread(
+        run_cli, served, "sms", "reply", "+34600333444", "START", env=env
+    )
+    assert down.returncode == 1 and "cannot be reached" in down.stderr

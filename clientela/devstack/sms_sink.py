@@ -352,3 +352,32 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def simulate_reply(
+    settings: Any, sender: str, body: str, *, timeout: float = 30
+) -> tuple[int, str]:
+    """A reply from ``sender``, delivered to the API's incoming-message webhook as Twilio
+    would deliver it (its fields, a new MessageSid, the sink's signature): (status, body)."""
+    import httpx
+
+    path = "/webhooks/twilio/inbound"
+    account, token, number = settings.twilio_credentials
+    params = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": account,
+        "From": sender,
+        "To": number,
+        "Body": body,
+        "NumMedia": "0",
+    }
+    signature = RequestValidator(token).compute_signature(
+        f"{settings.recipient_base_url}{path}", params
+    )
+    r = httpx.post(
+        f"http://{settings.api_host}:{settings.api_port}{path}",
+        data=params,
+        headers={"X-Twilio-Signature": signature},
+        timeout=timeout,
+    )
+    return r.status_code, r.text
