@@ -10,12 +10,12 @@ import asyncio
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from sqlmodel import Session, col, func, select
 
 from api.routes import campaign_runs
-from api.routes.campaigns import report_data
+from api.routes.campaigns import CampaignSlug, report_data
 from clientela import ROOT
 from clientela.campaigns import html as report_html
 from clientela.campaigns import report as reports
@@ -43,7 +43,7 @@ from models import Campaign, Message
 
 router = APIRouter(prefix="/campaigns")
 
-Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+Slug = CampaignSlug  # one id rule for the API and the console
 PER_PAGE = 50
 FINAL = ("done", "cancelled", "rejected")
 
@@ -227,6 +227,13 @@ def _record(session: Session, cid: str) -> dict[str, Any] | None:
 
 @router.get("/{cid}", response_class=HTMLResponse)
 async def campaign_page(request: Request, cid: Slug, viewer: Reader) -> HTMLResponse:
+    return await _campaign_page(request, viewer, cid)
+
+
+async def _campaign_page(
+    request: Request, viewer: Viewer, cid: str, refused: Problem | None = None
+) -> HTMLResponse:
+    """The campaign's page; after a refused action, with the refusal and its status."""
     settings = settings_of(request)
     record = await in_thread(settings, _record, cid)
     if record is None:
@@ -235,9 +242,10 @@ async def campaign_page(request: Request, cid: Slug, viewer: Reader) -> HTMLResp
     return page(
         viewer,
         "campaign.html",
+        code=refused.status if refused else 200,
         c=record,
         status=status,
-        problem=problem,
+        problem=refused or problem,
         **_abilities(viewer, status),
     )
 
@@ -306,20 +314,7 @@ async def campaign_control(
 async def _after(request: Request, viewer: Viewer, cid: str, problem: Problem | None) -> Response:
     if problem is None:
         return RedirectResponse(f"/console/campaigns/{cid}", status_code=303)
-    settings = settings_of(request)
-    record = await in_thread(settings, _record, cid)
-    if record is None:
-        raise Refused(404, viewer._("There is no campaign %(id)s.", id=cid))
-    status, _ = await _state(request, cid)
-    return page(
-        viewer,
-        "campaign.html",
-        code=problem.status,
-        c=record,
-        problem=problem,
-        status=status,
-        **_abilities(viewer, status),
-    )
+    return await _campaign_page(request, viewer, cid, problem)
 
 
 @router.get("/{cid}/report", response_class=HTMLResponse)

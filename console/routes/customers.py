@@ -24,11 +24,12 @@ from console.web import (
     role,
     settings_of,
 )
+from models.schemas import EXTERNAL_ID_PATTERN
 
 router = APIRouter(prefix="/customers")
 
 Reader = Annotated[Viewer, role(*CUSTOMER_READERS)]
-CustomerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
+CustomerId = Annotated[str, Path(pattern=EXTERNAL_ID_PATTERN)]
 
 
 @router.get("", response_class=HTMLResponse)

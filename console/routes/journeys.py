@@ -31,13 +31,14 @@ from console.web import (
     settings_of,
 )
 from models import Message
+from models.schemas import EXTERNAL_ID_PATTERN
 
 router = APIRouter(prefix="/journeys")
 
 Reader = Annotated[Viewer, role("marketer", "desk", "admin")]
 Marketer = Annotated[Viewer, role(*MARKETERS)]
-JourneyName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
-CustomerId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
+JourneyName = api_journeys.JourneyName
+CustomerId = Annotated[str, Path(pattern=EXTERNAL_ID_PATTERN)]
 #: Running runs read from Temporal's visibility per journey to count who is where.
 SAMPLE = 1000
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
@@ -31,8 +31,8 @@ from models import Customer
 
 router = APIRouter(prefix="/templates")
 
-Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-Locale = Annotated[str, Path(pattern=r"^(en|es)$")]
+Name = api_templates.TemplateName  # the API's rules for a template's name and locale
+Locale = api_templates.Locale
 Marketer = Annotated[Viewer, role(*MARKETERS)]
 
 
