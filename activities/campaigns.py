@@ -187,6 +187,7 @@ class CampaignActivities:
                                     channel=channel,
                                     campaign=campaign_id,
                                     context={"proof": True, "variant": variant},
+                                    tracking=False,  # the team's own check: no clicks
                                 )
                             )
             return requests
@@ -210,7 +211,7 @@ class CampaignActivities:
         with session_scope(self.settings.db_url) as session:
             campaign = self._campaign(session, page.campaign_id)
             if page.wave == "deferred":
-                return self._deferred_page(session, page)
+                return self._deferred_page(session, page, bool(campaign.spec.get("tracking", True)))
             templates: dict[str, str] = campaign.spec.get("variants", {})
             rows = session.exec(
                 select(CampaignMember, Customer.external_id)
@@ -234,6 +235,7 @@ class CampaignActivities:
                     channel=member.channel or None,
                     campaign=page.campaign_id,
                     context={"variant": member.variant, "arm": member.arm},
+                    tracking=bool(campaign.spec.get("tracking", True)),
                 )
                 for member, external_id in rows
             ]
@@ -241,7 +243,9 @@ class CampaignActivities:
             return requests, last or page.after_member
 
     @staticmethod
-    def _deferred_page(session: Session, page: PageInput) -> tuple[list[MessageRequest], int]:
+    def _deferred_page(
+        session: Session, page: PageInput, tracking: bool
+    ) -> tuple[list[MessageRequest], int]:
         """Messages of the campaign still queued (deferred by quiet hours), by ledger row."""
         rows = session.exec(
             select(Message, Customer.external_id)
@@ -262,6 +266,7 @@ class CampaignActivities:
                 template=m.template,
                 channel=m.channel or None,
                 campaign=page.campaign_id,
+                tracking=tracking,
             )
             for m, external_id in rows
         ]
@@ -310,6 +315,7 @@ class CampaignActivities:
                     channel="email",
                     campaign=campaign_id,
                     context=context,
+                    tracking=False,  # the team's own mail
                 )
                 for address in stakeholders
             ]
@@ -338,7 +344,7 @@ class CampaignActivities:
                     .group_by(col(Message.state))
                 ).all()
             )
-        failed = int(counts.get(MessageState.failed, 0))
+        failed = int(counts.get(MessageState.failed, 0)) + int(counts.get(MessageState.bounced, 0))
         handed = (
             failed
             + int(counts.get(MessageState.sent, 0))

@@ -167,4 +167,5 @@ class ComplaintActivities:
             template=template,
             channel="email",
             context=context,
+            tracking=False,  # the team's own mail
         )

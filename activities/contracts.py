@@ -21,6 +21,9 @@ class MessageRequest:
     #: complaint's acknowledgement or survey): needs no marketing consent, is not bound by
     #: the tier's channels or caps and does not count against them. Suppression still holds.
     service: bool = False
+    #: Track the email's clicks and opens (as settings allow): off for the team's own mail
+    #: (proofs, reports) and for a campaign or journey that turns tracking off.
+    tracking: bool = True
 
 
 #: Outcome state of a message that may not go yet (quiet hours); its ledger row stays queued.

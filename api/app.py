@@ -28,6 +28,7 @@ from api.routes import (
     rules,
     service,
     templates,
+    tracking,
     users,
     webhooks,
 )
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         events,
         webhooks,
         links,
+        tracking,
         campaign_runs,
         campaigns,
         journeys,

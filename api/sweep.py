@@ -14,7 +14,7 @@ from api.routes.webhooks import record_status
 from clientela.db import session_scope
 from clientela.journeys import router as journey_router
 from clientela.journeys.runs import start_case, start_fulfilment
-from clientela.messaging import delivery
+from clientela.messaging import delivery, engagement
 from clientela.messaging.channels.sms import SmsTransport
 from clientela.service import cases as complaints
 from clientela.settings import Settings
@@ -29,12 +29,24 @@ async def sweep(app: FastAPI, every: float = 60.0) -> None:
             await resume_cases(app)
             await resume_journeys(app)
             await settle_deliveries(app)
+            await forget_tracking(app)
         except Exception as exc:  # a sweep that fails is tried again at the next tick
             logging.getLogger(__name__).warning(
                 "sweep (orders, cases, journeys, deliveries) failed; again in %.0f s: %r",
                 every,
                 exc,
             )
+
+
+async def forget_tracking(app: FastAPI) -> int:
+    """Tracked clicks and opens older than ``tracking_retention`` days are deleted."""
+    settings: Settings = app.state.settings
+
+    def forget() -> int:
+        with session_scope(settings.db_url) as session:
+            return engagement.forget_old(session, settings)
+
+    return await asyncio.to_thread(forget)
 
 
 async def settle_deliveries(app: FastAPI) -> dict[str, int]:

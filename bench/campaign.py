@@ -169,6 +169,7 @@ def sample_content(templates: Templates) -> RenderedEmail:
     )
     context = {
         **customer_context(customer),
+        "site_url": "https://shop.clientela.example",
         "unsubscribe_url": "http://127.0.0.1:8000/u/" + "x" * 120,
     }
     return templates.email("spring_offer", "en", context)[1]

@@ -106,9 +106,23 @@ class Settings(BaseSettings):
     sms_sink_port: int = 8025
     sms_base_url: str = Field("", description="Override of Twilio's API address")
 
+    # Click and open tracking (docs/tracking.md); a campaign or journey can turn it off too.
+    tracking_clicks: bool = Field(True, description="Rewrite links in emails to count clicks")
+    tracking_opens: bool = Field(True, description="Add an open pixel to emails")
+    tracking_scanner_seconds: float = Field(
+        10.0, ge=0, description="A click or open this soon after the send is a machine's"
+    )
+    tracking_retention: int = Field(
+        730, ge=0, description="Days tracked clicks and opens are kept (0: kept for good)"
+    )
+
     templates_dir: Path = ROOT / "templates"
     default_locale: str = "en"
     public_url: str = Field("", description="Base URL recipients reach; default: the local API")
+    site_url: str = Field(
+        "https://shop.clientela.example",
+        description="The company's website: {{ site_url }} in templates (calls to action)",
+    )
 
     # Journeys. Durations: seconds (30), with a unit (90s, 15m, 2h, 2d) or ISO 8601 (P2D).
     journeys_dir: Path = Field(ROOT / "journeys", description="Journey definitions (YAML)")

@@ -17,6 +17,7 @@ class MessageState(StrEnum):
     sending = "sending"  # being handed to the provider by one attempt (in doubt if it died)
     sent = "sent"  # the provider accepted it
     delivered = "delivered"  # the provider reported delivery
+    bounced = "bounced"  # sent, then returned by the recipient's mail server (reason says why)
     failed = "failed"  # will not be sent; reason says why
     suppressed = "suppressed"  # deliberately not sent (consent, suppression list); reason says why
 

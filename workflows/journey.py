@@ -144,6 +144,7 @@ class JourneyWorkflow:
             channel=None if channel == "preferred" else channel,
             journey=p.name,
             context={"trigger": p.trigger},
+            tracking=bool(p.definition.get("tracking", True)),
         )
 
         def waiting(outcome: MessageOutcome | None) -> None:

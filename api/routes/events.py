@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import Session
 
 from api.deps import Authorised, SettingsDep, temporal_client
 from api.models import (
@@ -196,7 +195,7 @@ def _record_response(
             today=datetime.now(UTC).date(),
         )
         placed = (order.id, order.uid) if order is not None and order.id is not None else None
-        return outcome, placed, _hold(session, settings, outcome, event.type)
+        return outcome, placed, journey_router.hold_outcome(session, settings, outcome, event.type)
 
 
 def _realtime(
@@ -229,12 +228,4 @@ def _realtime(
             fields["consent_source"] = event.consent_source
             outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
         kind = None if isinstance(event, ProfileEvent) else event.type
-        return outcome, _hold(session, settings, outcome, kind)
-
-
-def _hold(
-    session: Session, settings: Settings, outcome: realtime.Outcome, event: str | None
-) -> list[int]:
-    levels = journey_router.levels_of(session) if outcome.changed else []  # only then read
-    happenings = journey_router.happenings_of(outcome, event, levels)
-    return journey_router.hold(session, settings, outcome.customer_id, happenings)
+        return outcome, journey_router.hold_outcome(session, settings, outcome, kind)

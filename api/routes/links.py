@@ -51,7 +51,7 @@ async def unsubscribe_page(settings: SettingsDep, token: LinkToken) -> HTMLRespo
     try:
         customer_id, channel, _ = read_token(settings, token)
     except BadToken:
-        return _invalid_link(settings, None)
+        return invalid_link(settings)
     locale = await asyncio.to_thread(_locale_of, settings, customer_id)
     w = pages.words(locale)
     return _recipient_page(
@@ -80,7 +80,7 @@ async def unsubscribe(settings: SettingsDep, token: LinkToken) -> HTMLResponse:
             _unsubscribe, settings, customer_id, channel, campaign
         )
     except (BadToken, UnknownCustomer):
-        return _invalid_link(settings, None)
+        return invalid_link(settings)
     w = pages.words(locale)
     said = w["unsubscribe.done" if changed else "unsubscribe.already"]
     return _recipient_page(
@@ -111,7 +111,7 @@ async def survey_page(
     try:
         complaint_id = read_survey_token(settings, token)
     except BadToken:
-        return _invalid_link(settings, None)
+        return invalid_link(settings)
     locale = await asyncio.to_thread(_locale_of_case, settings, complaint_id)
     return _survey_page(settings, locale, token, complaint_id, score)
 
@@ -132,7 +132,7 @@ async def survey_answer(settings: SettingsDep, token: LinkToken, request: Reques
     try:
         complaint_id = read_survey_token(settings, token)
     except BadToken:
-        return _invalid_link(settings, None)
+        return invalid_link(settings)
     form = await read_form(request)
     locale = await asyncio.to_thread(_locale_of_case, settings, complaint_id)
     w = pages.words(locale)
@@ -167,7 +167,7 @@ def _recipient_page(
     return HTMLResponse(html_text, status_code=status)
 
 
-def _invalid_link(settings: Settings, locale: str | None) -> HTMLResponse:
+def invalid_link(settings: Settings, locale: str | None = None) -> HTMLResponse:
     w = pages.words(locale)
     page = _recipient_page(settings, locale, w["invalid.title"], w["invalid.body"])
     page.status_code = 404

@@ -151,7 +151,11 @@ async def template_preview(
     def context() -> dict[str, Any]:
         with session_scope(settings.db_url) as session:
             customer = get_customer(session=session, external_id=body.customer_id)
-            return {**customer_context(customer), "unsubscribe_url": "#unsubscribe"}
+            return {
+                **customer_context(customer),
+                "site_url": settings.site_url,
+                "unsubscribe_url": "#unsubscribe",
+            }
 
     try:
         ctx = await asyncio.to_thread(context)

@@ -85,7 +85,6 @@ async def twilio_inbound(settings: SettingsDep, request: Request) -> Response:
     from twilio.twiml.messaging_response import MessagingResponse
 
     from api.deps import client_of
-    from api.routes.events import _hold
     from clientela.journeys import router as journey_router
     from clientela.journeys.runs import signal_response
     from clientela.messaging import inbound
@@ -115,7 +114,7 @@ async def twilio_inbound(settings: SettingsDep, request: Request) -> Response:
                 locale=settings.default_locale,
             )
             if outcome is not None:
-                done.held = _hold(session, settings, outcome, "reply")
+                done.held = journey_router.hold_outcome(session, settings, outcome, "reply")
             return done
 
     done = await asyncio.to_thread(apply)

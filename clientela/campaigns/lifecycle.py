@@ -75,6 +75,7 @@ async def create_from_source(
                     "rules_digest": rules.digest,
                     "template": s.template,
                     "variants": {v.name: v.template for v in s.variants},
+                    "tracking": s.tracking,
                     "preview": preview.as_dict(),
                 },
             )

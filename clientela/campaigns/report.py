@@ -26,6 +26,10 @@ from clientela.timeutil import as_utc
 from models import Campaign, CampaignMember, Direction, Interaction, Message, MessageState
 from models.history import RESPONSE_KINDS
 
+#: History kinds of machines' opens and clicks (counted apart, never a response).
+MACHINE = ("machine_open", "machine_click")
+FLAGS = ("responded", "visit", "conversion", "open", "click", *MACHINE)
+
 SHARED = ""  # the arm of a control group shared by every arm
 
 
@@ -43,6 +47,12 @@ class Group:
     failed: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     responded: int = 0
+    opened: int = 0  # people (machines apart): engagement, which only the contacted can show
+    clicked: int = 0
+    machine_opened: int = 0  # opened only by privacy proxies or scanners
+    machine_clicked: int = 0
+    bounced: int = 0
+    bounces: Counter[str] = field(default_factory=Counter)
     visits: int = 0
     conversions: int = 0
     revenue: Moments = field(default_factory=Moments)
@@ -59,8 +69,18 @@ class Group:
             "delivered": self.delivered,
             "failed": self.failed,
             "failure_reasons": dict(self.failures.most_common(10)),
+            "bounced": self.bounced,
+            "bounce_reasons": dict(self.bounces.most_common(10)),
             "responded": self.responded,
             "response_rate": _rate(self.responded, n),
+            "engagement": {
+                "opened": self.opened,
+                "open_rate": _rate(self.opened, self.sent),
+                "clicked": self.clicked,
+                "click_rate": _rate(self.clicked, self.sent),
+                "machine_opened": self.machine_opened,
+                "machine_clicked": self.machine_clicked,
+            },
             "visits": self.visits,
             "visit_rate": _rate(self.visits, n),
             "conversions": self.conversions,
@@ -240,6 +260,11 @@ def _count(
             g.cost += campaign.cost_per_message.get(channel, 0.0)
         if state == MessageState.delivered:
             g.delivered += 1
+        if state == MessageState.bounced:
+            g.sent += 1  # it went out, and came back
+            g.cost += campaign.cost_per_message.get(channel, 0.0)
+            g.bounced += 1
+            g.bounces[reason.removeprefix("bounced: ")[:80]] += 1
         if state == MessageState.failed:
             g.failed += 1
             g.failures[reason.split(":")[0][:80]] += 1
@@ -248,9 +273,13 @@ def _count(
     if value:
         g.paying += 1
     if response:
-        g.responded += 1
+        g.responded += int(response["responded"])
         g.visits += int(response["visit"])
         g.conversions += int(response["conversion"])
+        g.opened += int(response["open"])
+        g.clicked += int(response["click"])
+        g.machine_opened += int(response["machine_open"] and not response["open"])
+        g.machine_clicked += int(response["machine_click"] and not response["click"])
 
 
 BUCKETS = [
@@ -322,18 +351,23 @@ def _iso(value: Any) -> str | None:
 
 
 def _responses(session: Session, campaign: Campaign) -> dict[int, dict[str, Any]]:
-    """Per customer: responded at all, visited, converted, revenue, inside the window."""
+    """Per customer: responded at all, visited, converted, revenue, opened and clicked (by
+    a person, or only by machines), inside the window."""
     query = _window(
         select(Interaction.customer_id, Interaction.kind, Interaction.detail).where(
             Interaction.campaign == campaign.id,
             Interaction.direction == Direction.inbound,
-            col(Interaction.kind).in_(RESPONSE_KINDS),
+            col(Interaction.kind).in_(RESPONSE_KINDS + MACHINE),
         ),
         campaign,
     )
     out: dict[int, dict[str, Any]] = {}
     for customer_id, kind, detail in session.exec(query):
-        r = out.setdefault(customer_id, {"visit": False, "conversion": False, "revenue": 0.0})
+        r = out.setdefault(customer_id, dict.fromkeys(FLAGS, False) | {"revenue": 0.0})
+        if kind in FLAGS:
+            r[kind] = True
+        if kind in RESPONSE_KINDS:
+            r["responded"] = True
         if kind in ("visit", "click"):
             r["visit"] = True
         if kind == "conversion":
@@ -343,7 +377,8 @@ def _responses(session: Session, campaign: Campaign) -> dict[int, dict[str, Any]
 
 
 CSV_FIELDS = [
-    "targeted", "sent", "delivered", "failed", "responded", "response_rate", "visits",
+    "targeted", "sent", "delivered", "bounced", "failed", "opened", "clicked", "machine_opened",
+    "machine_clicked", "responded", "response_rate", "visits",
     "visit_rate", "conversions", "conversion_rate", "revenue", "revenue_per_customer", "cost",
     "roi",
 ]  # fmt: skip
@@ -371,5 +406,6 @@ def to_csv(data: dict[str, Any]) -> str:
                 if group == "treated"
                 else [None, None, None, None]
             )
-            writer.writerow([arm["arm"], group, *(block[f] for f in CSV_FIELDS), *extra])
+            flat = {**block, **block.get("engagement", {})}
+            writer.writerow([arm["arm"], group, *(flat[f] for f in CSV_FIELDS), *extra])
     return buffer.getvalue()

@@ -109,6 +109,9 @@ class CampaignSpec(_Strict):
     response_window: Duration = timedelta(days=14)
     pilot: Pilot | None = None
     proof: Proof = Field(default_factory=Proof)
+    tracking: bool = Field(
+        True, description="count clicks and opens of this campaign's emails (docs/tracking.md)"
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> CampaignSpec:

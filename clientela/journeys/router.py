@@ -33,6 +33,7 @@ from clientela import ROOT
 from clientela.customers.realtime import Outcome
 from clientela.db import session_scope
 from clientela.journeys.dates import Lapse, Occasion
+from clientela.journeys.runs import signal_response
 from clientela.journeys.spec import Journey, facts_of, load_valid
 from clientela.messaging.templating import Templates
 from clientela.settings import Settings
@@ -53,7 +54,7 @@ SHIPPED_RULES = ROOT / "rules" / "crm.yaml"
 class Happening:
     """What may let a customer into journeys."""
 
-    kind: str  # event, tier_change, segment_entry
+    kind: str  # event, tier_change, segment_entry; signal: tell running journeys ``event``
     event: str = ""  # with kind event: signup, purchase, complaint, open, click, ...
     key: str = ""  # names this happening (every_time journeys start once per key)
     from_tier: str | None = None
@@ -386,8 +387,31 @@ def hold(
     return [row.id for row in rows if row.id is not None]
 
 
+def hold_outcome(
+    session: Session, settings: Settings, outcome: Outcome, event: str | None
+) -> list[int]:
+    """Hold what a recorded change lets the customer into: the event itself, a change of
+    tier, each segment entered (the tiers are read only when the tier changed)."""
+    levels = levels_of(session) if outcome.changed else []
+    return hold(session, settings, outcome.customer_id, happenings_of(outcome, event, levels))
+
+
+def hold_signal(session: Session, customer_id: str, event: str, channel: str) -> list[int]:
+    """Hold, in the caller's transaction, that the customer's running journeys (and a
+    welcome of old) are to be told of ``event``: ``release`` tells them once it commits, and
+    the API's sweep tells them later if Temporal could not be reached then."""
+    row = JourneyOutbox(
+        customer_id=customer_id,
+        happening=asdict(Happening(kind="signal", event=event, data={"channel": channel})),
+    )
+    session.add(row)
+    session.flush()
+    return [row.id] if row.id is not None else []
+
+
 async def release(client: Client, settings: Settings, ids: list[int]) -> list[Entry]:
-    """Start the journeys of held happenings, then remove them from the outbox."""
+    """Start the journeys of held happenings (or tell the running ones of a held signal),
+    then remove them from the outbox."""
     if not ids:
         return []
 
@@ -402,7 +426,13 @@ async def release(client: Client, settings: Settings, ids: list[int]) -> list[En
 
     entries = []
     for row_id, customer_id, happening in await asyncio.to_thread(read):
-        entries += await enter(client, settings, customer_id, Happening(**happening))
+        held = Happening(**happening)
+        if held.kind == "signal":
+            channel = str(held.data.get("channel", ""))
+            await signal_event(client, settings, customer_id, held.event, channel)
+            await signal_response(client, customer_id, held.event, channel)
+        else:
+            entries += await enter(client, settings, customer_id, held)
         await asyncio.to_thread(done, row_id)
     return entries
 

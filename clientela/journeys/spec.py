@@ -158,6 +158,7 @@ class JourneySpec(_Strict):
     trigger: Trigger
     when: str | None = Field(None, description="entry condition over the customer's fields")
     reentry: Reentry = Field(default_factory=Reentry)
+    tracking: bool = Field(True, description="count clicks and opens of the journey's emails")
     steps: list[Step] = Field(min_length=1)
 
     @field_validator("steps")

@@ -57,6 +57,7 @@ from clientela.messaging.eligibility import Deferral, Facts, chunked
 from clientela.messaging.links import url_for
 from clientela.messaging.ratelimit import limiter
 from clientela.messaging.templating import RenderedEmail, RenderedSms, RenderError, Templates
+from clientela.messaging.tracking import Rewriter
 from clientela.settings import Settings
 from clientela.timeutil import as_utc, utcnow
 from models import Channel, Customer, Direction, Interaction, Message, MessageState
@@ -649,7 +650,11 @@ class Sender:
         if deferral is not None:
             return deferral
         assert customer.id is not None
-        context = {**customer_context(customer, facts.offers.get(customer.id)), **req.context}
+        context = {
+            **customer_context(customer, facts.offers.get(customer.id)),
+            "site_url": self.settings.site_url,
+            **req.context,
+        }
         link = ""
         if channel == Channel.email:
             link = url_for(self.settings, customer.external_id, channel, req.campaign)
@@ -657,11 +662,25 @@ class Sender:
         try:
             if channel == Channel.email:
                 locale, content = self.templates.email(req.template, customer.locale, context)
+                content = self._tracked(req, content, link)
                 return Decision(channel, address_or_reason, locale, content, link)
             locale, sms = self.templates.sms(req.template, customer.locale, context)
             return Decision(channel, address_or_reason, locale, sms)
         except RenderError as exc:
             return Refusal(MessageState.failed, f"template error: {exc}")
+
+    def _tracked(self, req: MessageRequest, content: RenderedEmail, kept: str) -> RenderedEmail:
+        """The email with its links rewritten and its open pixel, as tracking is set."""
+        clicks = req.tracking and self.settings.tracking_clicks
+        opens = req.tracking and self.settings.tracking_opens
+        if not (clicks or opens):
+            return content
+        rewriter = Rewriter(self.settings, req.key, {kept})
+        return RenderedEmail(
+            subject=content.subject,
+            html=rewriter.html(content.html, clicks=clicks, opens=opens),
+            text=rewriter.text(content.text) if clicks else content.text,
+        )
 
     def _commit(self, ops: list[Op]) -> list[Any]:
         """Hand-overs (``claimed -> sending``) and answers, in one transaction.
