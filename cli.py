@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from commands import (
+    bounces,
     campaigns,
     complaints,
     customers,
@@ -34,6 +35,7 @@ app.add_typer(service.service_app, name="service")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.audit_app, name="audit")
 app.add_typer(sms.sms_app, name="sms")
+app.add_typer(bounces.bounces_app, name="bounces")
 
 
 def main() -> None:

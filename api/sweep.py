@@ -14,7 +14,7 @@ from api.routes.webhooks import record_status
 from clientela.db import session_scope
 from clientela.journeys import router as journey_router
 from clientela.journeys.runs import start_case, start_fulfilment
-from clientela.messaging import delivery, engagement
+from clientela.messaging import bounces, delivery, engagement
 from clientela.messaging.channels.sms import SmsTransport
 from clientela.service import cases as complaints
 from clientela.settings import Settings
@@ -30,12 +30,23 @@ async def sweep(app: FastAPI, every: float = 60.0) -> None:
             await resume_journeys(app)
             await settle_deliveries(app)
             await forget_tracking(app)
+            await read_bounces(app)
         except Exception as exc:  # a sweep that fails is tried again at the next tick
             logging.getLogger(__name__).warning(
                 "sweep (orders, cases, journeys, deliveries) failed; again in %.0f s: %r",
                 every,
                 exc,
             )
+
+
+async def read_bounces(app: FastAPI) -> int:
+    """New messages of the bounce Maildir are applied (when it exists: the built-in catcher
+    delivers there, or ``bounce_maildir`` names one)."""
+    settings: Settings = app.state.settings
+    folder = bounces.mailbox_dir(settings)
+    if not (folder / "new").is_dir():
+        return 0
+    return len(await asyncio.to_thread(bounces.fetch, settings, folder))
 
 
 async def forget_tracking(app: FastAPI) -> int:

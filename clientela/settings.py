@@ -116,6 +116,19 @@ class Settings(BaseSettings):
         730, ge=0, description="Days tracked clicks and opens are kept (0: kept for good)"
     )
 
+    # Bounces and complaints (docs/sending.md): where they arrive, and when soft bounces stop
+    # an address.
+    bounce_address: str = Field(
+        "", description="Envelope sender for VERP return paths; default bounces@<sender domain>"
+    )
+    bounce_maildir: Path | None = Field(
+        None, description="Maildir the bounce address delivers to; default <home>/bounces"
+    )
+    soft_bounce_limit: int = Field(3, ge=1, description="Soft-bounced messages that suppress")
+    soft_bounce_window: Duration = Field(
+        timedelta(days=30), description="The period soft bounces are counted over"
+    )
+
     templates_dir: Path = ROOT / "templates"
     default_locale: str = "en"
     public_url: str = Field("", description="Base URL recipients reach; default: the local API")

@@ -124,6 +124,10 @@ OPERATIONS = [
     "POST /users/tokens/{token_id}/revoke",
     "DELETE /customers/{customer_id}",
     "POST /webhooks/twilio/inbound",
+    "GET /c/{token}",
+    "HEAD /c/{token}",
+    "GET /o/{token}",
+    "HEAD /o/{token}",
 ]
 
 

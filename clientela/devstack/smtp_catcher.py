@@ -4,6 +4,16 @@ Each accepted message is written to ``<outbox>/<received>-<n>.eml`` and indexed 
 ``<outbox>/index.jsonl`` (file, Message-ID, envelope). The index is also how the sender
 reconciles a message it is in doubt about. Faults can be injected, as a mail server would
 produce them, to exercise the sender's handling of refusals and slow answers.
+
+It also plays the recipients' mail servers and the company's bounce mailbox, so that the
+whole return path runs in development: mail to the bounce address (``bounces@...``, with or
+without a VERP tag) is delivered to a Maildir (``<outbox>/../bounces``) instead of the
+outbox, and mail to these simulated recipients (any domain; a ``+tag`` is allowed) is
+accepted and then answered as a real mailbox provider would, to the message's return path:
+
+- ``bounce@``: a delivery status notification, ``failed`` with 5.1.1 (no such user);
+- ``softbounce@``: a delivery status notification, ``delayed`` with 4.2.2 (mailbox full);
+- ``complaint@``: a feedback-loop report (ARF): the recipient marked it as spam.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import email.policy
 import itertools
 import json
 import logging
+import mailbox
 import os
 import re
 import time
@@ -41,10 +52,18 @@ class Fault:
         return any(re.search(self.pattern, r) for r in recipients)
 
 
+#: Simulated recipients (the local part before any ``+``) and what their mailbox does.
+SIMULATED = {"bounce", "softbounce", "complaint"}
+
+
 class CatcherHandler:
-    def __init__(self, outbox: Path) -> None:
+    def __init__(
+        self, outbox: Path, bounces: Path | None = None, bounce_local: str = "bounces"
+    ) -> None:
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
+        self.bounces = bounces or outbox.parent / "bounces"
+        self.bounce_local = bounce_local
         self.faults: list[Fault] = []
         self.delay_seconds = 0.0
         self._counter = itertools.count(1)
@@ -77,6 +96,9 @@ class CatcherHandler:
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode()
+        if all(self._to_bounces(r) for r in recipients):
+            self._deliver_bounce(content)
+            return "250 OK delivered to the bounce mailbox"
         parsed = email.message_from_bytes(content, policy=email.policy.default)
         stamp = datetime.now(UTC)
         name = f"{stamp:%Y%m%dT%H%M%S%f}-{os.getpid()}-{next(self._counter):06d}.eml"
@@ -95,7 +117,42 @@ class CatcherHandler:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()
         self.accepted += 1
+        for recipient in recipients:
+            self._answer_as_mailbox(recipient, str(envelope.mail_from or ""), content)
         return f"250 OK queued as {name}"
+
+    def _to_bounces(self, address: str) -> bool:
+        local = address.rpartition("@")[0].lower()
+        return local == self.bounce_local or local.startswith(f"{self.bounce_local}+")
+
+    def _deliver_bounce(self, content: bytes) -> None:
+        mailbox.Maildir(self.bounces, create=True).add(content)
+
+    def _answer_as_mailbox(self, recipient: str, return_path: str, content: bytes) -> None:
+        """What a simulated recipient's mail server sends back, to the return path."""
+        from clientela.messaging import bounces
+
+        who = recipient.rpartition("@")[0].split("+")[0].lower()
+        if who not in SIMULATED or not return_path or not self._to_bounces(return_path):
+            return
+        if who == "complaint":
+            report = bounces.arf(
+                reporting="mailbox.example", to=return_path, original=content, recipient=recipient
+            )
+        else:
+            hard = who == "bounce"
+            report = bounces.dsn(
+                reporting_mta="mx.mailbox.example",
+                to=return_path,
+                original=content,
+                recipient=recipient,
+                action="failed" if hard else "delayed",
+                status="5.1.1" if hard else "4.2.2",
+                diagnostic=f"550 5.1.1 <{recipient}>: Recipient address rejected: User unknown"
+                if hard
+                else f"452 4.2.2 <{recipient}>: Mailbox full",
+            )
+        self._deliver_bounce(report)
 
 
 def read_outbox(outbox: Path) -> list[dict[str, Any]]:
@@ -108,8 +165,15 @@ def read_outbox(outbox: Path) -> list[dict[str, Any]]:
 class SmtpCatcher:
     """The catcher on a background thread (aiosmtpd's controller)."""
 
-    def __init__(self, outbox: Path, host: str = "127.0.0.1", port: int = 1025) -> None:
-        self.handler = CatcherHandler(outbox)
+    def __init__(
+        self,
+        outbox: Path,
+        host: str = "127.0.0.1",
+        port: int = 1025,
+        bounces: Path | None = None,
+        bounce_local: str = "bounces",
+    ) -> None:
+        self.handler = CatcherHandler(outbox, bounces, bounce_local)
         self.controller = Controller(
             self.handler, hostname=host, port=port, data_size_limit=25 * 1024 * 1024
         )
@@ -131,9 +195,13 @@ def main() -> None:
     parser.add_argument("--outbox", type=Path, default=Path(".clientela/outbox"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1025)
+    parser.add_argument("--bounces", type=Path, default=None, help="the bounce Maildir")
+    parser.add_argument("--bounce-local", default="bounces", help="the bounce address's user")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s smtp %(levelname)s %(message)s")
-    catcher = SmtpCatcher(args.outbox, args.host, args.port).start()
+    catcher = SmtpCatcher(
+        args.outbox, args.host, args.port, args.bounces, args.bounce_local
+    ).start()
     logging.info("SMTP catcher on %s:%d, outbox %s", args.host, args.port, args.outbox)
     try:
         while True:

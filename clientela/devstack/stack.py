@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clientela import ROOT
+from clientela.messaging.bounces import bounce_address, mailbox_dir
 from clientela.settings import Settings
 from workflows import search
 
@@ -86,6 +87,10 @@ def services(settings: Settings) -> list[Service]:
                     str(settings.outbox_dir.resolve()),
                     "--port",
                     str(settings.catcher_port),
+                    "--bounces",
+                    str(mailbox_dir(settings).resolve()),
+                    "--bounce-local",
+                    bounce_address(settings).rpartition("@")[0],
                 ],
                 port=settings.catcher_port,
             )

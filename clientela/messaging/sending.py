@@ -44,6 +44,7 @@ from sqlmodel import Session, col, select
 from activities.contracts import DEFERRED, MessageOutcome, MessageRequest
 from clientela.customers.records import suppress
 from clientela.db import get_engine, session_scope
+from clientela.messaging.bounces import REF_HEADER, return_path, tag_for
 from clientela.messaging.channels import InDoubt, Permanent, SendAccepted, SendError, Transient
 from clientela.messaging.channels.email import (
     EmailTransport,
@@ -393,7 +394,10 @@ class Sender:
                 # RFC 2369 and RFC 8058: mail clients offer a one-click unsubscribe.
                 "List-Unsubscribe": f"<{link}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                # Which message a bounce or complaint is about (signed: docs/sending.md).
+                REF_HEADER: tag_for(self.settings, p.key),
             },
+            return_path=return_path(self.settings, p.key),
         )
 
     @asynccontextmanager

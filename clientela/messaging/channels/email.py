@@ -116,6 +116,7 @@ def build_email(
     to: str,
     content: RenderedEmail,
     headers: dict[str, str] | None = None,
+    return_path: str | None = None,
 ) -> OutgoingEmail:
     """A multipart/alternative message (text and HTML, UTF-8, base64), built directly.
 
@@ -155,7 +156,7 @@ def build_email(
         "",
     ]
     return OutgoingEmail(
-        sender=from_address,
+        sender=_address(return_path) if return_path else from_address,
         recipient=to_address,
         message_id=message_id,
         data="\r\n".join(lines).encode("ascii"),
