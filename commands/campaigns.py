@@ -397,6 +397,14 @@ def _print_report(data: dict[str, Any]) -> None:
         t, c, u = arm["treated"], arm["control_group"], arm["uplift"]
         table.add_row("customers", str(t["targeted"]), str(c["targeted"]), "")
         table.add_row("sent", str(t["sent"]), str(c["sent"]), "")
+        if t.get("bounced"):
+            table.add_row("bounced", str(t["bounced"]), "", "")
+        e = t.get("engagement") or {}
+        if e:  # only the contacted can open or click: engagement, not uplift
+            table.add_row("opened (people)", _count_rate(e["opened"], e["open_rate"]), "", "")
+            table.add_row("clicked (people)", _count_rate(e["clicked"], e["click_rate"]), "", "")
+            table.add_row("opened only by machines", str(e["machine_opened"]), "", "")
+            table.add_row("links followed only by machines", str(e["machine_clicked"]), "", "")
         for label, rate, key in (
             ("responded", "response_rate", "response"),
             ("visited", "visit_rate", "visit"),
@@ -413,6 +421,17 @@ def _print_report(data: dict[str, Any]) -> None:
         table.add_row("cost", f"{t['cost']:.2f}", f"{c['cost']:.2f}", "")
         table.add_row("ROI", "-" if t["roi"] is None else f"{t['roi']:.2f}", "", "")
         out.print(table)
+        if t.get("bounce_reasons"):
+            out.print(
+                "  bounces by reason: "
+                + "; ".join(f"{n} {why}" for why, n in t["bounce_reasons"].items()),
+                highlight=False,
+                markup=False,
+            )
+
+
+def _count_rate(n: int, rate: float | None) -> str:
+    return f"{n} ({_pct(rate)} of sent)"
 
 
 def _pct(value: float | None) -> str:

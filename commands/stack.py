@@ -99,13 +99,16 @@ def demo(
         by_group: dict[str, list[str]] = {}
         for key, n in sorted(c.responses.items()):
             group, kind = key.split(" ", 1)
-            by_group.setdefault(group, []).append(f"{n:,} {kind}{'s' if n != 1 else ''}")
-        posted = "; ".join(f"{g}: {', '.join(parts)}" for g, parts in by_group.items())
+            by_group.setdefault(group, []).append(f"{n:,} {kind}")
+        for group, parts in by_group.items():
+            out.print(f"  {group}: {', '.join(parts)}", highlight=False)
         out.print(
-            f"  responses posted: {posted}; "
+            f"  back at the bounce address: {said(c.returned) or 'nothing'}; "
             f"{len(c.fulfilments)} orders fulfilled by their own workflows",
             highlight=False,
         )
+        for line in c.sms_replies:
+            out.print(f"  {line}", highlight=False)
         _print_report(c.report)
         out.print(
             f"Report page:  {c.report_path} (emailed to the stakeholders: {said(c.reported)})"

@@ -89,7 +89,7 @@ async def test_a_hard_bounce_suppresses_the_address_and_is_applied_once(
     row = message(settings, "b:hard")
     assert row.state == "bounced"
     assert row.reason.startswith("bounced: 5.1.1 smtp; 550 5.1.1")
-    assert (suppression(settings, address) or "").startswith("hard bounce: 5.1.1")
+    assert suppression(settings, address) == "hard bounce: 5.1.1 no such mailbox (hard)"
     assert history(settings, cid, "bounce") == ["hard"]
     assert bounces.fetch(settings) == []  # read once
     # The same report again (a mail server's retry, or piped twice) changes nothing.
@@ -184,7 +184,7 @@ async def test_the_report_shows_bounces_by_reason(settings: Settings, catcher: S
     treated = data["arms"][0]["treated"]
     assert (treated["targeted"], treated["sent"], treated["bounced"]) == (2, 2, 1)
     [(reason, count)] = treated["bounce_reasons"].items()
-    assert count == 1 and reason.startswith("5.1.1 smtp; 550 5.1.1 <bounce+1@example.com>")
+    assert (reason, count) == ("5.1.1 no such mailbox (hard)", 1)
 
 
 async def test_the_cli_applies_a_report_piped_by_a_mail_server(

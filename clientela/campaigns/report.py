@@ -22,6 +22,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from clientela.campaigns.uplift import Moments, Uplift, means, proportions
+from clientela.messaging.bounces import describe
 from clientela.timeutil import as_utc
 from models import Campaign, CampaignMember, Direction, Interaction, Message, MessageState
 from models.history import RESPONSE_KINDS
@@ -264,7 +265,8 @@ def _count(
             g.sent += 1  # it went out, and came back
             g.cost += campaign.cost_per_message.get(channel, 0.0)
             g.bounced += 1
-            g.bounces[reason.removeprefix("bounced: ")[:80]] += 1
+            status = reason.split(": ", 1)[-1].split(" ", 1)[0]
+            g.bounces[describe(status) if status[:1] in "45" else "no reason given"] += 1
         if state == MessageState.failed:
             g.failed += 1
             g.failures[reason.split(":")[0][:80]] += 1

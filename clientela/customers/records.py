@@ -235,6 +235,7 @@ def customer_view(*, session: Session, external_id: str, history: int = 50) -> d
                 "outcome": i.outcome,
                 "journey": i.journey,
                 "campaign": i.campaign,
+                "detail": i.detail or {},
             }
             for i in interactions
         ],

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import yaml
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
 
@@ -111,6 +112,8 @@ class CampaignRun:
     pilot: str = ""
     responses: Counter[str] = field(default_factory=Counter)
     fulfilments: list[str] = field(default_factory=list)
+    returned: Counter[str] = field(default_factory=Counter)  # bounces and complaints
+    sms_replies: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     report_path: str = ""
     reported: dict[str, int] = field(default_factory=dict)
@@ -136,6 +139,7 @@ def run_demo(
 
     run = datetime.now(UTC).strftime("%y%m%d%H%M%S")
     rows = sample_rows(customers, prefix=f"D{run}-", seed=int(run))
+    _some_addresses_fail(rows)
     path = write_sample_csv(settings.home / "demo" / f"customers-{run}.csv", rows)
     report = DemoReport(customers_file=path, stack_started=started)
     report.password = demo_users(settings)
@@ -281,10 +285,33 @@ async def _wait_finished(settings: Settings, customer_ids: list[str], within: fl
     return len(done)
 
 
-#: How demo customers respond: (kind, channel, chance) per group. The treated respond more
-#: than the control group (who get no message); the report measures by how much.
-TREATED_RESPONSES = [("open", "email", 0.40), ("click", "email", 0.15), ("conversion", "web", 0.09)]
+#: What the demo's recipients do with the campaign's email, as Clientela itself sees it
+#: through its tracked links and open pixel. Machines come first, as the message arrives: a
+#: mail security gateway checks the links of some messages, Apple Mail's privacy proxy
+#: fetches the images of others. People read later: some open, and of those some click.
+GATEWAY, APPLE, OPENS, CLICKS_OF_OPENS = 0.10, 0.25, 0.40, 0.375
+SCANNER_AGENT = "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))"
+APPLE_PROXY_AGENT = "Mozilla/5.0"
+BROWSER_AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15"
+)
+#: Purchases and visits the web shop reports through POST /events, per group: the treated
+#: buy more than the control group (who get no message); the report measures by how much.
+TREATED_RESPONSES = [("conversion", "web", 0.09)]
 CONTROL_RESPONSES = [("visit", "web", 0.06), ("conversion", "web", 0.03)]
+
+
+def _some_addresses_fail(rows: list[dict[str, str]]) -> None:
+    """A real base holds dead addresses: 4 in 300 of the generated ones are the built-in
+    catcher's simulated mailboxes, whose servers answer as real ones do (a hard bounce, a
+    full mailbox, a spam complaint)."""
+    for n, row in enumerate(rows):
+        if not row.get("email"):
+            continue
+        who = {7: "bounce", 57: "bounce", 123: "softbounce", 241: "complaint"}.get(n % 300)
+        if who:
+            row["email"] = f"{who}+{row['external_id'].lower()}@example.com"
 
 
 async def _run_campaign(
@@ -344,9 +371,14 @@ async def _run_campaign(
     out.sent, out.proofs = status.sent, status.proofs
     log(
         f"  {status.sent} of {status.treated} handled: {said(status.counts)}; "
-        "now the customers respond..."
+        "now the recipients' side..."
     )
+    out.returned = await asyncio.to_thread(_returned, settings, out.campaign_id)
+    log(f"  came back to the bounce address: {said(out.returned) or 'nothing'}")
     out.responses, out.fulfilments = await _respond(settings, out.campaign_id, rng)
+    out.sms_replies = await asyncio.to_thread(_sms_replies, settings, out.campaign_id)
+    for line in out.sms_replies:
+        log(f"  {line}")
     await lifecycle.control(client, out.campaign_id, "close")
     final = await handle.result()
     out.report_path, out.reported = final.report_path, final.reported
@@ -355,22 +387,120 @@ async def _run_campaign(
     return out
 
 
+def _returned(settings: Settings, campaign_id: str) -> Counter[str]:
+    """Bounces and complaints for the campaign's messages, applied from the bounce mailbox
+    (where the catcher, as the recipients' servers, delivered them) as the API's sweep does
+    every minute; counted from the customers' histories, whoever applied them."""
+    from clientela.messaging import bounces
+    from models import Interaction
+
+    bounces.fetch(settings)
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(
+            select(Interaction.kind, Interaction.outcome).where(
+                Interaction.campaign == campaign_id,
+                col(Interaction.kind).in_(("bounce", "spam_complaint")),
+            )
+        ).all()
+    names = {("bounce", "hard"): "hard bounces", ("bounce", "soft"): "soft bounces"}
+    return Counter(names.get((k, o), "spam complaints") for k, o in rows)
+
+
+def _tracked(settings: Settings, provider_ids: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """(tracked link or "", open pixel) of each email in the outbox, by ledger key."""
+    import email as mail
+    import email.policy
+    import re
+
+    by_id = {e["message_id"]: e["file"] for e in read_outbox(settings.outbox_dir)}
+    out = {}
+    for key, provider_id in provider_ids.items():
+        name = by_id.get(provider_id.split(" ")[0])
+        if name is None:
+            continue
+        parsed = mail.message_from_bytes(
+            (settings.outbox_dir / name).read_bytes(), policy=email.policy.default
+        )
+        body = parsed.get_body(("html",))
+        html = body.get_content() if body is not None else ""
+        links = re.findall(r'href="([^"]+/c/[^"]+)"', html)
+        pixels = re.findall(r'<img src="([^"]+/o/[^"]+)"', html)
+        if pixels:
+            out[key] = (links[0] if links else "", pixels[0])
+    return out
+
+
 async def _respond(
     settings: Settings, campaign_id: str, rng: random.Random
 ) -> tuple[Counter[str], list[str]]:
-    """Plausible responses through POST /events, as a web shop and a mail tracker would."""
+    """The recipients' side: machines and people open and click the emails (Clientela
+    records it through its tracked links and pixel), and the web shop posts purchases."""
     with session_scope(settings.db_url) as session:
-        members = session.exec(
-            select(Customer.external_id, CampaignMember.group)
+        members = session.execute(
+            sa_select(
+                col(Customer.external_id),
+                col(CampaignMember.group),
+                col(Message.key),
+                col(Message.channel),
+                col(Message.state),
+                col(Message.provider_id),
+                col(Message.sent_at),
+            )
             .join(CampaignMember, col(CampaignMember.customer_id) == col(Customer.id))
-            .where(CampaignMember.campaign_id == campaign_id, CampaignMember.excluded == "")
+            .outerjoin(
+                Message,
+                (col(Message.customer_id) == col(Customer.id))
+                & (col(Message.campaign) == campaign_id)
+                & col(Message.key).like("%:message"),
+            )
+            .where(
+                col(CampaignMember.campaign_id) == campaign_id,
+                col(CampaignMember.excluded) == "",
+            )
         ).all()
+    emailed = {
+        key: provider_id
+        for _, group, key, channel, state, provider_id, _ in members
+        if group == "treated" and channel == "email" and state in ("sent", "delivered")
+    }
+    tracked = await asyncio.to_thread(_tracked, settings, emailed)
     counts: Counter[str] = Counter()
     fulfilments = []
     api = f"http://{settings.api_host}:{settings.api_port}"
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as http:
-        for customer_id, group in members:
+
+        async def hit(url: str, agent: str, method: str = "GET") -> None:
+            r = await http.request(method, url, headers={"User-Agent": agent})
+            if r.status_code not in (200, 302):
+                raise RuntimeError(f"{url} answered {r.status_code}")
+
+        plans = {key: (rng.random(), rng.random(), rng.random(), rng.random()) for key in tracked}
+        # As the messages arrive: gateways check links, Apple's proxy fetches images.
+        for key, (link, pixel) in tracked.items():
+            gateway, apple, _, _ = plans[key]
+            if link and gateway < GATEWAY:
+                await hit(link, SCANNER_AGENT, "HEAD")
+                await hit(link, SCANNER_AGENT)
+                counts["treated link checks by a security gateway"] += 1
+            if apple < APPLE:
+                await hit(pixel, APPLE_PROXY_AGENT)
+                counts["treated opens by Apple's privacy proxy"] += 1
+        # People read their mail a little later than machines do.
+        sent = [at for *_, at in members if at is not None]
+        if sent:
+            last = max(sent).replace(tzinfo=UTC) if max(sent).tzinfo is None else max(sent)
+            ready = last.timestamp() + settings.tracking_scanner_seconds + 1
+            await asyncio.sleep(max(0.0, ready - time.time()))
+        for key, (link, pixel) in tracked.items():
+            _, _, opens, clicks = plans[key]
+            if opens < OPENS:
+                await hit(pixel, BROWSER_AGENT)
+                counts["treated opens"] += 1
+                if link and clicks < CLICKS_OF_OPENS:
+                    await hit(link, BROWSER_AGENT)
+                    counts["treated clicks"] += 1
+        for customer_id, group, *_ in members:
             plan = TREATED_RESPONSES if group == "treated" else CONTROL_RESPONSES
             for kind, channel, chance in plan:
                 if rng.random() >= chance:
@@ -385,10 +515,57 @@ async def _respond(
                     body["value"] = f"{rng.uniform(20, 90):.2f}"
                 r = await http.post("/events", json=body)
                 r.raise_for_status()
-                counts[f"{group} {kind}"] += 1
+                counts[f"{group} {kind}s posted by the shop"] += 1
                 if r.json().get("fulfilment"):
                     fulfilments.append(r.json()["fulfilment"])
     return counts, fulfilments
+
+
+def _sms_replies(settings: Settings, campaign_id: str) -> list[str]:
+    """Two customers reply to the campaign's SMS from their phones (through the sink, as
+    Twilio delivers replies): one STOP, one a question."""
+    from clientela.customers.records import consents
+    from clientela.devstack.sms_sink import simulate_reply
+
+    with session_scope(settings.db_url) as session:
+        texted = session.exec(
+            select(Customer)
+            .join(Message, col(Message.customer_id) == col(Customer.id))
+            .where(
+                Message.campaign == campaign_id,
+                Message.channel == "sms",
+                col(Message.state).in_(("sent", "delivered", "queued")),
+            )
+            .order_by(col(Message.id))
+            .limit(2)
+        ).all()
+        if len(texted) < 2:  # none texted by the campaign: customers we text, replying to us
+            texted = session.exec(
+                select(Customer)
+                .join(CampaignMember, col(CampaignMember.customer_id) == col(Customer.id))
+                .where(
+                    CampaignMember.campaign_id == campaign_id,
+                    col(Customer.phone).is_not(None),
+                    Customer.preferred_channel == "sms",
+                )
+                .order_by(col(Customer.id))
+                .limit(2)
+            ).all()
+        phones = [(c.external_id, c.phone or "", c.id) for c in texted]
+    lines = []
+    for (cid, phone, pk), body in zip(phones, ("STOP", "Is this for my line too?"), strict=False):
+        status, _ = simulate_reply(settings, phone, body)
+        with session_scope(settings.db_url) as session:
+            held = consents(session=session, customer_id=pk or 0).get("sms")
+        if body == "STOP":
+            lines.append(
+                f"{cid} texted STOP to our number: SMS consent "
+                + ("withdrawn" if held is not None and not held.granted else "NOT withdrawn")
+                + f" at once ({held.source if held else 'no record'})"
+            )
+        else:
+            lines.append(f"{cid} texted {body!r}: recorded as a response (HTTP {status})")
+    return lines
 
 
 async def _birthday(settings: Settings, customer_id: str, run: str) -> str:

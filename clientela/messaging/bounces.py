@@ -30,12 +30,14 @@ catcher's), and the API's sweep every minute.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import hashlib
 import hmac
-import mailbox
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import Message as MailMessage
@@ -89,6 +91,33 @@ def bounce_address(settings: Settings) -> str:
 def return_path(settings: Settings, key: str) -> str:
     local, _, domain = bounce_address(settings).rpartition("@")
     return f"{local}+{tag_for(settings, key)}@{domain}"
+
+
+#: What enhanced status codes say (RFC 3463), for the report's failure analysis.
+STATUS = {
+    "1.1": "no such mailbox",
+    "1.2": "no such domain",
+    "1.3": "bad address syntax",
+    "1.6": "mailbox moved",
+    "2.1": "mailbox disabled",
+    "2.2": "mailbox full",
+    "2.3": "message too large",
+    "3.0": "recipient's server failing",
+    "4.0": "routing problem",
+    "4.4": "no answer from the recipient's server",
+    "4.7": "delivery time expired",
+    "7.0": "refused by policy",
+    "7.1": "refused: sender not allowed",
+    "7.26": "refused: authentication failed (SPF/DKIM/DMARC)",
+}
+
+
+def describe(status: str) -> str:
+    """``5.1.1`` -> ``5.1.1 no such mailbox (hard)``."""
+    klass, _, detail = status.partition(".")
+    said = STATUS.get(detail) or STATUS.get(f"{detail.split('.')[0]}.0", "")
+    kind = "hard" if klass == "5" else "soft" if klass == "4" else "unknown"
+    return " ".join(p for p in (status, said, f"({kind})") if p)
 
 
 # -- reading a report -------------------------------------------------------------------
@@ -317,7 +346,9 @@ def _bounce(
         )
     address = message.address.lower()
     if hard:
-        suppress(session=session, channel="email", address=address, reason=f"hard bounce: {reason}")
+        # Grouped in reports and audiences by its status, so the reason names no address.
+        why = f"hard bounce: {describe(r.status)}"
+        suppress(session=session, channel="email", address=address, reason=why)
         return Applied("hard", message.key, customer.external_id, True, reason)
     since = utcnow() - settings.soft_bounce_window
     count = session.exec(
@@ -334,7 +365,7 @@ def _bounce(
             session=session,
             channel="email",
             address=address,
-            reason=f"soft bounces: {count} in {days:g} days (last: {reason})"[:255],
+            reason=f"soft bounces: {count} in {days:g} days (last: {describe(r.status)})",
         )
         return Applied("soft", message.key, customer.external_id, True, reason)
     return Applied("soft", message.key, customer.external_id, False, reason)
@@ -391,21 +422,43 @@ def mailbox_dir(settings: Settings) -> Path:
 
 
 def fetch(settings: Settings, folder: Path | None = None) -> list[Applied]:
-    """Process every new message of a Maildir, then move it to ``cur`` (kept, read), so that
-    a message is processed once however often this runs."""
-    box = mailbox.Maildir(folder or mailbox_dir(settings), create=True)
-    done: list[Applied] = []
-    for key in list(box.iterkeys()):
-        try:
-            msg = box.get_message(key)
-        except (KeyError, FileNotFoundError):
-            continue  # taken by another fetch meanwhile
-        if "S" in msg.get_flags():
+    """Process every new message of a Maildir, each once however many fetches run.
+
+    A message is first claimed by moving it from ``new/`` to ``cur/`` (an atomic rename: one
+    fetch wins; its time is set to the claim's), then applied, then flagged seen
+    (``:2,S``). A message claimed but not flagged five minutes later belongs to a fetch that
+    stopped between: it is applied again, which changes nothing the first one did (reports
+    are applied once each).
+    """
+    box = Path(folder or mailbox_dir(settings))
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True, exist_ok=True)
+    mine: list[Path] = []
+    for name in sorted(os.listdir(box / "new")):
+        if name.startswith("."):
             continue
-        done += process(settings, msg.as_bytes())
-        msg.set_subdir("cur")
-        msg.add_flag("S")
-        box[key] = msg
+        claimed = box / "cur" / f"{name.split(':')[0]}:2,"
+        try:
+            os.rename(box / "new" / name, claimed)
+        except FileNotFoundError:
+            continue  # another fetch took it
+        os.utime(claimed)
+        mine.append(claimed)
+    stale = time.time() - 300
+    for name in sorted(os.listdir(box / "cur")):
+        path = box / "cur" / name
+        with contextlib.suppress(FileNotFoundError):
+            if name.endswith(":2,") and path not in mine and path.stat().st_mtime < stale:
+                mine.append(path)
+    done: list[Applied] = []
+    for path in mine:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        done += process(settings, raw)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, path.with_name(f"{path.name}S"))
     return done
 
 

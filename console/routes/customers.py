@@ -61,14 +61,20 @@ def _timeline(view: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for h in view["history"]:
         if h["direction"] == "inbound":
+            detail = h.get("detail") or {}
             items.append(
                 {
                     "at": h["at"] or "",
-                    "kind": "response",
+                    "kind": "email_open" if h["kind"] == "open" else h["kind"],
                     "channel": h["channel"],
-                    "what": h["kind"],
+                    # which link, the machine rule, the bounce's status, the reply's words
+                    "what": " ".join(
+                        str(detail[k])
+                        for k in ("url", "status", "diagnostic", "text", "source")
+                        if detail.get(k)
+                    )[:200],
                     "outcome": h["outcome"] or "",
-                    "reason": "",
+                    "reason": str(detail.get("machine", "")),
                     "source": h["campaign"] or h["journey"] or "",
                 }
             )
