@@ -110,7 +110,7 @@ def seed(settings: Settings, n: int) -> list[str]:
             for pk in ids
         ]
         session.execute(insert(Message), messages)
-        return [m["key"] for m in messages]
+        return [str(m["key"]) for m in messages]
 
 
 async def hammer(
