@@ -211,7 +211,7 @@ class CampaignActivities:
         with session_scope(self.settings.db_url) as session:
             campaign = self._campaign(session, page.campaign_id)
             if page.wave == "deferred":
-                return self._deferred_page(session, page, bool(campaign.spec.get("tracking", True)))
+                return self._deferred_page(session, page, campaign.spec)
             templates: dict[str, str] = campaign.spec.get("variants", {})
             rows = session.exec(
                 select(CampaignMember, Customer.external_id)
@@ -236,6 +236,7 @@ class CampaignActivities:
                     campaign=page.campaign_id,
                     context={"variant": member.variant, "arm": member.arm},
                     tracking=bool(campaign.spec.get("tracking", True)),
+                    topic=campaign.spec.get("topic"),
                 )
                 for member, external_id in rows
             ]
@@ -244,7 +245,7 @@ class CampaignActivities:
 
     @staticmethod
     def _deferred_page(
-        session: Session, page: PageInput, tracking: bool
+        session: Session, page: PageInput, spec: dict[str, Any]
     ) -> tuple[list[MessageRequest], int]:
         """Messages of the campaign still queued (deferred by quiet hours), by ledger row."""
         rows = session.exec(
@@ -266,7 +267,8 @@ class CampaignActivities:
                 template=m.template,
                 channel=m.channel or None,
                 campaign=page.campaign_id,
-                tracking=tracking,
+                tracking=bool(spec.get("tracking", True)),
+                topic=spec.get("topic"),
             )
             for m, external_id in rows
         ]

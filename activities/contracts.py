@@ -24,6 +24,9 @@ class MessageRequest:
     #: Track the email's clicks and opens (as settings allow): off for the team's own mail
     #: (proofs, reports) and for a campaign or journey that turns tracking off.
     tracking: bool = True
+    #: The subscription topic of its campaign or journey: not sent to a customer who
+    #: unsubscribed from it (service messages have none).
+    topic: str | None = None
 
 
 #: Outcome state of a message that may not go yet (quiet hours); its ledger row stays queued.

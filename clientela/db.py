@@ -41,8 +41,38 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     SQLModel.metadata.create_all(engine)
     _check_schema(engine)
+    _carry_over_consent(engine)
     _engines[url] = engine
     return engine
+
+
+def _carry_over_consent(engine: Engine) -> None:
+    """A database made before the consent log: each channel's consent as it stands becomes
+    the log's first record (once: the log is empty only then)."""
+    from sqlalchemy import insert, literal, select
+    from sqlmodel import col
+
+    from models import Consent, ConsentRecord
+
+    with engine.begin() as conn:
+        if conn.execute(select(col(ConsentRecord.id)).limit(1)).first() is not None:
+            return
+        if conn.execute(select(col(Consent.id)).limit(1)).first() is None:
+            return
+        conn.execute(
+            insert(ConsentRecord).from_select(
+                ["customer_id", "channel", "topic", "granted", "source", "wording", "recorded_at"],
+                select(
+                    col(Consent.customer_id),
+                    col(Consent.channel),
+                    literal(""),
+                    col(Consent.granted),
+                    col(Consent.source),
+                    literal("unknown: given before the log"),
+                    col(Consent.recorded_at),
+                ),
+            )
+        )
 
 
 class SchemaOutdated(RuntimeError):

@@ -1,7 +1,14 @@
 """The single customer record and everything recorded against it."""
 
 from models.campaign import Campaign, CampaignMember
-from models.customer import Channel, Consent, Customer, Suppression
+from models.customer import (
+    Channel,
+    Consent,
+    ConsentRecord,
+    Customer,
+    Suppression,
+    TopicPreference,
+)
 from models.history import Complaint, ComplaintState, Direction, Interaction, Transaction
 from models.ledger import DeliveryReport, Message, MessageState
 from models.order import Order
@@ -18,6 +25,7 @@ __all__ = [
     "Complaint",
     "ComplaintState",
     "Consent",
+    "ConsentRecord",
     "ConsoleSession",
     "Customer",
     "CustomerDecision",
@@ -33,6 +41,7 @@ __all__ = [
     "RuleVersion",
     "Suppression",
     "TierChange",
+    "TopicPreference",
     "Transaction",
     "User",
 ]

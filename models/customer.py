@@ -72,6 +72,40 @@ class Consent(SQLModel, table=True):
     )
 
 
+class ConsentRecord(SQLModel, table=True):
+    """The consent log: every grant and withdrawal, never changed afterwards. ``Consent`` and
+    ``TopicPreference`` hold what it adds up to now, written in the same transaction."""
+
+    __tablename__ = "consent_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    channel: str = Field(default="", max_length=16, description="email, sms; '' for a topic")
+    topic: str = Field(default="", max_length=64, description="a subscription topic, or ''")
+    granted: bool
+    source: str = Field(max_length=128, description="import, api, link, keyword, bounce, ...")
+    wording: str = Field(default="", max_length=64, description="version of the text shown")
+    recorded_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class TopicPreference(SQLModel, table=True):
+    """A customer's choice about one subscription topic (none: subscribed)."""
+
+    __tablename__ = "topic_preference"
+    __table_args__ = (UniqueConstraint("customer_id", "topic"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    topic: str = Field(max_length=64)
+    subscribed: bool
+    source: str = Field(max_length=128)
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
 class Suppression(SQLModel, table=True):
     """An address no message may go to (opted out at the provider, invalid, unsubscribed)."""
 

@@ -124,6 +124,8 @@ OPERATIONS = [
     "POST /users/tokens/{token_id}/revoke",
     "DELETE /customers/{customer_id}",
     "POST /webhooks/twilio/inbound",
+    "GET /p/{token}",
+    "POST /p/{token}",
     "GET /c/{token}",
     "HEAD /c/{token}",
     "GET /o/{token}",

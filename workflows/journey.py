@@ -145,6 +145,7 @@ class JourneyWorkflow:
             journey=p.name,
             context={"trigger": p.trigger},
             tracking=bool(p.definition.get("tracking", True)),
+            topic=p.definition.get("topic"),
         )
 
         def waiting(outcome: MessageOutcome | None) -> None:

@@ -1,4 +1,4 @@
-"""What links in messages open: unsubscribe, the satisfaction survey, the shared report."""
+"""What links in messages open: unsubscribe, preferences, the survey, the shared report."""
 
 from __future__ import annotations
 
@@ -18,13 +18,22 @@ from api.routes.complaints import case_change
 from clientela.campaigns import html as report_html
 from clientela.customers.records import (
     UnknownCustomer,
+    consents,
     get_customer,
     record_interaction,
     set_consent,
+    set_topic,
+    topics_off,
 )
 from clientela.db import session_scope
 from clientela.messaging import pages
-from clientela.messaging.links import BadToken, read_report_token, read_survey_token, read_token
+from clientela.messaging.links import (
+    BadToken,
+    read_preferences_token,
+    read_report_token,
+    read_survey_token,
+    read_token,
+)
 from clientela.service import cases as complaints
 from clientela.settings import Settings
 from models import Complaint, Consent, Customer, Direction
@@ -90,6 +99,50 @@ async def unsubscribe(settings: SettingsDep, token: LinkToken) -> HTMLResponse:
         said.format(channel=w[channel]),
         w["unsubscribe.back"],
     )
+
+
+@router.get("/p/{token}", response_class=HTMLResponse, responses=PAGE_ERRORS)
+async def preferences_page(settings: SettingsDep, token: LinkToken) -> HTMLResponse:
+    """The preference centre a link in every email opens: channels and topics, in the
+    customer's language. Opening it changes nothing."""
+    try:
+        customer_id = read_preferences_token(settings, token)
+        view = await asyncio.to_thread(_preferences, settings, customer_id, None, "")
+    except (BadToken, UnknownCustomer):
+        return invalid_link(settings)
+    return _preferences_page(settings, token, view)
+
+
+@router.post(
+    "/p/{token}",
+    response_class=HTMLResponse,
+    responses=PAGE_ERRORS,
+    openapi_extra=form_body(
+        {
+            "wording": {"type": "string", "maxLength": 64},
+            "channel.email": {"type": "string", "enum": ["on"]},
+            "channel.sms": {"type": "string", "enum": ["on"]},
+            "topic.offers": {"type": "string", "enum": ["on"]},
+        }
+    ),
+)
+async def preferences_save(
+    settings: SettingsDep, token: LinkToken, request: Request
+) -> HTMLResponse:
+    """Save the choices: each change in the consent log (source ``preference centre``, with
+    the version of the wording the page showed), effective for the next message. A box left
+    unticked is a no."""
+    try:
+        customer_id = read_preferences_token(settings, token)
+    except BadToken:
+        return invalid_link(settings)
+    form = await read_form(request)
+    wording = _printable_text(form.get("wording", ""))[:64]
+    try:
+        view = await asyncio.to_thread(_preferences, settings, customer_id, form, wording)
+    except UnknownCustomer:
+        return invalid_link(settings)
+    return _preferences_page(settings, token, view, saved=True)
 
 
 @router.get("/r/{token}", response_class=HTMLResponse, responses=PAGE_ERRORS)
@@ -197,6 +250,76 @@ def _survey_page(
         comment_label=w["survey.comment"],
         button=w["survey.send"],
         status=status,
+    )
+
+
+def _preferences(
+    settings: Settings, customer_id: str, form: dict[str, str] | None, wording: str
+) -> dict[str, Any]:
+    """The customer's channels and topics (after applying ``form``, when given)."""
+    from clientela.messaging import topics as topic_file
+
+    known = topic_file.load(settings.templates_dir)
+    with session_scope(settings.db_url) as session:
+        customer = get_customer(session=session, external_id=customer_id)
+        assert customer.id is not None
+        channels = [
+            ch for ch, address in (("email", customer.email), ("sms", customer.phone)) if address
+        ]
+        if form is not None:
+            for ch in channels:
+                set_consent(
+                    session=session,
+                    customer_id=customer.id,
+                    channel=ch,
+                    granted=form.get(f"channel.{ch}") == "on",
+                    source="preference centre",
+                    wording=wording or known.wording,
+                )
+            for topic in known.topics:
+                set_topic(
+                    session=session,
+                    customer_id=customer.id,
+                    topic=topic,
+                    subscribed=form.get(f"topic.{topic}") == "on",
+                    source="preference centre",
+                    wording=wording or known.wording,
+                )
+            session.flush()
+        held = consents(session=session, customer_id=customer.id)
+        off = topics_off(session=session, customer_id=customer.id)
+        lang = (customer.locale or "en").split("-")[0]
+        return {
+            "locale": customer.locale,
+            "wording": known.wording,
+            "channels": [(ch, ch in held and held[ch].granted) for ch in channels],
+            "topics": [(t, known.label(t, lang), t not in off) for t in known.topics],
+        }
+
+
+def _preferences_page(
+    settings: Settings, token: str, view: dict[str, Any], saved: bool = False
+) -> HTMLResponse:
+    locale = view["locale"]
+    w = pages.words(locale)
+    said = [w["prefs.intro"]]
+    if saved:
+        said.append(w["prefs.saved"])
+        if not any(on for _, on in view["channels"]):
+            said.append(w["prefs.none"])
+    return _recipient_page(
+        settings,
+        locale,
+        w["prefs.title"],
+        *said,
+        form="preferences",
+        action=f"/p/{token}",
+        wording=view["wording"],
+        channels_label=w["prefs.channels"],
+        channels=[(ch, w[ch], on) for ch, on in view["channels"]],
+        topics_label=w["prefs.topics"],
+        topics=view["topics"],
+        button=w["prefs.save"],
     )
 
 

@@ -106,7 +106,10 @@ def build(session: Session, campaign_id: str, spec: Spec, hash_id: str | None = 
     _list_audience(session, campaign_id, spec, hash_id)
     _hold_out(session, campaign_id, spec.spec.control.share)
     _reachability(
-        session, campaign_id, None if spec.spec.channel == "preferred" else spec.spec.channel
+        session,
+        campaign_id,
+        None if spec.spec.channel == "preferred" else spec.spec.channel,
+        spec.spec.topic,
     )
     _deduplicate(session, campaign_id)
     return summarise(session, campaign_id, spec)
@@ -206,8 +209,11 @@ def _hold_out(session: Session, campaign_id: str, share: float) -> None:
         )
 
 
-def _reachability(session: Session, campaign_id: str, channel: str | None) -> None:
-    """The channel and address each member would be contacted on, or why not."""
+def _reachability(
+    session: Session, campaign_id: str, channel: str | None, topic: str | None = None
+) -> None:
+    """The channel and address each member would be contacted on, or why not (no consent,
+    unsubscribed from the campaign's topic, no address, suppressed, caps)."""
     now = utcnow()
     after = 0
     while True:
@@ -224,7 +230,8 @@ def _reachability(session: Session, campaign_id: str, channel: str | None) -> No
         facts = Facts(session, [c for _, c in rows], now)
         changes = []
         for member_id, customer in rows:
-            chosen, found = facts.choose_channel(customer, channel)
+            off = facts.unsubscribed(customer, topic)
+            chosen, found = (None, off) if off else facts.choose_channel(customer, channel)
             if chosen is None:
                 changes.append({"mid": member_id, "ch": "", "addr": "", "why": found[:255]})
             else:

@@ -76,6 +76,7 @@ async def create_from_source(
                     "template": s.template,
                     "variants": {v.name: v.template for v in s.variants},
                     "tracking": s.tracking,
+                    "topic": s.topic,
                     "preview": preview.as_dict(),
                 },
             )

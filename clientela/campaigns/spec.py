@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from clientela.messaging import topics
 from clientela.messaging.templating import Templates
 from clientela.settings import Duration
 from clientela.yamlfile import Positions, Problem, SpecError, load_model, read_source
@@ -112,6 +113,9 @@ class CampaignSpec(_Strict):
     tracking: bool = Field(
         True, description="count clicks and opens of this campaign's emails (docs/tracking.md)"
     )
+    topic: str | None = Field(
+        None, description="its subscription topic (templates/_topics.yaml): opted-out left out"
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> CampaignSpec:
@@ -181,6 +185,11 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Spec:
             part = "body.html" if channel == "email" else "sms.txt"
             if not templates.has(name, part):
                 problem(loc, f"template {name!r} has no {part} (needed for {channel})")
+    if spec.topic is not None:
+        known = topics.load(templates.directory).topics
+        if spec.topic not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            problem(("topic",), f"no topic {spec.topic!r} in templates/_topics.yaml ({listed})")
     for channel in channels:
         if channel not in spec.cost_per_message:
             problem(("cost_per_message",), f"no cost per message for {channel}")

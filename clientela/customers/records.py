@@ -18,6 +18,7 @@ from models import (
     Channel,
     Complaint,
     Consent,
+    ConsentRecord,
     Customer,
     CustomerDecision,
     Direction,
@@ -25,6 +26,7 @@ from models import (
     Message,
     RuleVersion,
     Suppression,
+    TopicPreference,
     Transaction,
 )
 from models.schemas import CustomerIn
@@ -88,9 +90,17 @@ def upsert_customer(*, session: Session, data: CustomerIn) -> tuple[Customer, bo
 
 
 def set_consent(
-    *, session: Session, customer_id: int, channel: str, granted: bool, source: str
+    *,
+    session: Session,
+    customer_id: int,
+    channel: str,
+    granted: bool,
+    source: str,
+    wording: str = "",
 ) -> bool:
-    """Record consent for a channel; returns True when it changed (the change is logged)."""
+    """Record consent for a channel; returns True when it changed. Every change, the first
+    answer included, is appended to the consent log (``ConsentRecord``) with its source and
+    the version of the wording the customer saw; ``Consent`` holds where it stands now."""
     row = session.exec(
         select(Consent).where(Consent.customer_id == customer_id, Consent.channel == channel)
     ).first()
@@ -102,8 +112,18 @@ def set_consent(
     else:
         row.granted, row.source, row.recorded_at = granted, source, utcnow()
     session.add(row)
+    session.add(
+        ConsentRecord(
+            customer_id=customer_id,
+            channel=channel,
+            granted=granted,
+            source=source[:128],
+            wording=wording[:64],
+            recorded_at=row.recorded_at,
+        )
+    )
     if first and not granted:
-        return True  # never asked is not a withdrawal: nothing to log
+        return True  # never asked is not a withdrawal: nothing for the timeline
     session.add(
         Interaction(
             customer_id=customer_id,
@@ -115,6 +135,86 @@ def set_consent(
         )
     )
     return True
+
+
+def set_topic(
+    *,
+    session: Session,
+    customer_id: int,
+    topic: str,
+    subscribed: bool,
+    source: str,
+    wording: str = "",
+) -> bool:
+    """Subscribe or unsubscribe the customer from a topic (every channel); True when it
+    changed. Logged as consent is (``ConsentRecord`` with the topic)."""
+    row = session.exec(
+        select(TopicPreference).where(
+            TopicPreference.customer_id == customer_id, TopicPreference.topic == topic
+        )
+    ).first()
+    if (row.subscribed if row is not None else True) == subscribed:
+        return False
+    now = utcnow()
+    if row is None:
+        row = TopicPreference(customer_id=customer_id, topic=topic, subscribed=subscribed,
+                              source=source[:128], updated_at=now)  # fmt: skip
+    else:
+        row.subscribed, row.source, row.updated_at = subscribed, source[:128], now
+    session.add(row)
+    session.add(
+        ConsentRecord(
+            customer_id=customer_id,
+            topic=topic,
+            granted=subscribed,
+            source=source[:128],
+            wording=wording[:64],
+            recorded_at=now,
+        )
+    )
+    session.add(
+        Interaction(
+            customer_id=customer_id,
+            channel="",
+            direction=Direction.inbound,
+            kind="topic",
+            outcome="subscribed" if subscribed else "unsubscribed",
+            detail={"source": source, "topic": topic},
+        )
+    )
+    return True
+
+
+def topics_off(*, session: Session, customer_id: int) -> set[str]:
+    """The topics the customer unsubscribed from."""
+    return set(
+        session.exec(
+            select(TopicPreference.topic).where(
+                TopicPreference.customer_id == customer_id,
+                col(TopicPreference.subscribed).is_(False),
+            )
+        ).all()
+    )
+
+
+def consent_log(*, session: Session, customer_id: int) -> list[dict[str, Any]]:
+    """The customer's consent log, oldest first."""
+    rows = session.exec(
+        select(ConsentRecord)
+        .where(ConsentRecord.customer_id == customer_id)
+        .order_by(col(ConsentRecord.id))
+    ).all()
+    return [
+        {
+            "at": _plain(r.recorded_at),
+            "channel": r.channel,
+            "topic": r.topic,
+            "granted": r.granted,
+            "source": r.source,
+            "wording": r.wording,
+        }
+        for r in rows
+    ]
 
 
 def consents(*, session: Session, customer_id: int) -> dict[str, Consent]:
@@ -399,6 +499,10 @@ def _write_batch(session: Session, batch: list[CustomerIn], result: ImportResult
                         }
                     )
         session.connection().execute(Consent.__table__.insert(), consents)  # type: ignore[attr-defined]
+        session.connection().execute(
+            ConsentRecord.__table__.insert(),  # type: ignore[attr-defined]
+            [{**c, "topic": "", "wording": ""} for c in consents],
+        )
         if contacts:
             session.connection().execute(Interaction.__table__.insert(), contacts)  # type: ignore[attr-defined]
     result.created += len(fresh)
@@ -434,8 +538,12 @@ def internal_recipient(
         select(Consent).where(Consent.customer_id == customer.id, Consent.channel == channel)
     ).first()
     if consent is None:
-        session.add(
-            Consent(customer_id=customer.id, channel=channel, granted=True, source="internal list")
+        set_consent(
+            session=session,
+            customer_id=customer.id,
+            channel=channel,
+            granted=True,
+            source="internal list",
         )
     session.flush()
     return external_id

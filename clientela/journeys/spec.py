@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlmodel import Session
 
 from clientela.customers.records import get_customer
+from clientela.messaging import topics
 from clientela.messaging.templating import Templates
 from clientela.settings import Duration
 from clientela.yamlfile import Problem, SpecError, load_model, read_source
@@ -159,6 +160,7 @@ class JourneySpec(_Strict):
     when: str | None = Field(None, description="entry condition over the customer's fields")
     reentry: Reentry = Field(default_factory=Reentry)
     tracking: bool = Field(True, description="count clicks and opens of the journey's emails")
+    topic: str | None = Field(None, description="its subscription topic (templates/_topics.yaml)")
     steps: list[Step] = Field(min_length=1)
 
     @field_validator("steps")
@@ -278,6 +280,11 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Journey
     segment = spec.trigger.segment_entry
     if segment is not None and segment not in {s.name for s in rules.spec.segments}:
         problem(("trigger", "segment_entry"), f"no segment {segment!r} in rule set {rules.name}")
+    if spec.topic is not None:
+        known = topics.load(templates.directory).topics
+        if spec.topic not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            problem(("topic",), f"no topic {spec.topic!r} in templates/_topics.yaml ({listed})")
     ids = step_ids(spec)
     for i, step in enumerate(spec.steps):
         if step.send is not None:

@@ -35,7 +35,16 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from clientela.timeutil import QuietHours, as_utc, zone_of
-from models import Channel, Consent, Customer, CustomerDecision, Message, RuleVersion, Suppression
+from models import (
+    Channel,
+    Consent,
+    Customer,
+    CustomerDecision,
+    Message,
+    RuleVersion,
+    Suppression,
+    TopicPreference,
+)
 from models.ledger import MessageState
 from rules.model import Caps, TierPolicy
 from rules.service import rules_of
@@ -61,7 +70,14 @@ class Deferral:
 
 
 class Facts:
-    """Consents, suppressions, tier policies and recent contacts of a batch of customers."""
+    """Consents, topics, suppressions, tier policies and recent contacts of a batch of
+    customers."""
+
+    def unsubscribed(self, customer: Customer, topic: str | None) -> str | None:
+        """Why the customer may not get a message of ``topic`` (None: they may)."""
+        if topic and customer.id is not None and topic in self.topics_off.get(customer.id, ()):
+            return f"unsubscribed from {topic}"
+        return None
 
     def __init__(
         self,
@@ -82,6 +98,7 @@ class Facts:
         self.recent: dict[tuple[int, str], list[datetime]] = defaultdict(list)
         self.suppressed: dict[tuple[str, str], str] = {}
         self.offers: dict[int, list[str]] = {}  # next best offers, best first
+        self.topics_off: dict[int, set[str]] = defaultdict(set)  # topics unsubscribed from
         versions: dict[int, RuleVersion | None] = {}
         since = now - max(CAP_WINDOWS.values())
         for part in chunked(ids):
@@ -89,6 +106,13 @@ class Facts:
                 select(Consent).where(col(Consent.customer_id).in_(part))
             ).all():
                 self.consents[consent.customer_id][consent.channel] = consent
+            for customer_id, topic in session.exec(
+                select(TopicPreference.customer_id, TopicPreference.topic).where(
+                    col(TopicPreference.customer_id).in_(part),
+                    col(TopicPreference.subscribed).is_(False),
+                )
+            ).all():
+                self.topics_off[customer_id].add(topic)
             for customer_id, vid, tier, offers in session.exec(
                 select(
                     CustomerDecision.customer_id,

@@ -86,6 +86,30 @@ def url_for(settings: Settings, customer_id: str, channel: str, campaign: str | 
     return f"{settings.recipient_base_url}/u/{token_for(settings, customer_id, channel, campaign)}"
 
 
+# The preference centre's links: encrypted like unsubscribe links, for a customer.
+
+
+def preferences_token(settings: Settings, customer_id: str) -> str:
+    payload = f"preferences\x1f{customer_id}".encode()
+    return _fernet(secret_key(settings)).encrypt(payload).decode().rstrip("=")
+
+
+def read_preferences_token(settings: Settings, token: str) -> str:
+    """The customer id of a genuine preference-centre token; BadToken otherwise."""
+    try:
+        raw = _fernet(secret_key(settings)).decrypt(token + "=" * (-len(token) % 4))
+        kind, _, customer_id = raw.decode().partition("\x1f")
+    except (InvalidToken, ValueError, UnicodeDecodeError):
+        raise BadToken("this preferences link is not valid") from None
+    if kind != "preferences" or not customer_id:
+        raise BadToken("this preferences link is not valid")
+    return customer_id
+
+
+def preferences_url(settings: Settings, customer_id: str) -> str:
+    return f"{settings.recipient_base_url}/p/{preferences_token(settings, customer_id)}"
+
+
 # Satisfaction survey links: the same signature over a payload of their own.
 
 

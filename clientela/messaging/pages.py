@@ -1,5 +1,5 @@
-"""Pages a recipient opens from a message (unsubscribe, survey): in their language, with the
-look of the email they came from."""
+"""Pages a recipient opens from a message (unsubscribe, preferences, survey): in their
+language, with the look of the email they came from."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ WORDS: dict[str, dict[str, str]] = {
         "survey.thanks": "Thank you for telling us.",
         "survey.answered": "You have answered already. Thank you.",
         "survey.early": "Your complaint is not resolved yet; we will ask you once it is.",
+        "prefs.title": "Your preferences",
+        "prefs.intro": "Choose how we may contact you and what about. Changes apply to the "
+        "very next message.",
+        "prefs.channels": "Contact me by",
+        "prefs.topics": "Tell me about",
+        "prefs.save": "Save my choices",
+        "prefs.saved": "Your choices are saved.",
+        "prefs.none": "You will receive no marketing messages from us. Messages about your own "
+        "orders and requests still reach you.",
     },
     "es": {
         "email": "correo electrónico",
@@ -55,6 +64,15 @@ WORDS: dict[str, dict[str, str]] = {
         "survey.thanks": "Gracias por contárnoslo.",
         "survey.answered": "Ya nos habías respondido. Gracias.",
         "survey.early": "Tu reclamación aún no está resuelta; te preguntaremos cuando lo esté.",
+        "prefs.title": "Tus preferencias",
+        "prefs.intro": "Elige cómo podemos contactarte y sobre qué. Los cambios se aplican desde "
+        "el próximo mensaje.",
+        "prefs.channels": "Contactadme por",
+        "prefs.topics": "Contadme sobre",
+        "prefs.save": "Guardar mis preferencias",
+        "prefs.saved": "Tus preferencias están guardadas.",
+        "prefs.none": "No recibirás mensajes comerciales nuestros. Los mensajes sobre tus "
+        "pedidos y solicitudes te seguirán llegando.",
     },
 }
 

@@ -55,7 +55,7 @@ from clientela.messaging.channels.email import (
 from clientela.messaging.channels.sms import SmsTransport
 from clientela.messaging.delivery import apply_kept
 from clientela.messaging.eligibility import Deferral, Facts, chunked
-from clientela.messaging.links import url_for
+from clientela.messaging.links import preferences_url, url_for
 from clientela.messaging.ratelimit import limiter
 from clientela.messaging.templating import RenderedEmail, RenderedSms, RenderError, Templates
 from clientela.messaging.tracking import Rewriter
@@ -647,6 +647,9 @@ class Sender:
         self, facts: Facts, req: MessageRequest, customer: Customer
     ) -> Decision | Refusal | Deferral:
         """Which channel and address, and the rendered content; or why not (now)."""
+        off = None if req.service else facts.unsubscribed(customer, req.topic)
+        if off is not None:
+            return Refusal(MessageState.suppressed, off)
         channel, address_or_reason = facts.choose_channel(customer, req.channel, req.service)
         if channel is None:
             return Refusal(MessageState.suppressed, address_or_reason)
@@ -663,6 +666,7 @@ class Sender:
         if channel == Channel.email:
             link = url_for(self.settings, customer.external_id, channel, req.campaign)
             context["unsubscribe_url"] = link
+            context["preferences_url"] = preferences_url(self.settings, customer.external_id)
         try:
             if channel == Channel.email:
                 locale, content = self.templates.email(req.template, customer.locale, context)

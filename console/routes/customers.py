@@ -70,7 +70,7 @@ def _timeline(view: dict[str, Any]) -> list[dict[str, Any]]:
                     # which link, the machine rule, the bounce's status, the reply's words
                     "what": " ".join(
                         str(detail[k])
-                        for k in ("url", "status", "diagnostic", "text", "source")
+                        for k in ("topic", "url", "status", "diagnostic", "text", "source")
                         if detail.get(k)
                     )[:200],
                     "outcome": h["outcome"] or "",
