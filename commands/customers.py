@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from commands.common import (
     actor,
     fail,
     out,
+    settings,
 )
 
 customers_app = typer.Typer(help="The customer base.", no_args_is_help=True)
@@ -119,9 +121,10 @@ def customers_erase(
     customer_id: str,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone")] = False,
 ) -> None:
-    """Erase a customer and everything held on them (their journeys and open cases stop
-    first). Recorded in the audit trail with counts only. Export first if needed:
-    `clientela customers show ID --json`."""
+    """Erase a customer's personal data from every table (their journeys and open cases
+    stop first); the counts they were part of stay on an anonymous record, and each address
+    is kept as a salted hash so that a re-import needs fresh consent. Recorded in the audit
+    trail with counts only. Export first if needed: `clientela customers export ID`."""
     from clientela.customers.erasure import erase_customer
     from clientela.customers.records import UnknownCustomer
 
@@ -135,6 +138,40 @@ def customers_erase(
     out.print(
         f"Erased {customer_id}: {done['messages']} messages, {done['interactions']} "
         f"interactions, {done['purchases']} purchases and {done['complaints']} complaint cases "
-        f"deleted; {done['workflows_stopped']} workflows stopped.",
+        f"kept only as anonymous counts; {done['workflows_stopped']} workflows stopped.",
         highlight=False,
     )
+
+
+@customers_app.command("export")
+def customers_export(
+    customer_id: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout)")
+    ] = None,
+) -> None:
+    """Everything held about a customer as one JSON document (a data subject's access
+    request): every row of every table that refers to them. Recorded in the audit trail."""
+    from clientela.customers.export import export_customer
+    from clientela.customers.records import UnknownCustomer
+    from clientela.db import session_scope
+    from clientela.people import audit
+
+    s = settings()
+    who = actor()
+    try:
+        with session_scope(s.db_url) as session:
+            doc = export_customer(session, customer_id)
+            audit.record(
+                session, actor=who, action="customer.exported", subject=f"customer:{customer_id}"
+            )
+    except UnknownCustomer as exc:
+        raise fail(str(exc)) from None
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    if output is None:
+        sys.stdout.write(text + "\n")
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(output)
+    out.print(f"Wrote everything held on {customer_id} to {output}.", highlight=False)

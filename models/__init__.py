@@ -6,7 +6,9 @@ from models.customer import (
     Consent,
     ConsentRecord,
     Customer,
+    HashSalt,
     Suppression,
+    Tombstone,
     TopicPreference,
 )
 from models.history import Complaint, ComplaintState, Direction, Interaction, Transaction
@@ -31,6 +33,7 @@ __all__ = [
     "CustomerDecision",
     "DeliveryReport",
     "Direction",
+    "HashSalt",
     "Interaction",
     "JourneyOutbox",
     "Message",
@@ -41,6 +44,7 @@ __all__ = [
     "RuleVersion",
     "Suppression",
     "TierChange",
+    "Tombstone",
     "TopicPreference",
     "Transaction",
     "User",

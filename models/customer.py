@@ -118,3 +118,25 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class Tombstone(SQLModel, table=True):
+    """An erased customer's address, as a salted hash only: a later import of the same
+    address is not consent to contact it (docs/tracking.md)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    digest: str = Field(max_length=64, unique=True, index=True, description="HMAC-SHA256")
+    reason: str = Field(default="", max_length=255)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class HashSalt(SQLModel, table=True):
+    """Random salts made once per database (for tombstones)."""
+
+    __tablename__ = "hash_salt"
+
+    purpose: str = Field(primary_key=True, max_length=32)
+    value: str = Field(max_length=128)

@@ -123,6 +123,7 @@ OPERATIONS = [
     "POST /users/{username}/tokens",
     "POST /users/tokens/{token_id}/revoke",
     "DELETE /customers/{customer_id}",
+    "GET /customers/{customer_id}/export",
     "POST /webhooks/twilio/inbound",
     "GET /p/{token}",
     "POST /p/{token}",

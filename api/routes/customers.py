@@ -91,6 +91,36 @@ def _view(settings: Settings, customer_id: str) -> dict[str, Any]:
         return customer_view(session=session, external_id=customer_id)
 
 
+@router.get(
+    "/customers/{customer_id}/export",
+    dependencies=for_roles("desk", "admin"),
+    response_model=dict[str, Any],
+    responses=errors(401, 403, 404),
+)
+async def customer_export(
+    settings: SettingsDep, customer_id: ExternalId, request: Request
+) -> dict[str, Any]:
+    """Everything held about the customer as one JSON document (a data subject's access
+    request): every row of every table that refers to them. Audited."""
+    from clientela.customers.export import export_customer
+    from clientela.people import audit
+
+    actor = getattr(request.state, "actor", "api")
+
+    def read() -> dict[str, Any]:
+        with session_scope(settings.db_url) as session:
+            doc = export_customer(session, customer_id)
+            audit.record(
+                session, actor=actor, action="customer.exported", subject=f"customer:{customer_id}"
+            )
+            return doc
+
+    try:
+        return await asyncio.to_thread(read)
+    except UnknownCustomer as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
 @router.delete(
     "/customers/{customer_id}",
     dependencies=for_roles("admin"),
@@ -101,7 +131,9 @@ async def customer_erase(
     settings: SettingsDep, customer_id: ExternalId, request: Request
 ) -> dict[str, Any]:
     """Erase the customer (a data subject's request): their journeys and open cases stop,
-    then the record and everything that refers to it are deleted; audited with counts only."""
+    then their personal data goes from every table (the counts they were part of stay, on an
+    anonymous record) and each address is kept as a salted hash against re-import without
+    fresh consent; audited with counts only."""
     from clientela.customers.erasure import erase_customer
 
     client = await client_of(request.app)

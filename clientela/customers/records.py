@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func
 from sqlmodel import Session, col, select
 
+from clientela.customers import tombstones
 from clientela.tables import RowError, read_rows, validated
 from clientela.timeutil import as_utc, utcnow
 from models import (
@@ -100,7 +101,19 @@ def set_consent(
 ) -> bool:
     """Record consent for a channel; returns True when it changed. Every change, the first
     answer included, is appended to the consent log (``ConsentRecord``) with its source and
-    the version of the wording the customer saw; ``Consent`` holds where it stands now."""
+    the version of the wording the customer saw; ``Consent`` holds where it stands now.
+
+    A grant for an address erased earlier (a tombstone) is refused, and logged so, unless
+    the person gave it by their own act (``tombstones.FRESH``), which lifts the tombstone."""
+    if granted:
+        owner = session.get(Customer, customer_id)
+        address = (owner.email if channel == Channel.email else owner.phone) if owner else None
+        if address and tombstones.buried(session, [(channel, address)]):
+            if tombstones.fresh(source):
+                tombstones.lift(session, channel, address)
+            else:
+                granted, source = False, f"{source}; {tombstones.REFUSED}"
+    source = source[:128]
     row = session.exec(
         select(Consent).where(Consent.customer_id == customer_id, Consent.channel == channel)
     ).first()
@@ -470,16 +483,27 @@ def _write_batch(session: Session, batch: list[CustomerIn], result: ImportResult
             ).all()
         )
         consents, contacts = [], []
+        erased = tombstones.buried(
+            session,
+            [("email", d.email or "") for d in fresh] + [("sms", d.phone or "") for d in fresh],
+        )
         for data in fresh:
             pk = pks[data.external_id]
             for channel, flag in ((Channel.email, "email_consent"), (Channel.sms, "sms_consent")):
                 granted = bool(getattr(data, flag))
+                source = data.consent_source
+                address = data.email if channel == Channel.email else data.phone
+                if granted and (channel.value, address or "") in erased:
+                    if tombstones.fresh(source):
+                        tombstones.lift(session, channel.value, address or "")
+                    else:
+                        granted, source = False, f"{source}; {tombstones.REFUSED}"[:128]
                 consents.append(
                     {
                         "customer_id": pk,
                         "channel": channel.value,
                         "granted": granted,
-                        "source": data.consent_source,
+                        "source": source,
                         "recorded_at": now,
                     }
                 )
@@ -494,7 +518,7 @@ def _write_batch(session: Session, batch: list[CustomerIn], result: ImportResult
                             "journey": None,
                             "campaign": None,
                             "message_key": None,
-                            "detail": {"source": data.consent_source},
+                            "detail": {"source": source},
                             "occurred_at": now,
                         }
                     )

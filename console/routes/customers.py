@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api.deps import audited, client_of
 from api.routes.customers import _view
 from clientela.customers.records import UnknownCustomer, get_customer, search_customers
+from clientela.db import session_scope
 from clientela.journeys.runs import journey_list
 from console.web import (
     CUSTOMER_READERS,
@@ -136,9 +137,16 @@ async def customer_page(request: Request, viewer: Reader, customer_id: CustomerI
 @router.get("/{customer_id}/export")
 async def customer_export(request: Request, viewer: Reader, customer_id: CustomerId) -> Response:
     """Everything held on the customer, as JSON (a data subject's access request)."""
+    from clientela.customers.export import export_customer
+
     settings = settings_of(request)
+
+    def read(s: Any) -> dict[str, Any]:
+        with session_scope(settings.db_url) as session:
+            return export_customer(session, customer_id)
+
     try:
-        view = await in_thread(settings, lambda s: _view(settings, customer_id))
+        view = await in_thread(settings, read)
     except UnknownCustomer:
         raise Refused(404, viewer._("There is no customer %(id)s.", id=customer_id)) from None
     await audited(request, "customer.exported", f"customer:{customer_id}")
