@@ -71,3 +71,6 @@ class ConditionInput:
 
     customer_id: str
     condition: str
+    #: The triggering event's declared property kinds and its properties (``event.<name>``).
+    event: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)

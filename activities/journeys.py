@@ -90,4 +90,6 @@ class JourneyActivities:
     def condition(self, params: ConditionInput) -> bool:
         """Whether a rule condition holds for the customer now (unknown counts as no)."""
         with session_scope(self.settings.db_url) as session:
-            return facts_of(session, params.customer_id).holds(params.condition)
+            return facts_of(session, params.customer_id).holds(
+                params.condition, params.event, params.properties
+            )

@@ -101,6 +101,17 @@ class EventAccepted(_Out):
     value: float | None = None
 
 
+class TrackAccepted(_Out):
+    """A custom event (``track``): recorded once, and what it started and told."""
+
+    customer_id: str
+    event: str
+    recorded: bool = Field(description="false for a messageId posted before")
+    duplicate: bool
+    journeys_told: list[str] = Field(description="running journeys told (or to be told)")
+    journeys: list[JourneyEntry] = Field(description="journeys this event could start")
+
+
 class CaseView(_Out):
     """A complaint case, with the service levels it broke (or is breaking now)."""
 

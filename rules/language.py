@@ -259,9 +259,13 @@ class _Parser:
 
     def field(self, node: ast.Name | ast.Attribute) -> Field:
         if isinstance(node, ast.Attribute):
-            if not (isinstance(node.value, ast.Name) and node.value.id == "attr"):
-                raise self.fail(node, "only attr.<name> may use a dot")
-            name = f"attr.{node.attr}"
+            prefixes = (
+                ("attr", "event") if any(k.startswith("event.") for k in self.kinds) else ("attr",)
+            )
+            if not (isinstance(node.value, ast.Name) and node.value.id in prefixes):
+                said = " and ".join(f"{p}.<name>" for p in prefixes)
+                raise self.fail(node, f"only {said} may use a dot")
+            name = f"{node.value.id}.{node.attr}"
         else:
             name = node.id
         if name not in self.kinds:

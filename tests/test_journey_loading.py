@@ -19,7 +19,7 @@ from tests.test_rules_apply import apply_directly
 BAD = """\
 name: abandoned_cart
 owner: growth
-trigger: {event: cart_abandoned}
+trigger: {event: "cart#abandoned"}   # an event name has no "#"
 steps:
   - send: {template: welcome}
 """

@@ -53,7 +53,7 @@ def test_a_valid_definition_has_a_version_and_plain_data() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (BASE.replace("trigger: {event: purchase}", "trigger: {event: dance}"), "j.yaml:3:"),
+        (BASE.replace("trigger: {event: purchase}", "trigger: {event: 'da\\nce'}"), "j.yaml:3:"),
         (
             BASE.replace("trigger: {event: purchase}", "trigger: {}"),
             "trigger: give exactly one of event, tier_change, segment_entry, date, no_purchase_for",

@@ -143,7 +143,14 @@ class JourneyWorkflow:
             template=send["template"],
             channel=None if channel == "preferred" else channel,
             journey=p.name,
-            context={"trigger": p.trigger},
+            context={
+                "trigger": p.trigger,
+                # The triggering event, for templates: {{ event.properties.cart }}.
+                "event": {
+                    "name": p.trigger.get("event", ""),
+                    "properties": p.trigger.get("properties") or {},
+                },
+            },
             tracking=bool(p.definition.get("tracking", True)),
             topic=p.definition.get("topic"),
         )
@@ -182,7 +189,12 @@ class JourneyWorkflow:
             else:
                 holds = await workflow.execute_activity(
                     "journey_condition",
-                    ConditionInput(self._p.customer_id, test),
+                    ConditionInput(
+                        self._p.customer_id,
+                        test,
+                        dict(self._p.definition.get("trigger", {}).get("properties") or {}),
+                        dict(self._p.trigger.get("properties") or {}),
+                    ),
                     result_type=bool,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=QUICK,

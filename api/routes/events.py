@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlmodel import select
 
 from api.deps import Authorised, SettingsDep, temporal_client
 from api.models import (
     EventAccepted,
     SignupAccepted,
+    TrackAccepted,
     errors,
 )
 from clientela.customers import realtime
 from clientela.customers.records import (
     UnknownCustomer,
+    get_customer,
+    record_interaction,
     upsert_customer,
 )
 from clientela.db import session_scope
 from clientela.journeys import router as journey_router
 from clientela.journeys.runs import signal_response, start_case, start_fulfilment
 from clientela.settings import Settings
+from clientela.timeutil import as_utc
+from models import Direction, Interaction
 from models.schemas import CustomerIn, ExternalId, Name, Text
 
 
@@ -86,8 +96,92 @@ class ProfileEvent(CustomerIn):
     consent_source: Name = "profile"
 
 
+#: A custom event's name (Segment's ``event``): letters, digits, spaces and ``_ . : -``.
+CUSTOM_EVENT = r"^[A-Za-z][A-Za-z0-9 _.:-]{0,63}$"
+#: The largest ``properties`` or ``traits`` object read, as JSON.
+MAX_PROPERTIES = 16_384
+
+
+class _Segment(BaseModel):
+    """The fields of the Segment spec's common envelope Clientela reads; the others
+    (``context``, ``integrations``, ``sentAt``, ...) are accepted and ignored, so that a
+    pipeline can post its messages unchanged."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    user_id: ExternalId = Field(
+        alias="userId", description="the customer's id (an anonymousId alone is not enough)"
+    )
+    message_id: str | None = Field(
+        None,
+        alias="messageId",
+        max_length=100,
+        pattern=r"^[\x21-\x7e]+$",
+        description="the pipeline's id of this message: one posted again changes nothing",
+    )
+    timestamp: datetime | None = None
+
+
+class TrackEvent(_Segment):
+    """Something the customer did, with its properties (Segment's ``track``): recorded in
+    their history, it starts the journeys triggered by it and reaches the running journeys
+    waiting for it; journeys and their templates read its properties."""
+
+    type: Literal["track"]
+    event: str = Field(pattern=CUSTOM_EVENT, description="e.g. cart_abandoned, Order Completed")
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("properties")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _bounded(value, "properties")
+
+
+class IdentifyEvent(_Segment):
+    """Who the customer is (Segment's ``identify``): ``traits`` update the profile
+    (``email``, ``phone``, ``firstName``, ``lastName``, ``birthday``, ``locale``,
+    ``timezone``); other traits with a text, number or true/false value become attributes."""
+
+    type: Literal["identify"]
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("traits")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _bounded(value, "traits")
+
+
+def _bounded(value: dict[str, Any], name: str) -> dict[str, Any]:
+    import json
+
+    size = len(json.dumps(value, default=str))
+    if size > MAX_PROPERTIES:
+        raise ValueError(f"{name} is {size} bytes as JSON; at most {MAX_PROPERTIES}")
+    return value
+
+
+#: Segment's reserved traits and the profile fields they fill.
+TRAITS = {
+    "email": "email",
+    "phone": "phone",
+    "firstName": "first_name",
+    "first_name": "first_name",
+    "lastName": "last_name",
+    "last_name": "last_name",
+    "birthday": "birthday",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+
+
 Event = Annotated[
-    SignupEvent | ResponseEvent | PurchaseEvent | ComplaintEvent | ProfileEvent,
+    SignupEvent
+    | ResponseEvent
+    | PurchaseEvent
+    | ComplaintEvent
+    | ProfileEvent
+    | TrackEvent
+    | IdentifyEvent,
     Field(discriminator="type"),
 ]
 
@@ -96,6 +190,8 @@ Event = Annotated[
 EVENT_TYPES = {
     "signup",
     "profile",
+    "track",
+    "identify",
     "purchase",
     "complaint",
     *ResponseEvent.model_fields["type"].annotation.__args__,  # type: ignore[union-attr]
@@ -109,12 +205,35 @@ router = APIRouter(tags=["events"])
     "/events",
     status_code=202,
     dependencies=Authorised,
-    response_model=SignupAccepted | EventAccepted,
+    response_model=SignupAccepted | EventAccepted | TrackAccepted,
     responses=errors(400, 401, 404, 413, 503),
 )
 async def events(settings: SettingsDep, event: Event, request: Request) -> dict[str, Any]:
     # Connect only once the body is valid: bad input is a 422 even while Temporal is down.
     client = await temporal_client(request)
+    if isinstance(event, IdentifyEvent):
+        event = _as_profile(event)
+    if isinstance(event, TrackEvent):
+        try:
+            tracked = await asyncio.to_thread(_track, settings, event)
+        except UnknownCustomer as exc:
+            raise HTTPException(
+                404, f"userId: {exc} (identify the customer first, or post a signup)"
+            ) from None
+        waiting: list[str] = []
+        if not tracked.duplicate:  # the running journeys waiting for it, or branching on it
+            waiting = await journey_router.signal_event(
+                client, settings, event.user_id, event.event, "web"
+            )
+        entries = await journey_router.release(client, settings, tracked.held)
+        return {
+            "customer_id": event.user_id,
+            "event": event.event,
+            "recorded": not tracked.duplicate,
+            "duplicate": tracked.duplicate,
+            "journeys_told": waiting,
+            "journeys": [e.as_dict() for e in entries],
+        }
     if isinstance(event, PurchaseEvent | ComplaintEvent | ProfileEvent):
         try:
             decided, held = await asyncio.to_thread(_realtime, settings, event)
@@ -229,3 +348,75 @@ def _realtime(
             outcome = realtime.profile(session, data=CustomerIn.model_validate(fields), today=today)
         kind = None if isinstance(event, ProfileEvent) else event.type
         return outcome, journey_router.hold_outcome(session, settings, outcome, kind)
+
+
+def _as_profile(event: IdentifyEvent) -> ProfileEvent:
+    """An identify as a profile change: reserved traits fill profile fields, the rest with
+    a plain value become attributes (each checked as a profile or attribute is)."""
+    fields: dict[str, Any] = {"type": "profile", "external_id": event.user_id}
+    attributes: dict[str, Any] = {}
+    for name, value in event.traits.items():
+        if name in TRAITS:
+            fields[TRAITS[name]] = value
+        elif isinstance(value, str | int | float | bool) and re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_]{0,63}", name
+        ):
+            attributes[name] = value
+    if attributes:
+        fields["attributes"] = attributes
+    fields["consent_source"] = "identify"
+    try:
+        return ProfileEvent.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {**e, "loc": ("body", "traits", *[_trait(str(p)) for p in e["loc"]])}
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+def _trait(field: str) -> str:
+    return next((trait for trait, f in TRAITS.items() if f == field), field)
+
+
+@dataclass
+class Tracked:
+    duplicate: bool = False
+    held: list[int] = dataclass_field(default_factory=list)
+
+
+def _track(settings: Settings, event: TrackEvent) -> Tracked:
+    """Record the event once (by its messageId) and hold the journeys it starts (released
+    once this commits)."""
+    with session_scope(settings.db_url) as session:
+        customer = get_customer(session=session, external_id=event.user_id)
+        assert customer.id is not None
+        key = f"track:{event.message_id}" if event.message_id else None
+        if (
+            key is not None
+            and session.exec(select(Interaction.id).where(Interaction.message_key == key)).first()
+            is not None
+        ):
+            return Tracked(duplicate=True)
+        row = record_interaction(
+            session=session,
+            customer_id=customer.id,
+            channel="web",
+            direction=Direction.inbound,
+            kind="track",
+            outcome=event.event,
+            message_key=key,
+            detail={"event": event.event, "properties": event.properties},
+        )
+        if event.timestamp is not None:  # when it happened, as the pipeline says (UTC if naive)
+            row.occurred_at = as_utc(event.timestamp) or row.occurred_at
+        session.flush()
+        happening = journey_router.Happening(
+            kind="event",
+            event=event.event,
+            key=event.message_id or f"t{row.id}",
+            data={"properties": event.properties},
+        )
+        held = journey_router.hold(session, settings, customer.external_id, [happening])
+        return Tracked(held=held)

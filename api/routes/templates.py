@@ -155,6 +155,9 @@ async def template_preview(
                 **customer_context(customer),
                 "site_url": settings.site_url,
                 "unsubscribe_url": "#unsubscribe",
+                "preferences_url": "#preferences",
+                # A journey's triggering event; a preview has none (defaults show).
+                "event": {"name": "", "properties": {}},
             }
 
     try:

@@ -208,12 +208,21 @@ def workflow_id(journey: Journey, customer_id: str, happening_key: str) -> str:
     return f"{base}-{happening_key}"
 
 
-def _admitted(settings: Settings, journeys: list[Journey], customer_id: str) -> list[bool]:
+def _admitted(
+    settings: Settings,
+    journeys: list[Journey],
+    customer_id: str,
+    properties: dict[str, Any] | None = None,
+) -> list[bool]:
+    """Whether each journey's ``when`` holds (``properties``: the triggering event's)."""
     if all(j.spec.when is None for j in journeys):
         return [True] * len(journeys)  # nothing to read
     with session_scope(settings.db_url) as session:
         facts = facts_of(session, customer_id)
-        return [j.spec.when is None or facts.holds(j.spec.when) for j in journeys]
+        return [
+            j.spec.when is None or facts.holds(j.spec.when, j.spec.trigger.properties, properties)
+            for j in journeys
+        ]
 
 
 async def enter(
@@ -224,7 +233,8 @@ async def enter(
     candidates = [j for j in book.values() if matches(j, happening)]
     if not candidates:
         return []
-    admitted = await asyncio.to_thread(_admitted, settings, candidates, customer_id)
+    properties = happening.data.get("properties") if happening.kind == "event" else None
+    admitted = await asyncio.to_thread(_admitted, settings, candidates, customer_id, properties)
     entries = []
     for journey, ok in zip(candidates, admitted, strict=True):
         wid = workflow_id(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import Session
@@ -37,6 +38,11 @@ EVENTS = (
     "reply",
     "conversion",
 )
+#: A custom event's name, as a data pipeline sends it (``cart_abandoned``, ``Order Completed``).
+CUSTOM_EVENT = r"^[A-Za-z][A-Za-z0-9 _.:-]{0,63}$"
+EventName = Annotated[str, Field(pattern=CUSTOM_EVENT, description="built-in or custom")]
+#: Kinds a custom event's property may be declared with (for conditions on it).
+PROPERTY_KINDS = ("number", "string", "bool")
 DATES = ("birthday", "signup_anniversary")
 ATTRIBUTE = r"attr\.[A-Za-z_][A-Za-z0-9_]{0,63}"
 DOCS = "docs/journeys.md"
@@ -55,7 +61,13 @@ class TierChange(_Strict):
 class Trigger(_Strict):
     """Exactly one of: an event, a tier change, entering a segment, a date, a lapse."""
 
-    event: Literal[EVENTS] | None = None  # type: ignore[valid-type]
+    event: EventName | None = Field(
+        None, description=f"one of {', '.join(EVENTS)}, or a custom event (POST /events track)"
+    )
+    properties: dict[str, Literal["number", "string", "bool"]] = Field(
+        default_factory=dict,
+        description="with event: the event's properties conditions read, as event.<name>",
+    )
     tier_change: TierChange | None = None
     segment_entry: str | None = None
     date: str | None = Field(
@@ -74,6 +86,11 @@ class Trigger(_Strict):
                 f"give exactly one of {', '.join(kinds)}"
                 + (f" (found {', '.join(given)})" if given else "")
             )
+        if self.properties and not self.event:
+            raise ValueError("properties go with event: the triggering event's properties")
+        for name in self.properties:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+                raise ValueError(f"property {name!r}: letters, digits and _ (as event.{name})")
         if self.date and self.date not in DATES and not re.fullmatch(ATTRIBUTE, self.date):
             raise ValueError(
                 f"date {self.date!r}: birthday, signup_anniversary or attr.<name> (a customer "
@@ -107,7 +124,7 @@ class Send(_Strict):
 
 
 class WaitFor(_Strict):
-    events: list[Literal[EVENTS]] = Field(min_length=1)  # type: ignore[valid-type]
+    events: list[EventName] = Field(min_length=1)
     timeout: Duration
 
 
@@ -205,12 +222,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def condition_kinds(rules: Rules) -> dict[str, Any]:
-    """Fields a journey condition may use: the rules' fields, ``tier``, and each segment."""
+def condition_kinds(rules: Rules, event: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Fields a journey condition may use: the rules' fields, ``tier``, each segment, and
+    ``event.<name>`` for each declared property of the triggering event."""
     return {
         **rules.kinds,
         "tier": "string",
         **{segment.name: "bool" for segment in rules.spec.segments},
+        **{f"event.{name}": kind for name, kind in (event or {}).items()},
     }
 
 
@@ -220,11 +239,31 @@ class CustomerFacts:
     def __init__(self, rules: Rules | None, values: dict[str, Any]) -> None:
         self.rules, self.values = rules, values
 
-    def holds(self, condition: str) -> bool:
-        """Whether the condition holds; unknown (no decision yet, a missing field) is no."""
+    def holds(
+        self,
+        condition: str,
+        event: Mapping[str, str] | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Whether the condition holds; unknown (no decision yet, a missing field or
+        property, a property of another kind than declared) is no. ``event``: the declared
+        kinds of the triggering event's properties; ``properties``: their values."""
         if self.rules is None:
             return False
-        return holds(parse(condition, condition_kinds(self.rules)).tree, self.values)
+        values = dict(self.values)
+        for name, kind in (event or {}).items():
+            value = (properties or {}).get(name)
+            if _of_kind(value, kind):
+                values[f"event.{name}"] = value
+        return holds(parse(condition, condition_kinds(self.rules, event)).tree, values)
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
 def facts_of(session: Session, customer_id: str) -> CustomerFacts:
@@ -260,7 +299,7 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Journey
         problems.append(Problem(path, line, col, f"{'.'.join(map(str, loc))}: {message}"))
 
     conditions: dict[str, Parsed] = {}
-    kinds = condition_kinds(rules)
+    kinds = condition_kinds(rules, spec.trigger.properties)
 
     def condition(loc: tuple[Any, ...], text: str, key: str) -> None:
         try:
@@ -310,8 +349,12 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Journey
                     )
             elif test != "responded" and not test.startswith("event:"):
                 condition(("steps", i, "branch", j, "if"), test, f"{ids[i]}:{j}")
-            elif test.startswith("event:") and test[6:] not in EVENTS:
-                problem(("steps", i, "branch", j, "if"), f"no event {test[6:]!r}")
+            elif test.startswith("event:") and not re.fullmatch(CUSTOM_EVENT, test[6:]):
+                problem(
+                    ("steps", i, "branch", j, "if"),
+                    f"event:{test[6:]!r}: an event is named with letters, digits, spaces and "
+                    "_ . : - (one of " + ", ".join(EVENTS) + ", or a custom event)",
+                )
         if step.else_ is not None and step.else_ not in ids:
             problem(("steps", i, "else"), f"no step {step.else_!r}")
         if step.wait is not None and step.wait <= timedelta(0):
