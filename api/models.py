@@ -101,6 +101,13 @@ class EventAccepted(_Out):
     value: float | None = None
 
 
+class BouncesApplied(_Out):
+    """What a forwarded bounce-mailbox message did, by kind (hard, soft, delivered,
+    complaint, duplicate, unmatched, not understood)."""
+
+    applied: dict[str, int]
+
+
 class TrackAccepted(_Out):
     """A custom event (``track``): recorded once, and what it started and told."""
 
@@ -346,6 +353,7 @@ def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
         404: "no such customer, campaign or case",
         409: "the case is not in a state that allows this",
         413: "the request body is larger than CLIENTELA_MAX_BODY_BYTES",
+        415: "the body is not of a type this route reads",
         503: "Temporal cannot be reached; send the same request again later",
     }
     if html:

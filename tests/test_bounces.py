@@ -271,3 +271,33 @@ async def test_a_postfix_bounce_with_the_whole_message_returned(
     [applied] = bounces.process(settings, raw.encode())
     assert (applied.kind, applied.message, applied.suppressed) == ("hard", "b:postfix", True)
     assert message(settings, "b:postfix").reason.startswith("bounced: 5.2.1 smtp; 550 5.2.1")
+
+
+async def test_a_provider_forwards_bounces_to_the_webhook(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """As SendGrid's Inbound Parse (raw, a form field) and a plain forwarder (the message as
+    the body) post them; anything else is refused with what to send."""
+    import httpx
+    from temporalio.client import Client as _Client  # noqa: F401 (the API needs none here)
+
+    from api.app import create_app
+
+    cid = make_customer(settings.db_url, email="bounce+hook@example.com", locale="en")
+    assert await send(settings, "b:hook", cid, channel="email") == "sent"
+    [raw] = kept_reports(settings)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        r = await http.post("/webhooks/bounces", files={"email": ("", raw.decode())})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"applied": {"hard": 1}}
+        again = await http.post(
+            "/webhooks/bounces", content=raw, headers={"Content-Type": "message/rfc822"}
+        )
+        assert again.json() == {"applied": {"duplicate": 1}}
+        other = await http.post("/webhooks/bounces", json={"email": "x"})
+        assert other.status_code == 415 and "message/rfc822" in other.text
+        missing = await http.post("/webhooks/bounces", files={"text": ("", "hello")})
+        assert missing.status_code == 422 and "email" in missing.text
+    assert message(settings, "b:hook").state == "bounced"

@@ -125,6 +125,7 @@ OPERATIONS = [
     "DELETE /customers/{customer_id}",
     "GET /customers/{customer_id}/export",
     "POST /webhooks/twilio/inbound",
+    "POST /webhooks/bounces",
     "GET /p/{token}",
     "POST /p/{token}",
     "GET /c/{token}",

@@ -1,17 +1,20 @@
-"""Providers' callbacks: Twilio's signed status reports."""
+"""Providers' callbacks: Twilio's signed status reports and replies, bounces forwarded."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from twilio.request_validator import RequestValidator
 
 from api.deps import SettingsDep, form_body, read_form
 from api.limits import field_error
-from api.models import errors
+from api.models import BouncesApplied, errors
 from clientela.db import session_scope
+from clientela.messaging import bounces
 from clientela.messaging.delivery import UnknownStatus, record_sms_status
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
 
@@ -126,3 +129,62 @@ async def twilio_inbound(settings: SettingsDep, request: Request) -> Response:
     if done.reply and not done.duplicate:
         twiml.message(done.reply)
     return Response(str(twiml), media_type="text/xml")
+
+
+#: The form fields mail providers put a whole received message in (SendGrid's Inbound Parse
+#: with "send raw", Mailgun's routes with the MIME body).
+RAW_FIELDS = ("email", "body-mime")
+
+
+@router.post(
+    "/webhooks/bounces",
+    response_model=BouncesApplied,
+    responses={
+        **errors(400, 413, 415),
+        422: {"description": "the form lacks the message (`email` or `body-mime`)"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {f: {"type": "string"} for f in RAW_FIELDS},
+                    }
+                },
+            },
+        }
+    },
+)
+async def bounce_webhook(settings: SettingsDep, request: Request) -> Any:
+    """A message that came to the bounce address, forwarded by a mail provider's inbound
+    webhook: a delivery status notification or a feedback-loop report, applied as
+    `clientela bounces process` applies it. No key is asked: a report changes something only
+    when it carries the signed tag of a message we sent to the address it is about."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw: bytes
+    if kind in ("message/rfc822", "text/plain", "application/octet-stream"):
+        raw = await request.body()
+    elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            form = await request.form(max_files=4, max_fields=200)
+        except Exception:  # a malformed multipart body
+            raise HTTPException(400, "the form could not be read") from None
+        value = next((form[f] for f in RAW_FIELDS if f in form), None)
+        if value is None:
+            return field_error(
+                RAW_FIELDS[0], "is required: the whole message as received (or body-mime)"
+            )
+        raw = value.encode() if isinstance(value, str) else await value.read()
+    else:
+        raise HTTPException(
+            415,
+            "send the message as message/rfc822, or as a form with `email` (SendGrid's raw "
+            "Inbound Parse) or `body-mime` (Mailgun)",
+        )
+    if not raw.strip():
+        raise HTTPException(400, "the message is empty")
+    applied = await asyncio.to_thread(bounces.process, settings, raw)
+    return {"applied": dict(Counter(a.kind for a in applied))}
