@@ -129,7 +129,14 @@ def demo(
     sign_in_note = s.home.resolve() / "demo" / "sign-in.txt"
     out.print(
         f"Journeys: {report.journeys_started} started, {report.journeys_finished} finished "
-        f"({report.responses} customers responded).\n"
+        f"({report.responses} customers responded)"
+        + (
+            "; the others are still on their way (an SMS waits for the end of the customer's "
+            "quiet hours): clientela journey list"
+            if report.journeys_finished < report.journeys_started
+            else ""
+        )
+        + ".\n"
         f"Email outbox: {s.outbox_dir.resolve()} ({report.outbox_files} messages in all)\n"
         f"SMS sink:     {s.sms_dir.resolve() / 'messages.jsonl'} ({report.sms_stored} in all)\n"
         f"Explain a tier: clientela rules explain {report.signups[0] if report.signups else 'ID'}\n"

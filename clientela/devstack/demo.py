@@ -36,7 +36,7 @@ from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.settings import Settings
 from clientela.temporal import connect
 from clientela.timeutil import zone_of
-from models import CampaignMember, Customer, Message
+from models import CampaignMember, Consent, Customer, Message
 from rules.model import load
 
 RULES = ROOT / "rules" / "crm.yaml"
@@ -543,10 +543,12 @@ def _sms_replies(settings: Settings, campaign_id: str) -> list[str]:
             texted = session.exec(
                 select(Customer)
                 .join(CampaignMember, col(CampaignMember.customer_id) == col(Customer.id))
+                .join(Consent, col(Consent.customer_id) == col(Customer.id))
                 .where(
                     CampaignMember.campaign_id == campaign_id,
                     col(Customer.phone).is_not(None),
-                    Customer.preferred_channel == "sms",
+                    Consent.channel == "sms",
+                    col(Consent.granted).is_(True),
                 )
                 .order_by(col(Customer.id))
                 .limit(2)
