@@ -388,6 +388,17 @@ def _print_report(data: dict[str, Any]) -> None:
     """The report as tables: one per arm, treated against control, with the uplift."""
     about = data["campaign"]
     out.print(f"[bold]{esc(about['name'])}[/bold] ({about['id']}, {about['stage']})")
+    if about.get("interim"):
+        out.print(
+            "Interim figures: the response window is still open, and the intervals hold for "
+            "its close; a verdict may still change.",
+            highlight=False,
+        )
+    for arm in data["arms"]:
+        said = arm.get("verdict")
+        if said:
+            out.print(f"Did arm {arm['arm']} work? {said['verdict'].upper()}. {said['said']}",
+                      highlight=False, markup=False)  # fmt: skip
     for arm in data["arms"]:
         table = Table(title=f"arm {arm['arm']} against its {arm['control']} control")
         table.add_column("")

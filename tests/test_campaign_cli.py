@@ -51,8 +51,16 @@ def test_register_import_and_report(settings: Settings, tmp_path: Path) -> None:
     treated = arm["treated"]
     assert (treated["targeted"], treated["conversions"], treated["revenue"]) == (2, 1, 25.5)
     assert arm["control_group"]["responded"] == 1
-    # Two customers a side say nothing: the report refuses to print an uplift.
-    assert "at least 30 each" in arm["uplift"]["conversion"]["insufficient"]
+    # Two treated and one held out: answered exactly, and the answer is "cannot say".
+    conversion = arm["uplift"]["conversion"]
+    assert conversion["method"].startswith("Fisher's exact test")
+    assert conversion["ci95"][0] < 0 < conversion["ci95"][1] and conversion["p_value"] == 1.0
+    # A mean of one customer has no uncertainty to compare with: no figure, and why.
+    assert (
+        "the control group has 1 customer(s)"
+        in arm["uplift"]["revenue_per_customer"]["insufficient"]
+    )
+    assert arm["verdict"] is None  # registered from elsewhere: no spec, no target
     table = run_cli(settings, "campaign", "report", "spring-test")
     assert "too little data" in table.stdout
     rows = list(

@@ -264,6 +264,7 @@ async def test_responses_posted_to_the_api_count_in_the_report(
             assert r.status_code == 202, r.text
         live = await http.get(f"/campaigns/{cid}/report")  # the report as of now, by API
         assert live.status_code == 200 and live.json()["arms"][0]["treated"]["conversions"] == 1
+        assert live.json()["campaign"]["interim"] is True  # the window is still open
         page = await http.get(f"/campaigns/{cid}/report.html")
         assert page.status_code == 200 and "<svg" in page.text
         assert (await http.get("/campaigns/nope/report")).status_code == 404
@@ -273,6 +274,11 @@ async def test_responses_posted_to_the_api_count_in_the_report(
         data = build(session, cid)
     [arm] = data["arms"]
     assert (arm["treated"]["responded"], arm["treated"]["visits"]) == (2, 2)
+    # The report opens with its answer to the spec's target: a few customers cannot settle it.
+    assert data["campaign"]["interim"] is False
+    said = arm["verdict"]
+    assert (said["metric"], said["verdict"]) == ("conversion_rate", "cannot tell yet")
+    assert said["said"].startswith("Conversion rate uplift") and "straddles" in said["said"]
     # The same figures by tier (all tier C here) and channel, and over time.
     [tier] = data["breakdown"]["tier"]
     assert tier["value"] == "C" and tier["treated"]["conversions"] == 1
@@ -282,6 +288,7 @@ async def test_responses_posted_to_the_api_count_in_the_report(
     assert data["timeline"]["bucket"] == "1m"  # all within seconds
     page = html.render(data)
     assert page.count("<svg") == 3 and "Arm main" in page  # forest, funnel, timeline
+    assert "<b>Arm main: cannot tell yet.</b>" in page
     assert "40.00" in page and "15.50" in page
     assert (arm["treated"]["conversions"], arm["treated"]["revenue"]) == (1, 40.0)
     assert (arm["control_group"]["conversions"], arm["control_group"]["revenue"]) == (1, 15.5)

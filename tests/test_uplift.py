@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from clientela.campaigns.uplift import Moments, means, proportions
+from clientela.campaigns.uplift import EXACT, Moments, means, proportions
 
 
 def test_two_proportions_by_hand() -> None:
@@ -28,19 +28,70 @@ def test_no_difference_is_not_significant() -> None:
     assert u.ci95 is not None and u.ci95[0] < 0 < u.ci95[1]
 
 
-@pytest.mark.parametrize(
-    ("args", "why"),
-    [
-        ((3, 20, 1, 20), "groups of 20 and 20; at least 30 each"),
-        ((2, 500, 10, 500), "the treated group has 2 responses of 500"),
-        ((498, 500, 400, 500), "the treated group has 498 responses of 500"),
-        ((5, 100, 0, 100), "the control group has 0 responses of 100"),
-    ],
-)
-def test_too_little_data_says_so_instead_of_a_number(args: tuple[int, ...], why: str) -> None:
+def _wilson(x: int, n: int) -> tuple[float, float]:
+    z = 1.959963984540054
+    p = x / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _newcombe(x1: int, n1: int, x0: int, n0: int) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10), from two Wilson intervals."""
+    p1, p0 = x1 / n1, x0 / n0
+    (l1, u1), (l0, u0) = _wilson(x1, n1), _wilson(x0, n0)
+    d = p1 - p0
+    return d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2), d + math.sqrt(
+        (u1 - p1) ** 2 + (p0 - l0) ** 2
+    )
+
+
+def _fisher(x1: int, n1: int, x0: int, n0: int) -> float:
+    """Two-sided Fisher's exact p: every table with the same margins as likely or less."""
+    k, total = x1 + x0, n1 + n0
+
+    def prob(a: int) -> float:
+        return math.comb(n1, a) * math.comb(n0, k - a) / math.comb(total, k)
+
+    seen = prob(x1)
+    return min(1.0, sum(prob(a) for a in range(max(0, k - n0), min(k, n1) + 1)
+                        if prob(a) <= seen * (1 + 1e-7)))  # fmt: skip
+
+
+#: 2x2 tables with a cell expecting fewer than 5 customers (counts of 0, 1 and 3 among them).
+SMALL = [(3, 20, 1, 20), (5, 100, 0, 100), (1, 12, 0, 9), (0, 30, 0, 30), (2, 40, 1, 40)]
+
+
+@pytest.mark.parametrize("args", SMALL)
+def test_small_counts_are_answered_exactly(args: tuple[int, int, int, int]) -> None:
+    """Below 5 expected in a cell: Fisher's exact p and Newcombe's interval, each against
+    its own computation by hand (counts of 0, 1 and 3 included)."""
     u = proportions(*args)
-    assert u.diff is None and u.ci95 is None and u.p_value is None
-    assert u.insufficient is not None and why in u.insufficient
+    assert u.insufficient is None and u.method == EXACT
+    x1, n1, x0, n0 = args
+    assert u.diff == pytest.approx(x1 / n1 - x0 / n0)
+    assert u.ci95 == pytest.approx(_newcombe(*args), abs=1e-9)
+    assert u.p_value == pytest.approx(_fisher(*args), rel=1e-9, abs=1e-12)
+
+
+def test_the_demo_campaign_is_no_longer_unmeasurable() -> None:
+    """83 conversions of 924 treated against 3 of 233 held out (every cell expects 17 or
+    more): the z-test answers, and clearly."""
+    u = proportions(83, 924, 3, 233)
+    assert u.insufficient is None and u.method == "two-proportion z-test, Wald interval"
+    assert u.p_value is not None and u.p_value < 1e-3
+    assert u.ci95 is not None and u.ci95[0] > 0.05
+
+
+def test_an_empty_group_says_how_many_customers_it_needs() -> None:
+    u = proportions(40, 400, 0, 0, target=0.02)
+    assert u.diff is None and u.ci95 is None
+    assert u.insufficient is not None and u.insufficient.startswith("the control group is empty")
+    # 10% against 12%, 80% power at 5%: Cohen's h = 0.0640 and n = 2 (1.96 + 0.8416)^2 / h^2
+    # per group (the difference of two arcsines has variance 2/n; h = 0.2 gives Cohen's 392)
+    h = 2 * math.asin(math.sqrt(0.12)) - 2 * math.asin(math.sqrt(0.10))
+    n = math.ceil(2 * (1.959964 + 0.841621) ** 2 / h**2)
+    assert f"about {n:,} customers per group would detect +2.00 pp" in u.insufficient
 
 
 def test_difference_of_means_by_hand() -> None:
@@ -49,20 +100,46 @@ def test_difference_of_means_by_hand() -> None:
         treated.add(v)
     for v in [0, 0, 0, 10] * 10:  # mean 2.5
         control.add(v)
-    u = means(treated, control, nonzero_treated=20, nonzero_control=10)
+    u = means(treated, control)
     assert u.diff == pytest.approx(5.0) and u.relative == pytest.approx(2.0)
+    assert u.method == "Welch's t-test"
     # variances: treated 70.512820..., control 19.230769...; SE = sqrt(1.762821 + 0.480769)
-    se = math.sqrt(70.51282051 / 40 + 19.23076923 / 40)
+    v1, v0 = 70.51282051 / 40, 19.23076923 / 40
+    se = math.sqrt(v1 + v0)
     assert se == pytest.approx(1.497862, abs=1e-6)
-    assert u.ci95 == pytest.approx((5 - 1.959964 * se, 5 + 1.959964 * se), abs=1e-6)
-    assert u.p_value == pytest.approx(math.erfc(5 / se / math.sqrt(2)))
+    # Welch-Satterthwaite: df = 58.80; t(0.975, 58.8) = 2.00114 (tables: 2.00172 at 58,
+    # 2.00100 at 59)
+    df = (v1 + v0) ** 2 / (v1**2 / 39 + v0**2 / 39)
+    assert df == pytest.approx(58.80, abs=0.01)
+    assert u.ci95 == pytest.approx((5 - 2.00114 * se, 5 + 2.00114 * se), abs=1e-4)
+    # two-sided p of t = 3.338 at 58.8 df: 0.00148 (a little above the normal's 0.00084)
+    assert u.p_value == pytest.approx(0.00148, abs=5e-5)
 
 
-def test_means_need_enough_customers_with_an_amount() -> None:
+def test_a_group_of_one_has_no_mean_to_compare() -> None:
     a, b = Moments(), Moments()
     for _ in range(50):
         a.add(0)
-        b.add(0)
-    a.add(100)
-    u = means(a, b, nonzero_treated=1, nonzero_control=0)
-    assert u.diff is None and "at least 5 in each group" in (u.insufficient or "")
+    b.add(100)
+    u = means(a, b)
+    assert u.diff is None and "the control group has 1 customer(s)" in (u.insufficient or "")
+
+
+def test_the_verdict_on_the_target() -> None:
+    from clientela.campaigns.report import verdict
+
+    kpi = {"metric": "conversion_rate", "uplift": 1.0}
+
+    def said(low: float, high: float) -> str:
+        u = {"conversion": {"uplift_pp": (low + high) / 2, "ci95": [low, high]}}
+        answer = verdict(kpi, u, final=True)
+        assert answer is not None
+        return str(answer["verdict"])
+
+    assert said(1.0, 3.0) == "met"  # the whole interval at or above the target
+    assert said(-0.5, 0.9) == "not met"
+    assert said(0.2, 2.5) == "cannot tell yet"
+    unknown = verdict(kpi, {"conversion": {"insufficient": "the control group is empty"}}, False)
+    assert unknown is not None and unknown["verdict"] == "cannot tell yet"
+    assert "the control group is empty" in unknown["said"]
+    assert verdict(None, {}, True) is None

@@ -107,6 +107,7 @@ def _uplift_rate(u: Uplift, treated_n: int) -> dict[str, Any]:
         "ci95": [round(u.ci95[0] * 100, 4), round(u.ci95[1] * 100, 4)],
         "p_value": u.p_value,
         "incremental": round(u.diff * treated_n, 1),
+        "method": u.method,
     }
 
 
@@ -120,7 +121,77 @@ def _uplift_amount(u: Uplift, treated_n: int) -> dict[str, Any]:
         "ci95": [round(u.ci95[0], 4), round(u.ci95[1], 4)],
         "p_value": u.p_value,
         "incremental_revenue": round(u.diff * treated_n, 2),
+        "method": u.method,
     }
+
+
+#: The target KPI's metric and the uplift measure that answers it.
+KPI_MEASURES = {
+    "response_rate": ("response", "pp", "response rate"),
+    "conversion_rate": ("conversion", "pp", "conversion rate"),
+    "revenue_per_customer": ("revenue_per_customer", "", "revenue per customer"),
+}
+#: Stages after which no response counts any more: the report is final.
+FINAL_STAGES = ("reporting", "done", "cancelled")
+
+
+def target_kpi(campaign: Campaign) -> dict[str, Any] | None:
+    """The spec's ``target_kpi`` ({metric, uplift}), read from the spec the campaign kept."""
+    import yaml
+
+    source = (campaign.spec or {}).get("source")
+    if not source:
+        return None
+    try:
+        kpi = (yaml.safe_load(source) or {}).get("target_kpi")
+    except yaml.YAMLError:
+        return None
+    if not isinstance(kpi, dict) or kpi.get("metric") not in KPI_MEASURES:
+        return None
+    try:
+        return {"metric": kpi["metric"], "uplift": float(kpi["uplift"])}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def verdict(
+    kpi: dict[str, Any] | None, uplift: dict[str, Any], final: bool
+) -> dict[str, Any] | None:
+    """Whether the arm met its target: ``met`` when the whole 95% interval is at or above the
+    target, ``not met`` when it is all below, else ``cannot tell yet``; with the figure and
+    its interval in words."""
+    if kpi is None:
+        return None
+    key, unit, label = KPI_MEASURES[kpi["metric"]]
+    target = kpi["uplift"]
+    measured = uplift[key]
+    out: dict[str, Any] = {"metric": kpi["metric"], "target": target, "unit": unit}
+    shown = f"{target:+.2f}{' ' + unit if unit else ''}"
+    if "insufficient" in measured:
+        out["verdict"] = "cannot tell yet"
+        out["said"] = f"{label.capitalize()}: no figure yet ({measured['insufficient']})."
+        return out
+    figure = measured["uplift_pp"] if unit == "pp" else measured["diff"]
+    low, high = measured["ci95"]
+    out.update(figure=figure, ci95=[low, high])
+    if low >= target:
+        out["verdict"] = "met"
+    elif high < target:
+        out["verdict"] = "not met"
+    else:
+        out["verdict"] = "cannot tell yet"
+    said = (
+        f"{label.capitalize()} uplift {figure:+.2f}{' ' + unit if unit else ''} "
+        f"(95% interval {low:+.2f} to {high:+.2f}) against a target of {shown}: "
+    )
+    said += {
+        "met": "met, the whole interval is at or above it.",
+        "not met": "not met, the whole interval is below it.",
+        "cannot tell yet": "cannot tell yet, the interval straddles it"
+        + (" (more responses may settle it before the window closes)." if not final else "."),
+    }[out["verdict"]]
+    out["said"] = said
+    return out
 
 
 DIMENSIONS = ("tier", "segment", "channel")
@@ -195,17 +266,21 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
         for g in targets:
             _count(g, campaign, excluded, message, response)
     arms = sorted({arm for arm, group in groups if group == "treated"})
+    kpi = target_kpi(campaign)
+    final = campaign.stage in FINAL_STAGES
     out_arms = []
     for arm in arms:
         treated = groups[(arm, "treated")]
         control = groups.get((arm, "control")) or groups.get((SHARED, "control")) or Group()
+        uplift = _uplifts(treated, control)
         out_arms.append(
             {
                 "arm": arm,
                 "control": "own" if (arm, "control") in groups else "shared",
+                "verdict": verdict(kpi, uplift, final),
                 "treated": treated.as_dict(),
                 "control_group": control.as_dict(),
-                "uplift": _uplifts(treated, control),
+                "uplift": uplift,
                 "variants": [
                     {"variant": v, "treated": g.as_dict(), "uplift": _uplifts(g, control)}
                     for (a, v), g in sorted(variants.items())
@@ -235,6 +310,10 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
                 _iso(campaign.window_start),
                 _iso(campaign.window_end),
             ],
+            "target_kpi": kpi,
+            # Intervals are fixed-horizon: valid for the figures at the window's close. Read
+            # before it they are interim, and a verdict may still change.
+            "interim": not final,
         },
         "arms": out_arms,
         "breakdown": out_breakdown,
