@@ -414,10 +414,11 @@ def _print_report(data: dict[str, Any]) -> None:
         if e:  # only the contacted can open or click: engagement, not uplift
             table.add_row("opened (people)", _count_rate(e["opened"], e["open_rate"]), "", "")
             table.add_row("clicked (people)", _count_rate(e["clicked"], e["click_rate"]), "", "")
+            table.add_row("replied", str(e.get("replied", 0)), "", "")
             table.add_row("opened only by machines", str(e["machine_opened"]), "", "")
             table.add_row("links followed only by machines", str(e["machine_clicked"]), "", "")
         for label, rate, key in (
-            ("responded", "response_rate", "response"),
+            ("responded (visited or converted)", "response_rate", "response"),
             ("visited", "visit_rate", "visit"),
             ("converted", "conversion_rate", "conversion"),
         ):

@@ -50,7 +50,9 @@ def test_register_import_and_report(settings: Settings, tmp_path: Path) -> None:
     assert arm["arm"] == "a" and arm["control"] == "shared"
     treated = arm["treated"]
     assert (treated["targeted"], treated["conversions"], treated["revenue"]) == (2, 1, 25.5)
-    assert arm["control_group"]["responded"] == 1
+    # The held-out customer's click (imported from elsewhere) is engagement, not a response.
+    assert arm["control_group"]["responded"] == 0
+    assert arm["control_group"]["engagement"]["clicked"] == 1
     # Two treated and one held out: answered exactly, and the answer is "cannot say".
     conversion = arm["uplift"]["conversion"]
     assert conversion["method"].startswith("Fisher's exact test")

@@ -2,7 +2,9 @@
 
 JSON shape (``clientela campaign report ID --json``; documented in docs/campaigns.md): for
 each arm, ``treated`` and ``control`` blocks with ``targeted``, ``excluded`` (by reason),
-``sent``, ``delivered``, ``failed``, ``responded``, ``response_rate``, ``visits``,
+``sent``, ``delivered``, ``failed``, ``responded`` and ``response_rate`` (visited or
+converted: outcomes a control group can show too; opens, clicks and replies are
+``engagement``), ``visits``,
 ``visit_rate``, ``conversions``, ``conversion_rate``, ``revenue``,
 ``revenue_per_customer``, ``cost`` and ``roi``; and ``uplift`` per measure with ``uplift_pp``
 (or ``diff`` for amounts), ``uplift_rel``, ``ci95`` [low, high], ``p_value`` and the
@@ -29,7 +31,10 @@ from models.history import RESPONSE_KINDS
 
 #: History kinds of machines' opens and clicks (counted apart, never a response).
 MACHINE = ("machine_open", "machine_click")
-FLAGS = ("responded", "visit", "conversion", "open", "click", *MACHINE)
+#: Outcomes a control group can show as well: the only ones uplift is measured on. Opens,
+#: clicks and replies need the message, so they are engagement: the treated's alone.
+MEASURABLE = ("visit", "conversion")
+FLAGS = ("responded", "visit", "conversion", "open", "click", "reply", *MACHINE)
 
 SHARED = ""  # the arm of a control group shared by every arm
 
@@ -50,6 +55,7 @@ class Group:
     responded: int = 0
     opened: int = 0  # people (machines apart): engagement, which only the contacted can show
     clicked: int = 0
+    replied: int = 0
     machine_opened: int = 0  # opened only by privacy proxies or scanners
     machine_clicked: int = 0
     bounced: int = 0
@@ -79,6 +85,7 @@ class Group:
                 "open_rate": _rate(self.opened, self.sent),
                 "clicked": self.clicked,
                 "click_rate": _rate(self.clicked, self.sent),
+                "replied": self.replied,
                 "machine_opened": self.machine_opened,
                 "machine_clicked": self.machine_clicked,
             },
@@ -359,6 +366,7 @@ def _count(
         g.conversions += int(response["conversion"])
         g.opened += int(response["open"])
         g.clicked += int(response["click"])
+        g.replied += int(response["reply"])
         g.machine_opened += int(response["machine_open"] and not response["open"])
         g.machine_clicked += int(response["machine_click"] and not response["click"])
 
@@ -374,7 +382,8 @@ BUCKETS = [
 
 
 def _timeline(session: Session, campaign: Campaign, groups: dict[int, str]) -> dict[str, Any]:
-    """Responses and conversions per time bucket and group (``groups``: each member's),
+    """Responses (visits and conversions) and conversions per time bucket and group
+    (``groups``: each member's),
     inside the window; the bucket is the smallest of a minute, ten minutes, an hour, six
     hours, a day or a week that cuts the responses' span into at most 60."""
     seen: list[tuple[datetime, str, str]] = []
@@ -383,7 +392,7 @@ def _timeline(session: Session, campaign: Campaign, groups: dict[int, str]) -> d
             select(Interaction.customer_id, Interaction.kind, Interaction.occurred_at).where(
                 Interaction.campaign == campaign.id,
                 Interaction.direction == Direction.inbound,
-                col(Interaction.kind).in_(RESPONSE_KINDS),
+                col(Interaction.kind).in_(MEASURABLE),
             ),
             campaign,
         )
@@ -447,10 +456,8 @@ def _responses(session: Session, campaign: Campaign) -> dict[int, dict[str, Any]
         r = out.setdefault(customer_id, dict.fromkeys(FLAGS, False) | {"revenue": 0.0})
         if kind in FLAGS:
             r[kind] = True
-        if kind in RESPONSE_KINDS:
+        if kind in MEASURABLE:  # what a held-out customer can do as well
             r["responded"] = True
-        if kind in ("visit", "click"):
-            r["visit"] = True
         if kind == "conversion":
             r["conversion"] = True
             r["revenue"] += float((detail or {}).get("value") or 0)

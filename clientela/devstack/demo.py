@@ -296,9 +296,10 @@ BROWSER_AGENT = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/17.5 Safari/605.1.15"
 )
-#: Purchases and visits the web shop reports through POST /events, per group: the treated
-#: buy more than the control group (who get no message); the report measures by how much.
-TREATED_RESPONSES = [("conversion", "web", 0.09)]
+#: Purchases and visits the web shop reports through POST /events, per group, besides the
+#: visits that come from clicks: the treated buy more than the control group (who get no
+#: message); the report measures by how much.
+TREATED_RESPONSES = [("visit", "web", 0.06), ("conversion", "web", 0.09)]
 CONTROL_RESPONSES = [("visit", "web", 0.06), ("conversion", "web", 0.03)]
 
 
@@ -464,6 +465,7 @@ async def _respond(
         if group == "treated" and channel == "email" and state in ("sent", "delivered")
     }
     tracked = await asyncio.to_thread(_tracked, settings, emailed)
+    who = {key: customer_id for customer_id, _, key, *_ in members if key}
     counts: Counter[str] = Counter()
     fulfilments = []
     api = f"http://{settings.api_host}:{settings.api_port}"
@@ -500,6 +502,14 @@ async def _respond(
                 if link and clicks < CLICKS_OF_OPENS:
                     await hit(link, BROWSER_AGENT)
                     counts["treated clicks"] += 1
+                    # The click lands on the shop, whose site reports the visit as it
+                    # reports every visit: the outcome a held-out customer can show too.
+                    r = await http.post("/events", json={
+                        "type": "visit", "customer_id": who[key], "campaign": campaign_id,
+                        "channel": "web",
+                    })  # fmt: skip
+                    r.raise_for_status()
+                    counts["treated visits from a click, posted by the shop"] += 1
         for customer_id, group, *_ in members:
             plan = TREATED_RESPONSES if group == "treated" else CONTROL_RESPONSES
             for kind, channel, chance in plan:
