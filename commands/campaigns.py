@@ -431,7 +431,21 @@ def _print_report(data: dict[str, Any]) -> None:
         )
         table.add_row("revenue", f"{t['revenue']:.2f}", f"{c['revenue']:.2f}", "")
         table.add_row("cost", f"{t['cost']:.2f}", f"{c['cost']:.2f}", "")
-        table.add_row("ROI", "-" if t["roi"] is None else f"{t['roi']:.2f}", "", "")
+        table.add_row("ROI on all sales", "-" if t["roi"] is None else f"{t['roi']:.2f}", "", "")
+        inc = arm.get("incremental") or {}
+        if inc.get("roi") is not None:
+            low, high = inc["roi_ci95"]
+            table.add_row(
+                "incremental ROI",
+                f"{inc['roi']:.2f}",
+                "",
+                f"[{low:.2f}, {high:.2f}]",
+            )
+        if inc.get("revenue") is not None:
+            low, high = inc["revenue_ci95"]
+            table.add_row(
+                "incremental revenue", f"{inc['revenue']:.2f}", "", f"[{low:.2f}, {high:.2f}]"
+            )
         out.print(table)
         if t.get("bounce_reasons"):
             out.print(

@@ -143,3 +143,15 @@ def test_the_verdict_on_the_target() -> None:
     assert unknown is not None and unknown["verdict"] == "cannot tell yet"
     assert "the control group is empty" in unknown["said"]
     assert verdict(None, {}, True) is None
+
+
+def test_incremental_revenue_and_roi_leave_out_what_would_have_happened() -> None:
+    from clientela.campaigns.report import Group, incremental
+
+    treated = Group(targeted=1000, cost=50.0)
+    revenue = {"diff": 0.25, "ci95": [0.05, 0.45]}  # per treated customer, against control
+    got = incremental(revenue, treated)
+    assert got["revenue"] == 250.0 and got["revenue_ci95"] == [50.0, 450.0]
+    assert got["roi"] == 4.0 and got["roi_ci95"] == [0.0, 8.0]  # (250 - 50) / 50
+    none = incremental({"insufficient": "the control group is empty"}, treated)
+    assert none == {"cost": 50.0, "insufficient": "the control group is empty"}
