@@ -394,6 +394,21 @@ def _print_report(data: dict[str, Any]) -> None:
             "its close; a verdict may still change.",
             highlight=False,
         )
+    checks = data.get("checks") or {}
+    ratio = checks.get("sample_ratio")
+    if ratio and ratio["alarm"]:
+        out.print(
+            f"ALARM: the split does not match the spec: {ratio['observed_control_share']:.1%} "
+            f"held out where {ratio['expected_control_share']:.1%} was asked "
+            f"(p = {ratio['p_value']:.2g}); the assignment went wrong, so do not trust the "
+            "uplift.",
+            highlight=False,
+        )
+    if checks.get("control_contacted"):
+        out.print(
+            f"ALARM: {checks['control_contacted']} held-out customers were contacted.",
+            highlight=False,
+        )
     for arm in data["arms"]:
         said = arm.get("verdict")
         if said:

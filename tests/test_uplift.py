@@ -7,6 +7,7 @@ import math
 import pytest
 
 from clientela.campaigns.uplift import EXACT, Moments, means, proportions
+from clientela.settings import Settings
 
 
 def test_two_proportions_by_hand() -> None:
@@ -155,3 +156,37 @@ def test_incremental_revenue_and_roi_leave_out_what_would_have_happened() -> Non
     assert got["roi"] == 4.0 and got["roi_ci95"] == [0.0, 8.0]  # (250 - 50) / 50
     none = incremental({"insufficient": "the control group is empty"}, treated)
     assert none == {"cost": 50.0, "insufficient": "the control group is empty"}
+
+
+def test_a_skewed_split_raises_the_sample_ratio_alarm(settings: Settings) -> None:
+    """A lead list split 150/50 where the spec holds out 10% (expected 180/20): the
+    chi-squared p is far below 0.001; the same list split 181/19 raises nothing."""
+    from clientela.campaigns import report
+    from clientela.db import session_scope
+    from models import Campaign, CampaignMember
+    from tests.factories import make_customer
+
+    source = "control: {share: 0.1}\ntarget_kpi: {metric: conversion_rate, uplift: 1}\n"
+    ids = []
+    for _ in range(200):
+        ids.append(make_customer(settings.db_url))
+    with session_scope(settings.db_url) as session:
+        from sqlmodel import col, select
+
+        from models import Customer
+
+        pks = session.exec(select(Customer.id).where(col(Customer.external_id).in_(ids))).all()
+        for cid, held in (("skewed", 50), ("fair", 19)):
+            session.add(Campaign(id=cid, name=cid, spec={"source": source}, stage="done"))
+            for i, pk in enumerate(pks):
+                session.add(CampaignMember(campaign_id=cid, customer_id=pk or 0,
+                                           group="control" if i < held else "treated"))  # fmt: skip
+    with session_scope(settings.db_url) as session:
+        skewed = report.build(session, "skewed")["checks"]
+        fair = report.build(session, "fair")["checks"]
+    # chi2 = (150-180)^2/180 + (50-20)^2/20 = 5 + 45 = 50 on 1 df: p = 1.5e-12
+    assert skewed["sample_ratio"]["p_value"] == pytest.approx(1.5375e-12, rel=1e-3)
+    assert skewed["sample_ratio"]["alarm"] and skewed["alarm"]
+    assert skewed["sample_ratio"]["observed_control_share"] == 0.25
+    assert not fair["sample_ratio"]["alarm"] and not fair["alarm"]
+    assert fair["control_contacted"] == 0

@@ -132,6 +132,52 @@ def _uplift_amount(u: Uplift, treated_n: int) -> dict[str, Any]:
     }
 
 
+#: A split this unlikely under the spec's shares means the assignment went wrong.
+SRM_ALARM = 0.001
+
+
+def _checks(campaign: Campaign, groups: dict[tuple[str, str], Group]) -> dict[str, Any]:
+    """Whether the experiment can be trusted: the observed split of the lead list against
+    the spec's control share (a chi-squared goodness-of-fit test; an alarm below p = 0.001,
+    the usual threshold for a sample-ratio mismatch), and that no held-out customer was
+    contacted."""
+    from scipy.stats import chisquare
+
+    def listed(group: str) -> int:
+        return sum(g.targeted + sum(g.excluded.values()) for (_, x), g in groups.items()
+                   if x == group)  # fmt: skip
+
+    treated, control = listed("treated"), listed("control")
+    contacted = sum(g.sent for (_, x), g in groups.items() if x == "control")
+    out: dict[str, Any] = {"control_contacted": contacted, "sample_ratio": None}
+    share = _control_share(campaign)
+    if share is not None and 0 < share < 1 and treated + control > 0:
+        total = treated + control
+        test = chisquare([treated, control], f_exp=[total * (1 - share), total * share])
+        p = float(test.pvalue)
+        out["sample_ratio"] = {
+            "expected_control_share": share,
+            "observed_control_share": round(control / total, 6),
+            "p_value": p,
+            "alarm": p < SRM_ALARM,
+        }
+    out["alarm"] = bool(contacted) or bool((out["sample_ratio"] or {}).get("alarm"))
+    return out
+
+
+def _control_share(campaign: Campaign) -> float | None:
+    import yaml
+
+    source = (campaign.spec or {}).get("source")
+    if not source:
+        return None
+    try:
+        control = (yaml.safe_load(source) or {}).get("control") or {}
+        return float(control.get("share", 0.1))
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return None
+
+
 def incremental(revenue: dict[str, Any], treated: Group) -> dict[str, Any]:
     """Revenue the campaign added (the revenue per customer uplift times the treated) and
     the return on what it cost: (incremental revenue - cost) / cost, each with its 95%
@@ -323,6 +369,7 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
                 ],
             }
         )
+    checks = _checks(campaign, groups)
     out_breakdown: dict[str, list[dict[str, Any]]] = {d: [] for d in DIMENSIONS}
     for dimension, value in sorted({(d, v) for d, v, _ in breakdown}):
         treated = breakdown.get((dimension, value, "treated")) or Group()
@@ -350,6 +397,7 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
             # before it they are interim, and a verdict may still change.
             "interim": not final,
         },
+        "checks": checks,
         "arms": out_arms,
         "breakdown": out_breakdown,
         "timeline": _timeline(session, campaign, member_groups),
