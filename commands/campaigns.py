@@ -462,6 +462,21 @@ def _print_report(data: dict[str, Any]) -> None:
                 "incremental revenue", f"{inc['revenue']:.2f}", "", f"[{low:.2f}, {high:.2f}]"
             )
         out.print(table)
+        compared = arm.get("variant_comparison")
+        if compared:
+            out.print(f"  variants: {compared['said']}", highlight=False, markup=False)
+            for pair in compared["pairs"]:
+                out.print(
+                    f"    {pair['a']} against {pair['b']}: "
+                    + _uplift_text(pair, "pp")
+                    + (
+                        f", Holm-adjusted p={pair['p_adjusted']:.2g}"
+                        if "p_adjusted" in pair
+                        else ""
+                    ),
+                    highlight=False,
+                    markup=False,
+                )
         if t.get("bounce_reasons"):
             out.print(
                 "  bounces by reason: "

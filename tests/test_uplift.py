@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,37 @@ def test_a_skewed_split_raises_the_sample_ratio_alarm(settings: Settings) -> Non
     assert skewed["sample_ratio"]["observed_control_share"] == 0.25
     assert not fair["sample_ratio"]["alarm"] and not fair["alarm"]
     assert fair["control_contacted"] == 0
+
+
+def test_variants_are_compared_with_each_other_and_adjusted_by_holm() -> None:
+    from clientela.campaigns.report import Group, compare_variants
+
+    def group(n: int, x: int) -> Group:
+        return Group(targeted=n, conversions=x)
+
+    def control_row(x: int, n: int) -> dict[str, Any]:
+        u = proportions(x, n, 40, 1000)
+        return {"uplift": {"conversion": {"p_value": u.p_value}}}
+
+    three = {"a": group(1000, 100), "b": group(1000, 50), "c": group(1000, 95)}
+    rows = [control_row(100, 1000), control_row(50, 1000), control_row(95, 1000)]
+    got = compare_variants(three, rows)
+    assert got is not None and got["winner"] is None  # a beats b, but not c
+    assert got["said"].startswith("No winner yet")
+    # Holm by hand over the 3 pairs and the 3 variants against control: sort the six
+    # p-values, multiply the k-th smallest (from 0) by (6 - k), and keep them non-decreasing.
+    raw = [p["p_value"] for p in got["pairs"]] + [
+        r["uplift"]["conversion"]["p_value"] for r in rows
+    ]
+    order = sorted(range(6), key=lambda i: raw[i])
+    expected, running = [0.0] * 6, 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, raw[i] * (6 - k)))
+        expected[i] = running
+    adjusted = [p["p_adjusted"] for p in got["pairs"]] + [
+        r["uplift"]["conversion"]["p_adjusted"] for r in rows
+    ]
+    assert adjusted == pytest.approx(expected)
+    two = compare_variants({"a": group(1000, 150), "b": group(1000, 50)}, rows[:2])
+    assert two is not None and two["winner"] == "a" and "Holm" in two["adjustment"]
+    assert compare_variants({"a": group(10, 1)}, rows[:1]) is None

@@ -132,6 +132,53 @@ def _uplift_amount(u: Uplift, treated_n: int) -> dict[str, Any]:
     }
 
 
+def compare_variants(groups: dict[str, Group], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The A/B variants of an arm against each other on conversion: each pair's difference
+    with its interval and p-value, every p-value of the arm's variants (against each other
+    and against the shared control) adjusted together by Holm's method (statsmodels), and a
+    winner only when it beats every other variant after the adjustment."""
+    from statsmodels.stats.multitest import multipletests
+
+    names = sorted(groups)
+    if len(names) < 2:
+        return None
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ga, gb = groups[a], groups[b]
+            u = proportions(ga.conversions, ga.targeted, gb.conversions, gb.targeted)
+            pairs.append({"a": a, "b": b, **_uplift_rate(u, ga.targeted)})
+    tests = [(pair, pair.get("p_value")) for pair in pairs] + [
+        (row["uplift"]["conversion"], row["uplift"]["conversion"].get("p_value")) for row in rows
+    ]
+    known = [(where, p) for where, p in tests if p is not None]
+    if known:
+        adjusted = multipletests([p for _, p in known], method="holm")[1]
+        for (where, _), q in zip(known, adjusted, strict=True):
+            where["p_adjusted"] = float(q)
+    winner = None
+    for name in names:
+        beats = [
+            pair for pair in pairs
+            if name in (pair["a"], pair["b"]) and pair.get("p_adjusted", 1.0) < 0.05
+            and (pair["uplift_pp"] > 0) == (pair["a"] == name)
+        ]  # fmt: skip
+        if len(beats) == len(names) - 1:
+            winner = name
+    if winner:
+        said = f"Variant {winner} converts better than every other (Holm-adjusted p < 0.05)."
+    else:
+        said = "No winner yet: no variant beats every other once the p-values are adjusted."
+    return {
+        "measure": "conversion",
+        "adjustment": "Holm (every comparison of the arm's variants, with each other and "
+        "against the control)",
+        "pairs": pairs,
+        "winner": winner,
+        "said": said,
+    }
+
+
 #: A split this unlikely under the spec's shares means the assignment went wrong.
 SRM_ALARM = 0.001
 
@@ -353,6 +400,11 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
         treated = groups[(arm, "treated")]
         control = groups.get((arm, "control")) or groups.get((SHARED, "control")) or Group()
         uplift = _uplifts(treated, control)
+        mine = {v: g for (a, v), g in sorted(variants.items()) if a == arm}
+        variant_rows = [
+            {"variant": v, "treated": g.as_dict(), "uplift": _uplifts(g, control)}
+            for v, g in mine.items()
+        ]
         out_arms.append(
             {
                 "arm": arm,
@@ -362,11 +414,8 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
                 "treated": treated.as_dict(),
                 "control_group": control.as_dict(),
                 "uplift": uplift,
-                "variants": [
-                    {"variant": v, "treated": g.as_dict(), "uplift": _uplifts(g, control)}
-                    for (a, v), g in sorted(variants.items())
-                    if a == arm
-                ],
+                "variants": variant_rows,
+                "variant_comparison": compare_variants(mine, variant_rows),
             }
         )
     checks = _checks(campaign, groups)
