@@ -23,7 +23,7 @@ async def test_journeys_are_listed_followed_started_and_cancelled(
     folder = tmp_path / "journeys"
     folder.mkdir()
     shutil.copy(ROOT / "journeys" / "welcome.yaml", folder)
-    (folder / "broken.yaml").write_text("name: broken\nowner: x\ntrigger: {event: nope}\n")
+    (folder / "broken.yaml").write_text("name: broken\nowner: x\ntrigger: {event: no#pe}\n")
     quick = settings.model_copy(update={"journeys_dir": folder})
     cid = f"J-{uuid.uuid4().hex[:8]}"  # workflow ids outlive the test's database
     async with api(client, quick, worker=True) as http:

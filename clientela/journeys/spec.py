@@ -64,9 +64,8 @@ class Trigger(_Strict):
     event: EventName | None = Field(
         None, description=f"one of {', '.join(EVENTS)}, or a custom event (POST /events track)"
     )
-    properties: dict[str, Literal["number", "string", "bool"]] = Field(
-        default_factory=dict,
-        description="with event: the event's properties conditions read, as event.<name>",
+    properties: dict[str, Literal["number", "string", "bool"]] | None = Field(
+        None, description="with event: the event's properties conditions read, as event.<name>"
     )
     tier_change: TierChange | None = None
     segment_entry: str | None = None
@@ -88,7 +87,7 @@ class Trigger(_Strict):
             )
         if self.properties and not self.event:
             raise ValueError("properties go with event: the triggering event's properties")
-        for name in self.properties:
+        for name in self.properties or {}:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
                 raise ValueError(f"property {name!r}: letters, digits and _ (as event.{name})")
         if self.date and self.date not in DATES and not re.fullmatch(ATTRIBUTE, self.date):
