@@ -209,6 +209,25 @@ class ServiceReport(_Out):
     overdue: list[dict[str, Any]]
 
 
+class ArmPower(_Out):
+    treated: int
+    control: int
+    mde_pp: float | None = Field(
+        description="the smallest conversion uplift it detects (80% power, 5% level); null: "
+        "too few to measure"
+    )
+
+
+class PreviewPower(_Out):
+    """What the split can measure, against the spec's target."""
+
+    baseline: float = Field(description="the conversion rate the detectable uplift is for")
+    baseline_from: str
+    target_pp: float | None
+    arms: dict[str, ArmPower]
+    warning: str | None = Field(description="when an arm cannot detect the target")
+
+
 class CampaignPreview(_Out):
     """Whom a spec would reach and what it would cost (to contact + held out + excluded =
     audience)."""
@@ -224,6 +243,7 @@ class CampaignPreview(_Out):
     estimated_cost: float
     budget: float
     over_budget: bool
+    power: PreviewPower | None = None
 
 
 class CampaignCreated(_Out):

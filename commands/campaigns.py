@@ -73,6 +73,24 @@ def campaign_preview(
         out.print(f"  excluded {n}: {reason}", highlight=False)
     verdict = "[red]over budget[/red]" if result.over_budget else "within budget"
     out.print(f"  estimated cost {result.cost:.2f} of budget {result.budget:.2f}: {verdict}")
+    _print_power(result.power)
+
+
+def _print_power(power: dict[str, Any]) -> None:
+    """What the split can measure: each arm's smallest detectable conversion uplift."""
+    if not power:
+        return
+    for arm, measured in power["arms"].items():
+        smallest = measured["mde_pp"]
+        mde = "too few to measure" if smallest is None else f"+{smallest:.2f} pp"
+        out.print(
+            f"  arm {arm} detects a conversion uplift of {mde} or more (80% power, "
+            f"{measured['control']} held out; baseline {power['baseline']:.1%}: "
+            f"{power['baseline_from']})",
+            highlight=False,
+        )
+    if power.get("warning"):
+        out.print(f"  [red]warning:[/red] {esc(power['warning'])}")
 
 
 #: ``--by`` once a team has users is the signed-in user; before that, free text.
@@ -125,6 +143,8 @@ def campaign_create(
         f"{preview.cost:.2f} of {preview.budget:.2f}"
         + (" [red](over budget: it cannot be approved)[/red]" if preview.over_budget else "")
     )
+    if preview.power.get("warning"):
+        out.print(f"[red]warning:[/red] {esc(preview.power['warning'])}")
     out.print("An approver approves it with `clientela campaign approve ID` (or in the console).")
 
 

@@ -205,3 +205,32 @@ def test_preview_filters_by_tier_and_condition_and_flags_over_budget(settings: S
         result = audience.preview(session, load_spec(text))
     assert result.audience == 5 and result.by_tier == {"A": 5}
     assert result.cost == pytest.approx(0.05) and result.over_budget
+
+
+def test_preview_warns_when_the_split_cannot_detect_the_target(settings: Settings) -> None:
+    """65 customers with 7 held out cannot see +1 pp; the smallest uplift each arm can see is
+    computed for the base's conversion rate (none here: an assumed 2%), as by hand."""
+    import math
+
+    db = settings.db_url
+    for _ in range(65):
+        make_customer(db)
+    apply_directly(db)
+    campaign = load_spec(BASE + "channel: email\ncontrol: {share: 0.1}\n")
+    with session_scope(db) as session:
+        power = audience.preview(session, campaign).power
+    assert power["baseline"] == 0.02 and "assumed 2%" in power["baseline_from"]
+    [(arm, measured)] = power["arms"].items()
+    assert arm == "main" and (measured["treated"], measured["control"]) == (58, 7)
+    # h solves (1.959964 + 0.841621) = h * sqrt(1 / (1/58 + 1/7)); the rate is sin^2 of
+    # asin(sqrt(0.02)) + h / 2
+    h = (1.959964 + 0.841621) * math.sqrt(1 / 58 + 1 / 7)
+    rate = math.sin(math.asin(math.sqrt(0.02)) + h / 2) ** 2
+    assert measured["mde_pp"] == pytest.approx(round((rate - 0.02) * 100, 2), abs=0.02)
+    assert power["target_pp"] == 1.0
+    assert power["warning"] and "cannot detect the target of +1.00 pp" in power["warning"]
+    relaxed = load_spec(
+        BASE.replace("uplift: 1}", "uplift: 60}") + "channel: email\ncontrol: {share: 0.1}\n"
+    )
+    with session_scope(db) as session:
+        assert audience.preview(session, relaxed).power["warning"] is None

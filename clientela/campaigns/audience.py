@@ -23,6 +23,7 @@ import math
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, update
@@ -30,9 +31,10 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from clientela.campaigns.spec import Spec
+from clientela.campaigns.uplift import detectable
 from clientela.messaging.eligibility import Facts
 from clientela.timeutil import utcnow
-from models import Campaign, CampaignMember, Customer, CustomerDecision
+from models import Campaign, CampaignMember, Customer, CustomerDecision, Interaction
 from rules.language import holds
 
 PAGE = 1000
@@ -62,6 +64,9 @@ class Preview:
     pilot: int = 0
     cost: float = 0.0
     budget: float = 0.0
+    #: What the split can measure: the smallest conversion uplift each arm detects, against
+    #: the spec's target, with a warning when it cannot detect the target.
+    power: dict[str, Any] = field(default_factory=dict)
 
     @property
     def over_budget(self) -> bool:
@@ -93,6 +98,7 @@ class Preview:
             "estimated_cost": round(self.cost, 2),
             "budget": self.budget,
             "over_budget": self.over_budget,
+            "power": self.power or None,
         }
 
 
@@ -269,6 +275,68 @@ def _deduplicate(session: Session, campaign_id: str) -> None:
     )
 
 
+#: The base's conversion rate when it has none to go by.
+ASSUMED_BASELINE = 0.02
+
+
+def baseline(session: Session, days: int = 90) -> tuple[float, str]:
+    """The base's conversion rate over the last ``days`` (customers who converted, of all),
+    and where it comes from."""
+    since = utcnow() - timedelta(days=days)
+    converted = session.exec(
+        select(func.count(func.distinct(Interaction.customer_id))).where(
+            Interaction.kind == "conversion", col(Interaction.occurred_at) >= since
+        )
+    ).one()
+    customers = session.exec(
+        select(func.count()).select_from(Customer).where(col(Customer.internal).is_(False))
+    ).one()
+    if not converted or not customers:
+        return ASSUMED_BASELINE, f"assumed {ASSUMED_BASELINE:.0%}: no conversion in {days} days"
+    rate = min(max(converted / customers, 0.001), 0.5)
+    return rate, f"the base's conversion rate over the last {days} days"
+
+
+def _power(session: Session, out: Preview, s: Any) -> dict[str, Any]:
+    base, source = baseline(session)
+    shared = out.by_arm.get("", Counter()).get("control", 0)
+    arms = {}
+    for arm, groups in out.by_arm.items():
+        if not arm or not groups.get("treated"):
+            continue
+        control = groups.get("control", 0) or shared
+        mde = detectable(groups["treated"], control, base)
+        arms[arm] = {
+            "treated": groups["treated"],
+            "control": control,
+            "mde_pp": None if mde is None else round(mde * 100, 2),
+        }
+    target = s.target_kpi.uplift if s.target_kpi.metric != "revenue_per_customer" else None
+    short = [
+        a for a, v in arms.items()
+        if target is not None and (v["mde_pp"] is None or v["mde_pp"] > target)
+    ]  # fmt: skip
+    warning = None
+    if short:
+        worst = ", ".join(
+            f"{a} ({arms[a]['control']} held out: "
+            + ("too few to measure" if arms[a]["mde_pp"] is None
+               else f"detects +{arms[a]['mde_pp']:.2f} pp or more") + ")"
+            for a in short
+        )  # fmt: skip
+        warning = (
+            f"this split cannot detect the target of +{target:.2f} pp with 80% power: {worst}; "
+            "hold out more customers (a larger control share) or widen the audience"
+        )
+    return {
+        "baseline": round(base, 4),
+        "baseline_from": source,
+        "target_pp": target,
+        "arms": arms,
+        "warning": warning,
+    }
+
+
 def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
     """Counts of a written lead list: by arm and group, exclusion, tier, channel, variant."""
     s = spec.spec
@@ -305,6 +373,7 @@ def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
         ).all():
             out.by_variant[variant] = n
     out.pilot = session.exec(select(func.count(col(m.id))).where(treated, col(m.pilot))).one()
+    out.power = _power(session, out, s)
     after = 0
     while True:  # segments are a list per member: counted page by page
         rows = session.exec(

@@ -176,3 +176,15 @@ def means(
         p_value=float(2 * stats.t.sf(abs(t), df)),
         method=WELCH,
     )
+
+
+def detectable(treated: int, control: int, base: float) -> float | None:
+    """The smallest rise of a rate of ``base`` that groups of these sizes detect with 80%
+    power at the 5% level (two-sided), as a proportion; None when a group is too small."""
+    if treated < 2 or control < 2 or not 0 < base < 1:
+        return None
+    h = NormalIndPower().solve_power(
+        effect_size=None, nobs1=treated, ratio=control / treated, alpha=0.05, power=0.8
+    )
+    rise = math.asin(math.sqrt(base)) + float(h) / 2
+    return 1.0 - base if rise >= math.pi / 2 else math.sin(rise) ** 2 - base
