@@ -234,3 +234,37 @@ def test_preview_warns_when_the_split_cannot_detect_the_target(settings: Setting
     )
     with session_scope(db) as session:
         assert audience.preview(session, relaxed).power["warning"] is None
+
+
+def test_an_arm_drawn_at_random_is_stable_and_keeps_its_own_control(settings: Settings) -> None:
+    """A random arm takes its share of the audience by a stable hash of the campaign and the
+    customer: the same customers on every rebuild and preview, others in another campaign,
+    and a control of its own like any arm."""
+    from clientela.campaigns.audience import unit
+
+    db = settings.db_url
+    for _ in range(300):
+        make_customer(db)
+    apply_directly(db)
+    arms = (
+        "channel: email\ncontrol: {share: 0.1}\n"
+        "arms:\n  - {name: chance, random: {share: 0.3}}\n  - {name: rest}\n"
+    )
+    campaign = load_spec(BASE + arms)
+    members = listed(db, campaign)
+    assert members == listed(db, campaign)
+    with session_scope(db) as session:
+        ids = dict(session.exec(select(Customer.external_id, CampaignMember.arm)
+                                .join(CampaignMember)).all())  # fmt: skip
+    # Exactly those whose hash falls under the share, computed here by the same formula.
+    expected = {cid for cid in ids if unit("t1", cid, "arm:chance") < 0.3}
+    assert {cid for cid, arm in ids.items() if arm == "chance"} == expected
+    assert 60 <= len(expected) <= 120  # 30% of 300, give or take chance
+    chance = [m for m in members if ids[m[0]] == "chance"]
+    assert {group for _, _, group, _, _ in chance} == {"treated", "control"}
+    other = load_spec(BASE.replace("id: t1", "id: t9") + arms)
+    with session_scope(db) as session:
+        preview = audience.preview(session, other)
+    assert set(preview.by_arm) == {"chance", "rest"}
+    found = errors(BASE + "arms:\n  - {name: x, when: 'tenure_months > 1', random: {share: 0.5}}\n")
+    assert any("by `when` or at `random`, not both" in e for e in found), found

@@ -162,8 +162,12 @@ def _list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str)
                 (
                     a.name
                     for a in s.arms
-                    if a.when is None
-                    or holds(spec.conditions[f"arm:{a.name}"].tree, decision.features)
+                    if (
+                        unit(hash_id, external_id, f"arm:{a.name}") < a.random.share
+                        if a.random is not None
+                        else a.when is None
+                        or holds(spec.conditions[f"arm:{a.name}"].tree, decision.features)
+                    )
                 ),
                 None,
             )

@@ -44,10 +44,27 @@ class Audience(_Strict):
     when: str | None = Field(None, description="a rule condition over customer fields")
 
 
+class RandomPick(_Strict):
+    share: float = Field(gt=0, le=1, description="of the audience not taken by an arm above")
+
+
 class Arm(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     when: str | None = Field(None, description="how this arm selects; none: the rest")
+    random: RandomPick | None = Field(
+        None, description="selects at random (stable hash) instead of by a rule"
+    )
     description: str = ""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Arm:
+        if self.when is not None and self.random is not None:
+            raise ValueError("an arm selects by `when` or at `random`, not both")
+        return self
+
+    @property
+    def takes_the_rest(self) -> bool:
+        return self.when is None and self.random is None
 
 
 class Variant(_Strict):
@@ -174,8 +191,8 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Spec:
     condition(("audience", "when"), spec.audience.when, "audience")
     for i, arm in enumerate(spec.arms):
         condition(("arms", i, "when"), arm.when, f"arm:{arm.name}")
-    if sum(1 for a in spec.arms if a.when is None) > 1:
-        problem(("arms",), "only one arm may go without `when` (it takes the rest)")
+    if sum(1 for a in spec.arms if a.takes_the_rest) > 1:
+        problem(("arms",), "only one arm may go without `when` or `random` (it takes the rest)")
     channels = ["email", "sms"] if spec.channel == "preferred" else [spec.channel]
     used = [(("template",), spec.template)] + [
         (("variants", i, "template"), v.template) for i, v in enumerate(spec.variants)
