@@ -504,6 +504,24 @@ def _print_report(data: dict[str, Any]) -> None:
                 highlight=False,
                 markup=False,
             )
+    _print_arm_comparison(data)
+
+
+def _print_arm_comparison(data: dict[str, Any]) -> None:
+    compared = data.get("arm_comparison")
+    if not compared:
+        return
+    out.print("Arms against each other (difference of their conversion uplifts):")
+    for pair in compared["pairs"]:
+        if "insufficient" in pair:
+            out.print(f"  {pair['a']} - {pair['b']}: {pair['insufficient']}", highlight=False)
+            continue
+        low, high = pair["ci95"]
+        out.print(
+            f"  {pair['a']} - {pair['b']}: {pair['diff_pp']:+.2f} pp [{low:+.2f}, {high:+.2f}], "
+            f"p={pair['p_value']:.2g}, Holm-adjusted p={pair['p_adjusted']:.2g}",
+            highlight=False,
+        )
 
 
 def _count_rate(n: int, rate: float | None) -> str:

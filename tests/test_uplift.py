@@ -225,3 +225,34 @@ def test_variants_are_compared_with_each_other_and_adjusted_by_holm() -> None:
     two = compare_variants({"a": group(1000, 150), "b": group(1000, 50)}, rows[:2])
     assert two is not None and two["winner"] == "a" and "Holm" in two["adjustment"]
     assert compare_variants({"a": group(10, 1)}, rows[:1]) is None
+
+
+def test_arms_are_compared_by_the_difference_of_their_uplifts() -> None:
+    from clientela.campaigns.report import Group, compare_arms
+
+    def group(n: int, x: int) -> Group:
+        return Group(targeted=n, conversions=x)
+
+    model = (group(1000, 120), group(200, 10), True)  # 12% against 5%: +7 pp
+    chance = (group(1000, 70), group(200, 10), True)  # 7% against 5%: +2 pp
+    got = compare_arms({"model": model, "random": chance})
+    assert got is not None
+    [pair] = got["pairs"]
+    assert (pair["a"], pair["b"]) == ("model", "random")
+    assert pair["diff_pp"] == pytest.approx(5.0)
+    # Four independent groups: SE^2 = .12*.88/1000 + .05*.95/200 + .07*.93/1000 + .05*.95/200
+    se = math.sqrt(0.12 * 0.88 / 1000 + 0.05 * 0.95 / 200 + 0.07 * 0.93 / 1000 + 0.05 * 0.95 / 200)
+    assert pair["ci95"] == pytest.approx(
+        [(0.05 - 1.959964 * se) * 100, (0.05 + 1.959964 * se) * 100], abs=1e-3
+    )
+    assert pair["p_value"] == pytest.approx(math.erfc(0.05 / se / math.sqrt(2)))
+    assert pair["p_adjusted"] == pytest.approx(pair["p_value"])  # one comparison
+    # Sharing one control, its rate and its variance cancel out.
+    shared = group(200, 10)
+    got = compare_arms(
+        {"a": (group(1000, 120), shared, False), "b": (group(1000, 70), shared, False)}
+    )
+    assert got is not None
+    se = math.sqrt(0.12 * 0.88 / 1000 + 0.07 * 0.93 / 1000)
+    assert got["pairs"][0]["ci95"][1] == pytest.approx((0.05 + 1.959964 * se) * 100, abs=1e-3)
+    assert compare_arms({"only": model}) is None
