@@ -256,3 +256,31 @@ def test_arms_are_compared_by_the_difference_of_their_uplifts() -> None:
     se = math.sqrt(0.12 * 0.88 / 1000 + 0.07 * 0.93 / 1000)
     assert got["pairs"][0]["ci95"][1] == pytest.approx((0.05 + 1.959964 * se) * 100, abs=1e-3)
     assert compare_arms({"only": model}) is None
+
+
+def test_the_page_of_an_arm_without_a_control_renders() -> None:
+    """A campaign that holds nobody out has no incremental figures: the page says so instead
+    of failing (it failed in the report activity, which retried without end)."""
+    from clientela.campaigns import html
+    from clientela.campaigns.report import Group, _uplifts, incremental, verdict
+
+    treated, control = Group(targeted=5, sent=5), Group()
+    uplift = _uplifts(treated, control)
+    arm = {
+        "arm": "main", "control": "shared", "treated": treated.as_dict(),
+        "control_group": control.as_dict(), "uplift": uplift, "variants": [],
+        "variant_comparison": None,
+        "verdict": verdict({"metric": "conversion_rate", "uplift": 1.0}, uplift, True),
+        "incremental": incremental(uplift["revenue_per_customer"], treated),
+    }  # fmt: skip
+    data = {
+        "campaign": {"id": "x", "name": "X", "objective": "", "stage": "done",
+                     "window": [None, None], "interim": False, "target_kpi": None},
+        "checks": {"control_contacted": 0, "sample_ratio": None, "alarm": False},
+        "arms": [arm], "arm_comparison": None,
+        "breakdown": {"tier": [], "segment": [], "channel": []},
+        "timeline": {"bucket": None, "points": []},
+    }  # fmt: skip
+    page = html.render(data)
+    assert "Arm main: cannot tell yet." in page and "the control group is empty" in page
+    assert "incremental revenue" not in page
