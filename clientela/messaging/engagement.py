@@ -14,7 +14,7 @@ from clientela.journeys import router as journey_router
 from clientela.messaging.tracking import machine, stripe
 from clientela.settings import Settings
 from clientela.timeutil import as_utc, utcnow
-from models import Customer, Direction, Interaction, Message
+from models import Campaign, Customer, Direction, Interaction, Message
 
 #: History kinds of tracked hits: a person's, and a machine's (never a response).
 PERSON = ("open", "click")
@@ -92,32 +92,22 @@ def _record(
             detail={**detail, "machine": reason},
         )
         return Hit("machine", reason, customer.external_id)
-    try:
-        outcome, _ = realtime.response(
-            session,
-            customer_id=customer.external_id,
-            kind=kind,
-            channel=message.channel,
-            journey=message.journey,
-            campaign=message.campaign,
-            value=None,
-            today=datetime.now(UTC).date(),
-            message_key=key,
-            detail=detail,
-        )
-    except realtime.UnknownCampaign:  # the campaign was deleted since: a response still
-        outcome, _ = realtime.response(
-            session,
-            customer_id=customer.external_id,
-            kind=kind,
-            channel=message.channel,
-            journey=message.journey,
-            campaign=None,
-            value=None,
-            today=datetime.now(UTC).date(),
-            message_key=key,
-            detail=detail,
-        )
+    # A campaign deleted since: the response still counts, on no campaign.
+    campaign = message.campaign
+    if campaign is not None and session.get(Campaign, campaign) is None:
+        campaign = None
+    outcome, _ = realtime.response(
+        session,
+        customer_id=customer.external_id,
+        kind=kind,
+        channel=message.channel,
+        journey=message.journey,
+        campaign=campaign,
+        value=None,
+        today=datetime.now(UTC).date(),
+        message_key=key,
+        detail=detail,
+    )
     held = journey_router.hold_outcome(session, settings, outcome, kind)
     held += journey_router.hold_signal(session, customer.external_id, kind, message.channel)
     return Hit("person", "", customer.external_id, held)
