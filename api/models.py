@@ -193,7 +193,11 @@ class CampaignReport(_Out):
     """The campaign report; its keys are documented in docs/campaigns.md."""
 
     campaign: dict[str, Any]
+    checks: dict[str, Any] = Field(description="sample-ratio test and control contacted")
     arms: list[dict[str, Any]]
+    arm_comparison: dict[str, Any] | None = Field(
+        None, description="each pair of arms by the difference of their uplifts"
+    )
     breakdown: dict[str, Any]
     timeline: dict[str, Any]
 
