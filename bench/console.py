@@ -12,6 +12,7 @@ percentile are printed with their ratio to the bare page.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import re
 import statistics
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -316,6 +318,30 @@ def run(db: str, url: str, args: argparse.Namespace, home: Path) -> list[tuple[s
     return results
 
 
+@contextlib.contextmanager
+def scratch_database(db: str, prefix: str) -> Iterator[tuple[str, Path]]:
+    """(database URL, home folder) for one run: a SQLite file in a temporary home, or a
+    PostgreSQL database made for the run on the local server and dropped after it."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{prefix}-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        name = f"bench_{prefix}_{int(time.time())}"
+        admin = "host=127.0.0.1 user=postgres dbname=postgres"
+        if db == "postgresql":
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        else:
+            url = f"sqlite:///{home / 'bench.db'}"
+        try:
+            yield url, home
+        finally:
+            dispose_all()
+            if db == "postgresql":
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -324,24 +350,8 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
     for db in args.databases.split(","):
-        with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp:
-            home = Path(tmp) / "home"
-            home.mkdir()
-            name = f"bench_console_{int(time.time())}"
-            if db == "postgresql":
-                admin = "host=127.0.0.1 user=postgres dbname=postgres"
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f"CREATE DATABASE {name}")
-                url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-            else:
-                url = f"sqlite:///{home / 'bench.db'}"
-            try:
-                results = run(db, url, args, home)
-            finally:
-                dispose_all()
-                if db == "postgresql":
-                    with psycopg.connect(admin, autocommit=True) as conn:
-                        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with scratch_database(db, "console") as (url, home):
+            results = run(db, url, args, home)
             base = results[0][1]
             print(f"\n{db}: {args.customers:,} customers, {args.repeat} requests each")
             print(f"{'page':42} {'median ms':>10} {'p95 ms':>8} {'x bare':>8}")

@@ -18,14 +18,12 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy import func, insert
@@ -33,7 +31,7 @@ from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
 from bench.campaign import free_port, insert_customers
-from bench.console import serve
+from bench.console import scratch_database, serve
 from clientela.db import dispose_all, session_scope
 from clientela.messaging.tracking import click_token
 from clientela.settings import Settings
@@ -232,23 +230,8 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
     for db in args.databases.split(","):
-        with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
-            home = Path(tmp) / "home"
-            home.mkdir()
-            name = f"bench_tracking_{int(time.time())}"
-            admin = "host=127.0.0.1 user=postgres dbname=postgres"
-            if db == "postgresql":
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f"CREATE DATABASE {name}")
-                url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-            else:
-                url = f"sqlite:///{home / 'bench.db'}"
-            try:
-                results = asyncio.run(run(db, url, args, home))
-            finally:
-                if db == "postgresql":
-                    with psycopg.connect(admin, autocommit=True) as conn:
-                        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with scratch_database(db, "tracking") as (url, home):
+            results = asyncio.run(run(db, url, args, home))
             base = results[0][1]
             print(f"\n{db}: {args.clicks:,} links, {args.concurrency} at a time")
             print(

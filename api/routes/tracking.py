@@ -95,13 +95,14 @@ async def _record(request: Request, settings: Settings, kind: str, key: str, url
         log.warning("a %s could not be recorded (%s): %r", kind, key, exc)
         return
     if hit.held:
-        _later(request.app, _release(request.app, settings, hit.held))
+        _later(_release(request.app, settings, hit.held))
 
 
 _running: set[asyncio.Task[Any]] = set()
 
 
-def _later(app: FastAPI, work: Any) -> None:
+def _later(work: Any) -> None:
+    """Run ``work`` after the response, keeping a reference until it ends."""
     task = asyncio.get_running_loop().create_task(work)
     _running.add(task)
     task.add_done_callback(_running.discard)

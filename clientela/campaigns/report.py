@@ -231,7 +231,7 @@ def compare_arms(arms: dict[str, tuple[Group, Group, bool]]) -> dict[str, Any] |
 SRM_ALARM = 0.001
 
 
-def _checks(campaign: Campaign, groups: dict[tuple[str, str], Group]) -> dict[str, Any]:
+def _checks(spec: dict[str, Any], groups: dict[tuple[str, str], Group]) -> dict[str, Any]:
     """Whether the experiment can be trusted: the observed split of the lead list against
     the spec's control share (a chi-squared goodness-of-fit test; an alarm below p = 0.001,
     the usual threshold for a sample-ratio mismatch), and that no held-out customer was
@@ -245,7 +245,7 @@ def _checks(campaign: Campaign, groups: dict[tuple[str, str], Group]) -> dict[st
     treated, control = listed("treated"), listed("control")
     contacted = sum(g.sent for (_, x), g in groups.items() if x == "control")
     out: dict[str, Any] = {"control_contacted": contacted, "sample_ratio": None}
-    share = _control_share(campaign)
+    share = _control_share(spec)
     if share is not None and 0 < share < 1 and treated + control > 0:
         total = treated + control
         test = chisquare([treated, control], f_exp=[total * (1 - share), total * share])
@@ -260,17 +260,27 @@ def _checks(campaign: Campaign, groups: dict[tuple[str, str], Group]) -> dict[st
     return out
 
 
-def _control_share(campaign: Campaign) -> float | None:
+def _control_share(spec: dict[str, Any]) -> float | None:
+    control = spec.get("control") or {}
+    try:
+        return float(control.get("share", 0.1)) if spec else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def kept_spec(campaign: Campaign) -> dict[str, Any]:
+    """The spec the campaign was created from, as data ({} for one registered from
+    elsewhere, or a source that no longer reads)."""
     import yaml
 
     source = (campaign.spec or {}).get("source")
     if not source:
-        return None
+        return {}
     try:
-        control = (yaml.safe_load(source) or {}).get("control") or {}
-        return float(control.get("share", 0.1))
-    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
-        return None
+        spec = yaml.safe_load(source)
+    except yaml.YAMLError:
+        return {}
+    return spec if isinstance(spec, dict) else {}
 
 
 def incremental(revenue: dict[str, Any], treated: Group) -> dict[str, Any]:
@@ -310,17 +320,9 @@ KPI_MEASURES = {
 FINAL_STAGES = ("reporting", "done", "cancelled")
 
 
-def target_kpi(campaign: Campaign) -> dict[str, Any] | None:
-    """The spec's ``target_kpi`` ({metric, uplift}), read from the spec the campaign kept."""
-    import yaml
-
-    source = (campaign.spec or {}).get("source")
-    if not source:
-        return None
-    try:
-        kpi = (yaml.safe_load(source) or {}).get("target_kpi")
-    except yaml.YAMLError:
-        return None
+def target_kpi(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The spec's ``target_kpi`` ({metric, uplift})."""
+    kpi = spec.get("target_kpi")
     if not isinstance(kpi, dict) or kpi.get("metric") not in KPI_MEASURES:
         return None
     try:
@@ -441,7 +443,8 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
         for g in targets:
             _count(g, campaign, excluded, message, response)
     arms = sorted({arm for arm, group in groups if group == "treated"})
-    kpi = target_kpi(campaign)
+    spec = kept_spec(campaign)
+    kpi = target_kpi(spec)
     final = campaign.stage in FINAL_STAGES
     out_arms = []
     for arm in arms:
@@ -466,7 +469,7 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
                 "variant_comparison": compare_variants(mine, variant_rows),
             }
         )
-    checks = _checks(campaign, groups)
+    checks = _checks(spec, groups)
     arm_groups = {
         arm: (
             groups[(arm, "treated")],
