@@ -15,6 +15,7 @@ from commands import (
     customers,
     events,
     journeys,
+    models,
     rules,
     service,
     sms,
@@ -30,6 +31,7 @@ app.add_typer(events.events_app, name="events")
 app.add_typer(customers.customers_app, name="customers")
 app.add_typer(journeys.journey_app, name="journey")
 app.add_typer(rules.rules_app, name="rules")
+app.add_typer(models.models_app, name="models")
 app.add_typer(complaints.complaint_app, name="complaint")
 app.add_typer(service.service_app, name="service")
 app.add_typer(users.users_app, name="users")

@@ -19,6 +19,7 @@ from activities.campaigns import CampaignActivities
 from activities.complaints import ComplaintActivities
 from activities.journeys import JourneyActivities
 from activities.messaging import MessagingActivities
+from activities.models import ModelActivities
 from activities.orders import OrderActivities
 from activities.rules import RulesActivities
 from clientela.db import get_engine
@@ -29,6 +30,7 @@ from workflows.campaign import CampaignWorkflow
 from workflows.complaint import ComplaintCase
 from workflows.dates import DateJourneys
 from workflows.journey import JourneyWorkflow
+from workflows.models import ModelTraining
 from workflows.order import OrderFulfilment
 from workflows.rules_apply import RulesApply
 from workflows.welcome import WelcomeJourney
@@ -42,6 +44,7 @@ WORKFLOWS = [
     CampaignWorkflow,
     OrderFulfilment,
     ComplaintCase,
+    ModelTraining,
 ]
 
 
@@ -52,6 +55,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     orders = OrderActivities(settings)
     journeys = JourneyActivities(settings, client)
     complaints = ComplaintActivities(settings)
+    models = ModelActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -74,6 +78,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             complaints.clock,
             complaints.messages,
             complaints.mark,
+            models.train,
         ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),
@@ -87,6 +92,10 @@ async def run(settings: Settings) -> None:
     worker = build_worker(client, settings)
     if await ensure_date_schedule(client, settings):
         logging.info("created the hourly schedule of the date journeys")
+    from clientela.predictive.schedules import ensure_model_schedules
+
+    for name in await ensure_model_schedules(client, settings):
+        logging.info("model %s retrains on its schedule", name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
 
     # Journeys. Durations: seconds (30), with a unit (90s, 15m, 2h, 2d) or ISO 8601 (P2D).
     journeys_dir: Path = Field(ROOT / "journeys", description="Journey definitions (YAML)")
+    predictive_dir: Path = Field(
+        ROOT / "predictive", description="Predictive model specs (YAML): docs/models.md"
+    )
     date_hour: int = Field(9, ge=0, le=23, description="Local hour of birthday greetings")
     date_catchup: Duration = Field(
         timedelta(days=2), description="How far back missed hourly date runs are caught up"

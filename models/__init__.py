@@ -16,6 +16,7 @@ from models.ledger import DeliveryReport, Message, MessageState
 from models.order import Order
 from models.outbox import JourneyOutbox
 from models.people import ApiToken, AuditEvent, ConsoleSession, User
+from models.predictive import PredictiveModel
 from models.rules import CustomerDecision, RankingValue, RuleRun, RuleVersion, TierChange
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Message",
     "MessageState",
     "Order",
+    "PredictiveModel",
     "RankingValue",
     "RuleRun",
     "RuleVersion",

@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func
+from sqlalchemy import and_, case, func, or_, true
 from sqlmodel import Session, col, select
 
 from clientela.timeutil import as_utc
@@ -54,11 +54,19 @@ def consents_of(session: Session, ids: list[int]) -> dict[int, dict[str, bool]]:
     return out
 
 
-def histories_of(session: Session, ids: list[int], today: date) -> dict[int, History]:
-    """Purchases, contacts and complaints of many customers in four grouped queries."""
+def histories_of(
+    session: Session, ids: list[int], today: date, until: datetime | None = None
+) -> dict[int, History]:
+    """Purchases, contacts and complaints of many customers in four grouped queries.
+
+    ``until``: the history as it stood then (what happened before it only), so that a model
+    learns from the features a customer had when a campaign chose them, not from its effects.
+    """
     since = datetime.combine(today - timedelta(days=365), datetime.min.time())
     out: dict[int, History] = defaultdict(History)
     recent = col(Transaction.occurred_at) >= since
+    before_t = col(Transaction.occurred_at) < until if until is not None else true()
+    before_i = col(Interaction.occurred_at) < until if until is not None else true()
     for customer_id, count, spend, last in session.exec(
         select(
             Transaction.customer_id,
@@ -66,7 +74,7 @@ def histories_of(session: Session, ids: list[int], today: date) -> dict[int, His
             func.sum(case((recent, Transaction.amount), else_=0)),
             func.max(Transaction.occurred_at),
         )
-        .where(col(Transaction.customer_id).in_(ids))
+        .where(col(Transaction.customer_id).in_(ids), before_t)
         .group_by(col(Transaction.customer_id))
     ).all():
         h = out[customer_id]
@@ -79,6 +87,7 @@ def histories_of(session: Session, ids: list[int], today: date) -> dict[int, His
         .where(
             col(Interaction.customer_id).in_(ids),
             window,
+            before_i,
             Interaction.direction == Direction.outbound,
             Interaction.kind == "message",
             Interaction.outcome != "failed",
@@ -91,6 +100,7 @@ def histories_of(session: Session, ids: list[int], today: date) -> dict[int, His
         .where(
             col(Interaction.customer_id).in_(ids),
             window,
+            before_i,
             Interaction.direction == Direction.inbound,
             col(Interaction.kind).in_(RESPONSE_KINDS),
         )
@@ -101,7 +111,15 @@ def histories_of(session: Session, ids: list[int], today: date) -> dict[int, His
         h.responses_by_channel[channel] = int(count)
     for customer_id, count in session.exec(
         select(Complaint.customer_id, func.count())
-        .where(col(Complaint.customer_id).in_(ids), col(Complaint.resolved_at).is_(None))
+        .where(
+            col(Complaint.customer_id).in_(ids),
+            col(Complaint.resolved_at).is_(None)
+            if until is None
+            else and_(
+                col(Complaint.opened_at) < until,
+                or_(col(Complaint.resolved_at).is_(None), col(Complaint.resolved_at) >= until),
+            ),
+        )
         .group_by(col(Complaint.customer_id))
     ).all():
         out[customer_id].complaints_open = int(count)

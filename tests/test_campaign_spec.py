@@ -267,4 +267,4 @@ def test_an_arm_drawn_at_random_is_stable_and_keeps_its_own_control(settings: Se
         preview = audience.preview(session, other)
     assert set(preview.by_arm) == {"chance", "rest"}
     found = errors(BASE + "arms:\n  - {name: x, when: 'tenure_months > 1', random: {share: 0.5}}\n")
-    assert any("by `when` or at `random`, not both" in e for e in found), found
+    assert any("not `when` and `random`" in e for e in found), found

@@ -22,6 +22,7 @@ import hashlib
 import math
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from sqlalchemy import and_, bindparam, delete, func, insert, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from clientela.campaigns.spec import Spec
+from clientela.campaigns.spec import Arm, Spec
 from clientela.campaigns.uplift import detectable
 from clientela.messaging.eligibility import Facts
 from clientela.timeutil import utcnow
@@ -67,6 +68,8 @@ class Preview:
     #: What the split can measure: the smallest conversion uplift each arm detects, against
     #: the spec's target, with a warning when it cannot detect the target.
     power: dict[str, Any] = field(default_factory=dict)
+    #: The model version that chose each model arm.
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def over_budget(self) -> bool:
@@ -99,6 +102,7 @@ class Preview:
             "budget": self.budget,
             "over_budget": self.over_budget,
             "power": self.power or None,
+            "models": self.models or None,
         }
 
 
@@ -109,7 +113,12 @@ def build(session: Session, campaign_id: str, spec: Spec, hash_id: str | None = 
     """
     hash_id = hash_id or campaign_id
     session.execute(delete(CampaignMember).where(col(CampaignMember.campaign_id) == campaign_id))
-    _list_audience(session, campaign_id, spec, hash_id)
+    models = _list_audience(session, campaign_id, spec, hash_id)
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is not None and (models or "models" in campaign.spec):
+        # The campaign records which model version chose each arm (the report names it).
+        campaign.spec = {**campaign.spec, "models": models}
+        session.add(campaign)
     _hold_out(session, campaign_id, spec.spec.control.share)
     _reachability(
         session,
@@ -118,7 +127,9 @@ def build(session: Session, campaign_id: str, spec: Spec, hash_id: str | None = 
         spec.spec.topic,
     )
     _deduplicate(session, campaign_id)
-    return summarise(session, campaign_id, spec)
+    out = summarise(session, campaign_id, spec)
+    out.models = models
+    return out
 
 
 def preview(session: Session, spec: Spec) -> Preview:
@@ -133,44 +144,130 @@ def preview(session: Session, spec: Spec) -> Preview:
         nested.rollback()
 
 
-def _list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str) -> None:
+def _audience_pages(
+    session: Session, spec: Spec, with_customers: bool = False
+) -> Iterator[list[tuple[int, str, CustomerDecision, Customer | None]]]:
+    """The customers the audience selects, page by page in the order of their ids."""
     s = spec.spec
     audience = spec.conditions.get("audience")
-    variants = [v.name for v in s.variants]
-    pilot_share = s.pilot.share if s.pilot else 0.0
     after = 0
     while True:
-        rows = session.exec(
-            select(Customer.id, Customer.external_id, CustomerDecision)
-            .join(CustomerDecision, col(CustomerDecision.customer_id) == col(Customer.id))
+        query = (
+            select(Customer.id, Customer.external_id, CustomerDecision, Customer)
+            if with_customers
+            else select(Customer.id, Customer.external_id, CustomerDecision)
+        )
+        rows: Sequence[Any] = session.exec(
+            query.join(CustomerDecision, col(CustomerDecision.customer_id) == col(Customer.id))
             .where(col(Customer.id) > after, col(Customer.internal).is_(False))
             .order_by(col(Customer.id))
             .limit(PAGE)
         ).all()
         if not rows:
-            break
+            return
         after = rows[-1][0] or after
-        batch: list[dict[str, Any]] = []
-        for pk, external_id, decision in rows:
+        page: list[tuple[int, str, CustomerDecision, Customer | None]] = []
+        for row in rows:
+            pk, external_id, decision = row[0], row[1], row[2]
             if s.audience.tiers and decision.tier not in s.audience.tiers:
                 continue
             if s.audience.segments and not set(s.audience.segments) & set(decision.segments):
                 continue
             if audience is not None and not holds(audience.tree, decision.features):
                 continue
-            arm = next(
-                (
-                    a.name
-                    for a in s.arms
-                    if (
-                        unit(hash_id, external_id, f"arm:{a.name}") < a.random.share
-                        if a.random is not None
-                        else a.when is None
-                        or holds(spec.conditions[f"arm:{a.name}"].tree, decision.features)
-                    )
-                ),
-                None,
-            )
+            page.append((pk, external_id, decision, row[3] if with_customers else None))
+        yield page
+
+
+def _selects(spec: Spec, arm: Arm, hash_id: str, external_id: str, decision: Any) -> bool:
+    """Whether an arm that decides customer by customer (a rule, a random share) takes one."""
+    if arm.random is not None and arm.random.share is not None:
+        return unit(hash_id, external_id, f"arm:{arm.name}") < arm.random.share
+    return arm.when is None or holds(spec.conditions[f"arm:{arm.name}"].tree, decision.features)
+
+
+def _ranked_arms(
+    session: Session, spec: Spec, hash_id: str
+) -> tuple[dict[int, int], dict[str, dict[str, Any]]]:
+    """Arms by a model's score or a number drawn at random: every audience customer is
+    looked at first (their id, and per arm whether it selects them or their rank key), then
+    the arms take their customers in order, each from those the arms above left.
+
+    Returns each placed customer's arm (its index) and the model version each model arm used.
+    """
+    from clientela.predictive.features import features_at
+    from clientela.predictive.training import ModelMissing, fitted_of, latest
+
+    arms = spec.spec.arms
+    models: dict[str, dict[str, Any]] = {}
+    scorers: dict[int, Any] = {}
+    for i, arm in enumerate(arms):
+        if arm.model is not None:
+            try:
+                row = latest(session, arm.model.name, arm.model.version)
+                scorers[i] = fitted_of(row)
+            except ModelMissing as exc:
+                raise spec.problem(("arms", i, "model", "name"), str(exc)) from None
+            models[arm.name] = {"name": row.name, "version": row.version, "kind": row.kind}
+    ids: list[int] = []
+    keys: list[list[float]] = [[] for _ in arms]  # per arm: a key to sort by (lowest first)
+    fits: list[list[bool]] = [[] for _ in arms]  # per arm: whether it would take them
+    now = utcnow()
+    for page in _audience_pages(session, spec, with_customers=bool(scorers)):
+        if not page:
+            continue
+        features = (
+            features_at(session, [c for _, _, _, c in page if c is not None], now)
+            if scorers
+            else {}
+        )
+        for i, arm in enumerate(arms):
+            if i in scorers:
+                scores = scorers[i].score([features[pk] for pk, _, _, _ in page])
+                keys[i].extend((-scores).tolist())
+                fits[i].extend([True] * len(page))
+            elif arm.random is not None and arm.random.count is not None:
+                keys[i].extend(unit(hash_id, x, f"arm:{arm.name}") for _, x, _, _ in page)
+                fits[i].extend([True] * len(page))
+            else:
+                fits[i].extend(_selects(spec, arm, hash_id, x, d) for _, x, d, _ in page)
+        ids.extend(pk for pk, _, _, _ in page)
+    placed: dict[int, int] = {}
+    for i, arm in enumerate(arms):
+        free = [j for j in range(len(ids)) if ids[j] not in placed and fits[i][j]]
+        if arm.ranked:
+            size = arm.model or arm.random
+            assert size is not None
+            n = size.count if size.count is not None else math.ceil((size.share or 0) * len(free))
+            # Ties keep the order of ids: the same audience always gives the same arm.
+            free = sorted(free, key=lambda j, k=keys[i]: k[j])[:n]  # type: ignore[misc]
+        for j in free:
+            placed[ids[j]] = i
+    return placed, models
+
+
+def _list_audience(
+    session: Session, campaign_id: str, spec: Spec, hash_id: str
+) -> dict[str, dict[str, Any]]:
+    """Write a member for every customer an arm takes; returns the model versions used."""
+    s = spec.spec
+    variants = [v.name for v in s.variants]
+    pilot_share = s.pilot.share if s.pilot else 0.0
+    placed: dict[int, int] | None = None
+    models: dict[str, dict[str, Any]] = {}
+    if any(a.ranked for a in s.arms):
+        placed, models = _ranked_arms(session, spec, hash_id)
+    for page in _audience_pages(session, spec):
+        batch: list[dict[str, Any]] = []
+        for pk, external_id, decision, _ in page:
+            if placed is not None:
+                index = placed.get(pk)
+                arm = None if index is None else s.arms[index].name
+            else:
+                arm = next(
+                    (a.name for a in s.arms if _selects(spec, a, hash_id, external_id, decision)),
+                    None,
+                )
             if arm is None:
                 continue  # no arm selects this customer
             variant = ""
@@ -191,6 +288,7 @@ def _list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str)
             )
         if batch:
             session.execute(insert(CampaignMember), batch)
+    return models
 
 
 def _hold_out(session: Session, campaign_id: str, share: float) -> None:

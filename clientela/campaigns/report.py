@@ -180,15 +180,18 @@ def compare_variants(groups: dict[str, Group], rows: list[dict[str, Any]]) -> di
     }
 
 
-def compare_arms(arms: dict[str, tuple[Group, Group, bool]]) -> dict[str, Any] | None:
-    """Each pair of arms by the difference of their conversion uplifts (a model's choice
-    against marketing's against chance, as the seed asks): the difference with a 95% Wald
-    interval and a z-test, the arms' groups independent (when they share the control its
-    rate cancels out, and so does its variance); p-values adjusted by Holm's method."""
+def compare_arms(
+    arms: dict[str, tuple[Group, Group, bool]], outcome: str = "conversions"
+) -> dict[str, Any] | None:
+    """Each pair of arms by the difference of their uplifts on ``outcome`` (conversions or
+    visits: a model's choice against marketing's against chance, as the seed asks): the
+    difference with a 95% Wald interval and a z-test, the arms' groups independent (when
+    they share the control its rate cancels out, and so does its variance); p-values
+    adjusted by Holm's method."""
     from statsmodels.stats.multitest import multipletests
 
     def rate(g: Group) -> tuple[float, float]:
-        p = g.conversions / g.targeted if g.targeted else 0.0
+        p = getattr(g, outcome) / g.targeted if g.targeted else 0.0
         return p, p * (1 - p) / g.targeted if g.targeted else 0.0
 
     names = sorted(arms)
@@ -221,7 +224,7 @@ def compare_arms(arms: dict[str, tuple[Group, Group, bool]]) -> dict[str, Any] |
         for pair, q in zip(known, adjusted, strict=True):
             pair["p_adjusted"] = float(q)
     return {
-        "measure": "conversion uplift",
+        "measure": f"{outcome.removesuffix('s')} uplift",
         "adjustment": "Holm",
         "pairs": pairs,
     }

@@ -44,8 +44,28 @@ class Audience(_Strict):
     when: str | None = Field(None, description="a rule condition over customer fields")
 
 
-class RandomPick(_Strict):
-    share: float = Field(gt=0, le=1, description="of the audience not taken by an arm above")
+class _HowMany(_Strict):
+    share: float | None = Field(
+        None, gt=0, le=1, description="of the audience not taken by an arm above"
+    )
+    count: int | None = Field(None, ge=1, description="customers, of those not taken above")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> _HowMany:
+        if (self.share is None) == (self.count is None):
+            raise ValueError("give either `share` or `count`")
+        return self
+
+
+class RandomPick(_HowMany):
+    """Customers drawn by a stable hash of the campaign and the customer."""
+
+
+class ModelPick(_HowMany):
+    """The customers a trained model scores highest (docs/models.md)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="predictive/NAME.yaml")
+    version: int | None = Field(None, ge=1, description="a version; default: the latest")
 
 
 class Arm(_Strict):
@@ -54,17 +74,27 @@ class Arm(_Strict):
     random: RandomPick | None = Field(
         None, description="selects at random (stable hash) instead of by a rule"
     )
+    model: ModelPick | None = Field(None, description="selects by a model's score")
     description: str = ""
 
     @model_validator(mode="after")
     def _one_way(self) -> Arm:
-        if self.when is not None and self.random is not None:
-            raise ValueError("an arm selects by `when` or at `random`, not both")
+        ways = [w for w in ("when", "random", "model") if getattr(self, w) is not None]
+        if len(ways) > 1:
+            both = " and ".join(f"`{w}`" for w in ways)
+            raise ValueError(f"an arm selects one way (`when`, `random` or `model`), not {both}")
         return self
 
     @property
     def takes_the_rest(self) -> bool:
-        return self.when is None and self.random is None
+        return self.when is None and self.random is None and self.model is None
+
+    @property
+    def ranked(self) -> bool:
+        """Selects a number or a share of what the arms above left, in an order of its own
+        (a model's score, or a random draw for a count): the whole audience is looked at
+        before anyone is placed."""
+        return self.model is not None or (self.random is not None and self.random.count is not None)
 
 
 class Variant(_Strict):
@@ -149,8 +179,20 @@ class CampaignSpec(_Strict):
 class Spec:
     """A valid campaign spec, its conditions parsed against the rules' fields."""
 
-    def __init__(self, spec: CampaignSpec, path: str, conditions: dict[str, Parsed]) -> None:
+    def __init__(
+        self,
+        spec: CampaignSpec,
+        path: str,
+        conditions: dict[str, Parsed],
+        positions: Positions | None = None,
+    ) -> None:
         self.spec, self.path, self.conditions = spec, path, conditions
+        self.positions = positions or Positions()
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> SpecError:
+        """A problem found later (a model not trained, say), placed in the spec."""
+        line, col = self.positions.at(loc)
+        return SpecError([Problem(self.path, line, col, f"{'.'.join(map(str, loc))}: {message}")])
 
 
 def load(path: Path, rules: Rules, templates: Templates) -> Spec:
@@ -192,7 +234,9 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Spec:
     for i, arm in enumerate(spec.arms):
         condition(("arms", i, "when"), arm.when, f"arm:{arm.name}")
     if sum(1 for a in spec.arms if a.takes_the_rest) > 1:
-        problem(("arms",), "only one arm may go without `when` or `random` (it takes the rest)")
+        problem(
+            ("arms",), "only one arm may go without `when`, `random` or `model` (it takes the rest)"
+        )
     channels = ["email", "sms"] if spec.channel == "preferred" else [spec.channel]
     used = [(("template",), spec.template)] + [
         (("variants", i, "template"), v.template) for i, v in enumerate(spec.variants)
@@ -212,7 +256,7 @@ def loads(source: str, path: str, rules: Rules, templates: Templates) -> Spec:
             problem(("cost_per_message",), f"no cost per message for {channel}")
     if problems:
         raise SpecError(problems)
-    return Spec(spec, path, conditions)
+    return Spec(spec, path, conditions, positions)
 
 
 def _position(positions: Positions, loc: tuple[Any, ...], exc: ConditionError) -> tuple[int, int]:

@@ -1,0 +1,1 @@
+"""Predictive models: propensity and uplift, trained on what campaigns recorded."""

@@ -1,0 +1,158 @@
+"""Features into a matrix, and the learners: a propensity classifier, and the two uplift
+approaches (two models; class transformation), each gradient boosting from scikit-learn."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clientela.predictive.spec import Learner
+
+Row = Mapping[str, Any]
+
+#: A text feature with more values than this in training is left out (an identifier, say).
+MAX_CATEGORIES = 50
+
+
+@dataclass
+class Encoder:
+    """Numbers as they are (absent: NaN, which gradient boosting handles), yes/no as 1/0,
+    text one column per value seen in training (scikit-learn's DictVectorizer)."""
+
+    wanted: list[str] = field(default_factory=list)  # empty: every feature seen
+    numeric: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    vectorizer: Any = None
+
+    def fit(self, rows: Sequence[Row]) -> Encoder:
+        from sklearn.feature_extraction import DictVectorizer
+
+        kinds: dict[str, set[str]] = defaultdict(set)
+        values: dict[str, set[str]] = defaultdict(set)
+        for row in rows:
+            for name, value in row.items():
+                if self.wanted and name not in self.wanted:
+                    continue
+                if isinstance(value, bool | int | float):
+                    kinds[name].add("number")
+                elif isinstance(value, str):
+                    kinds[name].add("text")
+                    values[name].add(value)
+        self.numeric = sorted(n for n, k in kinds.items() if k == {"number"})
+        self.text = sorted(
+            n for n, k in kinds.items() if k == {"text"} and len(values[n]) <= MAX_CATEGORIES
+        )
+        kept = set(self.numeric) | set(self.text)
+        self.dropped = sorted(set(kinds) - kept)
+        self.vectorizer = DictVectorizer(sparse=False).fit(self._prepare(rows))
+        return self
+
+    def _prepare(self, rows: Iterable[Row]) -> list[dict[str, Any]]:
+        numeric, text = self.numeric, self.text
+        out = []
+        for row in rows:
+            d: dict[str, Any] = {}
+            for name in numeric:
+                value = row.get(name)
+                d[name] = float(value) if isinstance(value, bool | int | float) else math.nan
+            for name in text:
+                value = row.get(name)
+                if isinstance(value, str):
+                    d[name] = value
+            out.append(d)
+        return out
+
+    def transform(self, rows: Iterable[Row]) -> NDArray[np.float64]:
+        matrix: NDArray[np.float64] = self.vectorizer.transform(self._prepare(rows))
+        return matrix
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric + self.text
+
+
+def _classifier(learner: Learner, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(
+        max_iter=learner.max_iter,
+        learning_rate=learner.learning_rate,
+        max_depth=learner.max_depth,
+        min_samples_leaf=learner.min_samples_leaf,
+        l2_regularization=learner.l2_regularization,
+        early_stopping=False,
+        random_state=seed,
+    )
+
+
+def _positive(estimator: Any, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+    classes = list(estimator.classes_)
+    if 1 not in classes:  # trained on one class only: nobody responded there
+        return np.zeros(len(matrix))
+    return np.asarray(estimator.predict_proba(matrix)[:, classes.index(1)], dtype=np.float64)
+
+
+@dataclass
+class Fitted:
+    """A trained model: ``score`` gives, per customer, the probability of the outcome
+    (propensity) or the change in it that contacting them makes (uplift)."""
+
+    kind: str
+    method: str
+    encoder: Encoder
+    estimators: list[Any]
+
+    def score(self, rows: Iterable[Row]) -> NDArray[np.float64]:
+        return self.score_matrix(self.encoder.transform(rows))
+
+    def score_matrix(self, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self.method == "classifier":
+            return _positive(self.estimators[0], matrix)
+        if self.method == "two_model":
+            return _positive(self.estimators[0], matrix) - _positive(self.estimators[1], matrix)
+        return 2 * _positive(self.estimators[0], matrix) - 1  # class transformation
+
+
+def fit(
+    kind: str,
+    method: str,
+    learner: Learner,
+    encoder: Encoder,
+    matrix: NDArray[np.float64],
+    treated: NDArray[np.int_],
+    outcome: NDArray[np.int_],
+    seed: int,
+) -> Fitted:
+    """Propensity learns from the treated (would a contacted customer respond?). Two models
+    learn the treated's and the control's response apart and subtract. Class transformation
+    learns one target, Z = 1 for a treated responder or a control non-responder, weighted so
+    that treated and control count equally; then uplift = 2 P(Z) - 1."""
+    if method == "classifier":
+        mask = treated == 1
+        return Fitted(
+            kind, method, encoder, [_classifier(learner, seed).fit(matrix[mask], outcome[mask])]
+        )
+    if method == "two_model":
+        t, c = treated == 1, treated == 0
+        return Fitted(
+            kind,
+            method,
+            encoder,
+            [
+                _classifier(learner, seed).fit(matrix[t], outcome[t]),
+                _classifier(learner, seed).fit(matrix[c], outcome[c]),
+            ],
+        )
+    share = float(treated.mean())
+    z = treated * outcome + (1 - treated) * (1 - outcome)
+    weight = np.where(treated == 1, 0.5 / share, 0.5 / (1 - share))
+    return Fitted(
+        kind, method, encoder, [_classifier(learner, seed).fit(matrix, z, sample_weight=weight)]
+    )
