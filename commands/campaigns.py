@@ -435,6 +435,23 @@ def _print_report(data: dict[str, Any]) -> None:
             out.print(f"Did arm {arm['arm']} work? {said['verdict'].upper()}. {said['said']}",
                       highlight=False, markup=False)  # fmt: skip
     for arm in data["arms"]:
+        chosen = arm.get("selection") or {}
+        if chosen.get("said"):
+            out.print(f"Arm {arm['arm']}: {chosen['said']}.", highlight=False, markup=False)
+        m = chosen.get("model")
+        if m and m["kind"] == "uplift":
+            x = m["metrics"]
+
+            def pp(v: float | None) -> str:
+                return "-" if v is None else f"{v * 100:+.2f} pp"
+
+            out.print(
+                f"  model {m['name']} v{m['version']} held out: Qini {x.get('qini') or 0:.3f}, "
+                f"AUUC {x.get('auuc') or 0:.3f}, uplift of its top 30% "
+                f"{pp(x.get('uplift_at_30'))} (everyone {pp(x.get('uplift_overall'))})",
+                highlight=False,
+                markup=False,
+            )
         table = Table(title=f"arm {arm['arm']} against its {arm['control']} control")
         table.add_column("")
         table.add_column("treated", justify="right")

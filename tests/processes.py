@@ -27,6 +27,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_SMS_SINK_PORT": str(settings.sms_sink_port),
         "CLIENTELA_TEMPLATES_DIR": str(settings.templates_dir),
         "CLIENTELA_JOURNEYS_DIR": str(settings.journeys_dir),
+        "CLIENTELA_PREDICTIVE_DIR": str(settings.predictive_dir),
         "CLIENTELA_SEND_LEASE": str(int(settings.send_lease.total_seconds())),
         "CLIENTELA_HEARTBEAT_TIMEOUT": str(int(settings.heartbeat_timeout.total_seconds())),
         "CLIENTELA_JOURNEY_TIME_SCALE": repr(settings.journey_time_scale),

@@ -273,9 +273,9 @@ def test_arms_by_model_by_number_at_random_and_by_rule(db_url: str) -> None:
     unknown = load_spec(BASE + arms.replace("name: reach", "name: nobody"))
     with session_scope(db_url) as session, pytest.raises(SpecError) as caught:
         audience.preview(session, unknown)
-    assert "c.yaml:12:33: error: arms.1.model.name:" in str(caught.value) and "clientela models train nobody" in str(
+    assert "c.yaml:12:33: error: arms.1.model.name:" in str(
         caught.value
-    )
+    ) and "clientela models train nobody" in str(caught.value)
     bad = BASE + "arms:\n  - {name: x, random: {share: 0.2, count: 3}}\n"
     with pytest.raises(SpecError, match="either `share` or `count`"):
         load_spec(bad)

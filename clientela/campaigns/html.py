@@ -48,6 +48,11 @@ def render(data: dict[str, Any], back: str = "", back_label: str = "") -> str:
             data=data,
             forest=forest(data),
             funnels=[(arm["arm"], funnel(arm)) for arm in data["arms"]],
+            qini={
+                arm["arm"]: qini(arm["selection"]["model"])
+                for arm in data["arms"]
+                if (arm.get("selection") or {}).get("model", {}).get("curve")
+            },
             timeline=timeline(data),
             back=back,
             back_label=back_label,
@@ -139,6 +144,37 @@ def funnel(arm: dict[str, Any]) -> Markup:
         if control is not None:
             parts.append(bar(y + 14, control, c["targeted"], CONTROL))
     return _svg(width, height, parts, f"funnel of arm {arm['arm']}: treated and control")
+
+
+def qini(model: dict[str, Any]) -> Markup:
+    """The model's Qini curve on the customers it did not learn from: after targeting the
+    share on the x axis (highest scores first), the responses contacting them added, per
+    customer; the straight line is what choosing at random would add."""
+    points = model["curve"]
+    width, height, left, bottom, top = 480, 220, 60, 30, 10
+    span_x, span_y = width - left - 20, height - bottom - top
+    ys = [y for _, y in points]
+    low, high = min(0.0, *ys), max(0.0, *ys) or 1.0
+    scale = span_y / (high - low) if high > low else 1.0
+
+    def at(x: float, y: float) -> str:
+        return f"{left + x * span_x:.1f},{top + (high - y) * scale:.1f}"
+
+    line = " ".join(at(x, y) for x, y in points)
+    end = points[-1][1]
+    parts = [
+        f'<line x1="{left}" y1="{top + high * scale:.1f}" x2="{left + span_x}" '
+        f'y2="{top + high * scale:.1f}" stroke="{GRID}"/>',
+        f'<polyline points="{at(0, 0)} {at(1, end)}" fill="none" stroke="{CONTROL}" '
+        'stroke-dasharray="4 3"/>',
+        f'<polyline points="{line}" fill="none" stroke="{TREATED}" stroke-width="2"/>',
+        f'<text x="{left}" y="{height - 8}" font-size="11">0%</text>',
+        f'<text x="{left + span_x - 30}" y="{height - 8}" font-size="11">100% targeted</text>',
+        f'<text x="4" y="{top + 10}" font-size="11">{high:+.3f}</text>',
+        f'<text x="4" y="{top + span_y}" font-size="11">{low:+.3f}</text>',
+    ]
+    title = f"Qini curve of model {model['name']} version {model['version']} (held out)"
+    return _svg(width, height, parts, title)
 
 
 def timeline(data: dict[str, Any]) -> Markup | None:

@@ -286,6 +286,63 @@ def kept_spec(campaign: Campaign) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
+def selection(
+    session: Session, spec: dict[str, Any], arm: str, model: dict[str, Any] | None
+) -> dict[str, Any]:
+    """How an arm chose its customers, in words, and for a model's arm the model version
+    that chose (recorded when the list was built) with its held-out figures and Qini curve."""
+    from clientela.predictive.training import describe
+    from models import PredictiveModel
+
+    found = next(
+        (a for a in spec.get("arms") or [] if isinstance(a, dict) and a.get("name") == arm), {}
+    )
+
+    def size(pick: dict[str, Any]) -> str:
+        if pick.get("count") is not None:
+            return f"{pick['count']:,} customers"
+        return f"{float(pick.get('share') or 0):.0%}"
+
+    if model is not None or isinstance(found.get("model"), dict):
+        pick = found.get("model") or {}
+        out: dict[str, Any] = {
+            "by": "model",
+            "said": f"the top {size(pick)} by model {pick.get('name', '?')}",
+        }
+        if model is not None:
+            row = session.exec(
+                select(PredictiveModel).where(
+                    PredictiveModel.name == model["name"],
+                    PredictiveModel.version == model["version"],
+                )
+            ).first()
+            out["said"] += f" (version {model['version']})"
+            if row is not None:
+                about = describe(row)
+                out["model"] = {
+                    k: about[k]
+                    for k in (
+                        "name",
+                        "version",
+                        "kind",
+                        "method",
+                        "outcome",
+                        "trained_at",
+                        "metrics",
+                        "curve",
+                        "rows",
+                    )
+                }
+        return out
+    if isinstance(found.get("random"), dict):
+        return {"by": "random", "said": f"{size(found['random'])} at random (stable hash)"}
+    if found.get("when"):
+        return {"by": "rule", "said": f"rule: {found['when']}"}
+    if found or spec.get("arms"):
+        return {"by": "rest", "said": "everyone the arms above left"}
+    return {"by": "audience", "said": "the whole audience"}
+
+
 def incremental(revenue: dict[str, Any], treated: Group) -> dict[str, Any]:
     """Revenue the campaign added (the revenue per customer uplift times the treated) and
     the return on what it cost: (incremental revenue - cost) / cost, each with its 95%
@@ -449,6 +506,7 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
     spec = kept_spec(campaign)
     kpi = target_kpi(spec)
     final = campaign.stage in FINAL_STAGES
+    chosen = (campaign.spec or {}).get("models") or {}
     out_arms = []
     for arm in arms:
         treated = groups[(arm, "treated")]
@@ -463,6 +521,7 @@ def build(session: Session, campaign_id: str) -> dict[str, Any]:
             {
                 "arm": arm,
                 "control": "own" if (arm, "control") in groups else "shared",
+                "selection": selection(session, spec, arm, chosen.get(arm)),
                 "verdict": verdict(kpi, uplift, final),
                 "incremental": incremental(uplift["revenue_per_customer"], treated),
                 "treated": treated.as_dict(),
