@@ -39,7 +39,10 @@ class Decision:
         return asdict(self)
 
 
-def decide(rules: Rules, match: Match) -> Decision:
+def decide(rules: Rules, match: Match, values: dict[str, float] | None = None) -> Decision:
+    """``values``: for the offers a propensity model predicts, what offering each is worth
+    for this customer (propensity times margin). Those offers trade places among themselves
+    by it; the others keep the place their priority gives them."""
     spec = rules.spec
     if match.tier_rule == DEFAULT_RULE:
         tier = spec.tiers.default
@@ -53,6 +56,11 @@ def decide(rules: Rules, match: Match) -> Decision:
         (o for o in spec.offers if f"offer:{o.name}" in matched and o.name in allowed),
         key=lambda o: -o.priority,
     )
+    if values:
+        slots = [i for i, o in enumerate(ranked) if o.name in values]
+        best = sorted((ranked[i] for i in slots), key=lambda o: -values[o.name])
+        for i, offer in zip(slots, best, strict=True):
+            ranked[i] = offer
     return Decision(
         key=match.key,
         version=rules.version,

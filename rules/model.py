@@ -55,6 +55,12 @@ class OfferRule(_Rule):
     """``when``: profitable for us and convenient for them."""
 
     priority: int = Field(description="higher is offered first")
+    margin: float | None = Field(
+        None,
+        ge=0,
+        description="what one acceptance is worth to us: with a propensity model for the "
+        "offer (docs/models.md), offers are ordered by propensity times margin",
+    )
 
 
 class Ranking(_Strict):

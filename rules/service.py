@@ -260,9 +260,15 @@ def evaluate(
     today: date,
     thresholds: dict[str, Any] | None,
 ) -> list[tuple[Customer, dict[str, Value], Decision]]:
+    from clientela.predictive.offers import offer_values
+
     with_values = features_of(session, rules, customers, today, thresholds)
     matches = engine_for(rules).classify([(str(c.id), v) for c, v in with_values])
-    return [(c, v, decide(rules, m)) for (c, v), m in zip(with_values, matches, strict=True)]
+    worth = offer_values(session, rules, customers)
+    return [
+        (c, v, decide(rules, m, worth.get(c.id or 0)))
+        for (c, v), m in zip(with_values, matches, strict=True)
+    ]
 
 
 def finish_run(session: Session, run: RuleRun, counts: dict[str, Any]) -> None:

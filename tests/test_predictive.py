@@ -4,7 +4,9 @@ arms a model or a random number chooses."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,27 +115,39 @@ learner: {{min_samples_leaf: 20}}
 """
 
 
-def past_campaign(db: str, n: int = 600) -> None:
-    """A finished campaign whose e-mail works only on customers with a high ``affinity``:
-    treated customers above 0.5 visit 60% of the time, everyone else 10%."""
-    rng = random.Random(7)
-    ids = [
-        make_customer(
-            db, attributes={"affinity": rng.random(), "plan": rng.choice(["gold", "basic"])}
-        )
-        for _ in range(n)
-    ]
+def past_campaign(
+    db: str,
+    n: int = 600,
+    *,
+    campaign: str = "past",
+    kind: str = "visit",
+    works_on: Callable[[float], bool] = lambda affinity: affinity > 0.5,
+    seed: int = 7,
+) -> None:
+    """A finished campaign whose e-mail works only on some customers (by default those with
+    a high ``affinity``): treated customers it works on respond 60% of the time, everyone
+    else 10%. Without customers yet, ``n`` are made."""
+    rng = random.Random(seed)
+    with session_scope(db) as session:
+        have = session.exec(select(Customer).where(col(Customer.internal).is_(False))).first()
+    if have is None:
+        for _ in range(n):
+            make_customer(
+                db, attributes={"affinity": rng.random(), "plan": rng.choice(["gold", "basic"])}
+            )
     started = utcnow() - timedelta(days=30)
     with session_scope(db) as session:
-        session.add(Campaign(id="past", name="Past", stage="finished", window_start=started))
+        session.add(Campaign(id=campaign, name=campaign, stage="finished", window_start=started))
         session.flush()
-        customers = session.exec(select(Customer).where(col(Customer.external_id).in_(ids)))
+        customers = session.exec(
+            select(Customer).where(col(Customer.internal).is_(False)).order_by(col(Customer.id))
+        )
         for customer in customers:
             assert customer.id is not None
             treated = rng.random() < 0.5
             session.add(
                 CampaignMember(
-                    campaign_id="past",
+                    campaign_id=campaign,
                     customer_id=customer.id,
                     arm="main",
                     group="treated" if treated else "control",
@@ -141,15 +155,15 @@ def past_campaign(db: str, n: int = 600) -> None:
                     address=customer.email or "",
                 )
             )
-            high = customer.attributes["affinity"] > 0.5
-            if rng.random() < (0.6 if treated and high else 0.1):
+            works = works_on(customer.attributes["affinity"])
+            if rng.random() < (0.6 if treated and works else 0.1):
                 session.add(
                     Interaction(
                         customer_id=customer.id,
                         channel="email",
                         direction="inbound",
-                        kind="visit",
-                        campaign="past",
+                        kind=kind,
+                        campaign=campaign,
                         occurred_at=started + timedelta(days=1),
                     )
                 )
@@ -279,3 +293,64 @@ def test_arms_by_model_by_number_at_random_and_by_rule(db_url: str) -> None:
     bad = BASE + "arms:\n  - {name: x, random: {share: 0.2, count: 3}}\n"
     with pytest.raises(SpecError, match="either `share` or `count`"):
         load_spec(bad)
+
+
+OFFER_MODEL = """\
+name: {name}-propensity
+kind: propensity
+outcome: conversion
+offer: {offer}
+training: {{campaigns: [{campaign}], min_rows: 100}}
+learner: {{min_samples_leaf: 20}}
+"""
+
+
+def test_next_best_offers_by_propensity_times_margin(db_url: str) -> None:
+    """Two offers every customer qualifies for, each with a propensity model: customers with a
+    high affinity take win_back, the others welcome_discount. Each customer's first offer is
+    the one worth more to them; a margin ten times higher turns the order for everyone."""
+    from rules.model import loads as load_rules
+    from rules.service import evaluate
+
+    past_campaign(db_url, 300, campaign="past-welcome", kind="conversion",
+                  works_on=lambda a: a <= 0.5)  # fmt: skip
+    past_campaign(db_url, campaign="past-winback", kind="conversion",
+                  works_on=lambda a: a > 0.5, seed=8)  # fmt: skip
+    crm = (Path(__file__).resolve().parent.parent / "rules" / "crm.yaml").read_text()
+    both = crm.replace("when: newbie and tenure_months <= 3", "when: has_email").replace(
+        "when: recency_days > 180 and spend_12m > 0", "when: has_email"
+    )
+    for offer, campaign in (("welcome_discount", "past-welcome"), ("win_back", "past-winback")):
+        text = OFFER_MODEL.format(name=offer.replace("_", "-"), offer=offer, campaign=campaign)
+        with session_scope(db_url) as session:
+            trained = train(session, model_spec.loads(text, "m.yaml"), key=offer)
+            assert trained.model.metrics["auc"] > 0.6, trained.model.metrics
+    rules = load_rules(both)
+    heavy = load_rules(both.replace("    priority: 40\n", "    priority: 40\n    margin: 10\n"))
+    with session_scope(db_url) as session:
+        customers = list(session.exec(select(Customer).where(col(Customer.internal).is_(False))))
+        decided = evaluate(session, rules, customers, utcnow().date(), None)
+        by_margin = evaluate(session, heavy, customers, utcnow().date(), None)
+    first = {c.attributes["affinity"] > 0.5: set() for c in customers}
+    for customer, _, decision in decided:
+        assert set(decision.offers[:2]) <= {"welcome_discount", "win_back"} or decision.tier == "A"
+        if decision.tier in ("B", "C") and decision.offers:
+            first[customer.attributes["affinity"] > 0.5].add(decision.offers[0])
+    assert first[True] == {"win_back"} and first[False] == {"welcome_discount"}
+    # With the margin, each first offer is the larger of propensity times margin, computed
+    # here from the two models directly; and the margin turned some customers' order.
+    with session_scope(db_url) as session:
+        features = features_at(session, customers, utcnow())
+        rows = [features[c.id] for c in customers if c.id is not None]
+        p_welcome = fitted_of(latest(session, "welcome-discount-propensity")).score(rows)
+        p_back = fitted_of(latest(session, "win-back-propensity")).score(rows)
+    expected = {
+        c.id: "welcome_discount" if w * 10 > b else "win_back"
+        for c, w, b in zip(customers, p_welcome, p_back, strict=True)
+    }
+    turned = 0
+    for (customer, _, d), (_, _, before) in zip(by_margin, decided, strict=True):
+        if d.tier in ("B", "C") and d.offers:
+            assert d.offers[0] == expected[customer.id]
+            turned += d.offers[0] != before.offers[0]
+    assert turned > 10

@@ -78,13 +78,18 @@ def _campaigns(session: Session, spec: ModelSpec, now: datetime) -> list[Campaig
             )
         return [found[c] for c in t.campaigns]
     since = now - t.window
-    return list(
+    found = list(
         session.exec(
             select(Campaign)
             .where(col(Campaign.window_start) >= since, col(Campaign.window_start) <= now)
             .order_by(col(Campaign.id))
         )
     )
+    if spec.offer:  # an offer's model learns from the campaigns that made that offer
+        from clientela.campaigns.report import kept_spec
+
+        found = [c for c in found if kept_spec(c).get("offer") == spec.offer]
+    return found
 
 
 def dataset(session: Session, spec: ModelSpec, now: datetime | None = None,
