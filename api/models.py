@@ -248,6 +248,9 @@ class CampaignPreview(_Out):
     budget: float
     over_budget: bool
     power: PreviewPower | None = None
+    models: dict[str, dict[str, Any]] | None = Field(
+        None, description="per model arm: the model version that would choose it"
+    )
 
 
 class CampaignCreated(_Out):
@@ -390,3 +393,23 @@ def errors(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
             for code in codes
         }
     return {code: {"model": Problem, "description": said[code]} for code in codes}
+
+
+class PredictiveModelOut(_Out):
+    """One trained version of a predictive model (docs/models.md)."""
+
+    name: str
+    version: int
+    kind: str = Field(description="propensity or uplift")
+    method: str
+    outcome: str
+    offer: str | None
+    features: list[str]
+    campaigns: list[str] = Field(description="the campaigns it learnt from")
+    window: list[str | None] = Field(description="their start and end")
+    rows: dict[str, int]
+    metrics: dict[str, Any] = Field(description="held out: auc, or qini, auuc, uplift_at_*")
+    curve: list[list[float]] = Field(description="held-out Qini curve: [share, per customer]")
+    trained_at: str | None
+    trained_by: str
+    seconds: float

@@ -132,6 +132,8 @@ OPERATIONS = [
     "HEAD /c/{token}",
     "GET /o/{token}",
     "HEAD /o/{token}",
+    "GET /models",
+    "GET /models/{name}",
 ]
 
 

@@ -21,7 +21,9 @@ from clientela.db import session_scope
 from clientela.predictive.schedules import ensure_model_schedules
 from clientela.settings import Settings
 from models import Campaign
+from tests.factories import signed_in
 from tests.processes import run_cli
+from tests.serving import api
 from tests.test_campaign_workflow import RULES, closed, wait_stage
 from tests.test_predictive import past_campaign
 from tests.test_rules_apply import apply_directly
@@ -92,7 +94,18 @@ async def test_train_from_the_cli_then_a_campaign_with_three_arms(
         assert missing.returncode == 1 and "no trained version 7" in missing.stderr
         nothing = await cli(modelled, "models", "train", "nothing")
         assert nothing.returncode == 1 and "no model spec 'nothing'" in nothing.stderr
-
+    people = signed_in(db, marta=["marketer"], desk=["desk"])
+    async with api(client, modelled) as http:
+        got = await http.get("/models", headers=people["marta"])
+        assert got.status_code == 200 and [m["version"] for m in got.json()] == [1]
+        one = await http.get("/models/reach", headers=people["marta"])
+        assert one.json()["metrics"] == model["metrics"]
+        assert (
+            await http.get("/models/reach?version=2", headers=people["marta"])
+        ).status_code == 404
+        assert (await http.get("/models/reach", headers=people["desk"])).status_code == 403
+        assert (await http.get("/models/Bad%00Name", headers=people["marta"])).status_code == 422
+    async with build_worker(client, modelled):
         cid = f"three-{uuid.uuid4().hex[:6]}"
         spec = tmp_path / f"{cid}.yaml"
         spec.write_text(CAMPAIGN.format(id=cid))

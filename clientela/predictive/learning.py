@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,22 +23,25 @@ MAX_CATEGORIES = 50
 @dataclass
 class Encoder:
     """Numbers as they are (absent: NaN, which gradient boosting handles), yes/no as 1/0,
-    text one column per value seen in training (scikit-learn's DictVectorizer)."""
+    text one column per value seen in training (absent or unseen: all zero).
+
+    Written by hand rather than with scikit-learn's DictVectorizer: column by column over a
+    page of dicts it encodes about ten times faster (``python -m bench.models``), and
+    scoring an audience is mostly encoding.
+    """
 
     wanted: list[str] = field(default_factory=list)  # empty: every feature seen
     numeric: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
-    vectorizer: Any = None
 
-    def fit(self, rows: Sequence[Row]) -> Encoder:
-        from sklearn.feature_extraction import DictVectorizer
-
+    def fit(self, rows: Iterable[Row]) -> Encoder:
         kinds: dict[str, set[str]] = defaultdict(set)
         values: dict[str, set[str]] = defaultdict(set)
+        wanted = set(self.wanted)
         for row in rows:
             for name, value in row.items():
-                if self.wanted and name not in self.wanted:
+                if wanted and name not in wanted:
                     continue
                 if isinstance(value, bool | int | float):
                     kinds[name].add("number")
@@ -46,36 +49,48 @@ class Encoder:
                     kinds[name].add("text")
                     values[name].add(value)
         self.numeric = sorted(n for n, k in kinds.items() if k == {"number"})
-        self.text = sorted(
-            n for n, k in kinds.items() if k == {"text"} and len(values[n]) <= MAX_CATEGORIES
-        )
-        kept = set(self.numeric) | set(self.text)
-        self.dropped = sorted(set(kinds) - kept)
-        self.vectorizer = DictVectorizer(sparse=False).fit(self._prepare(rows))
+        self.categories = {
+            n: sorted(values[n])
+            for n in sorted(kinds)
+            if kinds[n] == {"text"} and len(values[n]) <= MAX_CATEGORIES
+        }
+        self.dropped = sorted(set(kinds) - set(self.numeric) - set(self.categories))
         return self
 
-    def _prepare(self, rows: Iterable[Row]) -> list[dict[str, Any]]:
-        numeric, text = self.numeric, self.text
-        out = []
-        for row in rows:
-            d: dict[str, Any] = {}
-            for name in numeric:
-                value = row.get(name)
-                d[name] = float(value) if isinstance(value, bool | int | float) else math.nan
-            for name in text:
-                value = row.get(name)
-                if isinstance(value, str):
-                    d[name] = value
-            out.append(d)
-        return out
+    @property
+    def columns(self) -> list[str]:
+        return self.numeric + [f"{n}={v}" for n, vs in self.categories.items() for v in vs]
 
     def transform(self, rows: Iterable[Row]) -> NDArray[np.float64]:
-        matrix: NDArray[np.float64] = self.vectorizer.transform(self._prepare(rows))
-        return matrix
+        page = rows if isinstance(rows, list) else list(rows)
+        n = len(page)
+        out = np.zeros((n, len(self.numeric) + sum(map(len, self.categories.values()))))
+        nan = math.nan
+        for j, name in enumerate(self.numeric):
+            out[:, j] = np.fromiter(
+                (
+                    v if (v := row.get(name)) is not None and type(v) in _NUMBERS else nan
+                    for row in page
+                ),
+                dtype=np.float64,
+                count=n,
+            )
+        j = len(self.numeric)
+        for name, values in self.categories.items():
+            where = {v: j + k for k, v in enumerate(values)}
+            for i, row in enumerate(page):
+                column = where.get(row.get(name))
+                if column is not None:
+                    out[i, column] = 1.0
+            j += len(values)
+        return out
 
     @property
     def features(self) -> list[str]:
-        return self.numeric + self.text
+        return self.numeric + list(self.categories)
+
+
+_NUMBERS = (int, float, bool)
 
 
 def _classifier(learner: Learner, seed: int) -> Any:

@@ -68,15 +68,15 @@ class Trained:
 def _campaigns(session: Session, spec: ModelSpec, now: datetime) -> list[Campaign]:
     t = spec.training
     if t.campaigns:
-        found = {
+        named = {
             c.id: c for c in session.exec(select(Campaign).where(col(Campaign.id).in_(t.campaigns)))
         }
-        missing = [c for c in t.campaigns if c not in found]
+        missing = [c for c in t.campaigns if c not in named]
         if missing:
             raise TrainingError(
                 f"model {spec.name}: training.campaigns names no campaign {', '.join(missing)}"
             )
-        return [found[c] for c in t.campaigns]
+        return [named[c] for c in t.campaigns]
     since = now - t.window
     found = list(
         session.exec(
