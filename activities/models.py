@@ -47,5 +47,11 @@ class ModelActivities:
                 summary = describe(trained.model)
         except (SpecError, TrainingError) as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+        except ValueError as exc:  # the learner refused the data: the same on every attempt
+            raise ApplicationError(
+                f"model {params.name}: the learner refused the data ({exc})",
+                type="TrainingError",
+                non_retryable=True,
+            ) from exc
         summary.pop("curve", None)
         return TrainResult(name=spec.name, version=summary["version"], summary=summary)

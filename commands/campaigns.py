@@ -66,9 +66,13 @@ def campaign_preview(
         out.print(
             f"  {title}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-")
         )
-    for arm, groups in result.by_arm.items():
+    order = [a.name for a in campaign.spec.arms if a.name in result.by_arm]
+    for arm in order + [a for a in result.by_arm if a not in order]:
+        groups = result.by_arm[arm]
         shown = [(g, groups[g]) for g in ("treated", "control", "excluded") if groups.get(g)]
-        out.print(f"  arm {arm}: " + ", ".join(f"{g} {n}" for g, n in shown))
+        chosen = result.models.get(arm)
+        by = f" (chosen by model {chosen['name']} version {chosen['version']})" if chosen else ""
+        out.print(f"  arm {arm}{by}: " + ", ".join(f"{g} {n}" for g, n in shown))
     for reason, n in result.excluded.most_common():
         out.print(f"  excluded {n}: {reason}", highlight=False)
     verdict = "[red]over budget[/red]" if result.over_budget else "within budget"
@@ -82,9 +86,13 @@ def _print_power(power: dict[str, Any]) -> None:
         return
     for arm, measured in power["arms"].items():
         smallest = measured["mde_pp"]
-        mde = "too few to measure" if smallest is None else f"+{smallest:.2f} pp"
+        said_ = (
+            "has too few held out to measure any uplift"
+            if smallest is None
+            else f"detects a conversion uplift of +{smallest:.2f} pp or more"
+        )
         out.print(
-            f"  arm {arm} detects a conversion uplift of {mde} or more (80% power, "
+            f"  arm {arm} {said_} (80% power, "
             f"{measured['control']} held out; baseline {power['baseline']:.1%}: "
             f"{power['baseline_from']})",
             highlight=False,

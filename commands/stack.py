@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -113,6 +113,8 @@ def demo(
         out.print(
             f"Report page:  {c.report_path} (emailed to the stakeholders: {said(c.reported)})"
         )
+    if report.next_campaign:
+        _print_next(report)
     if report.birthday:
         out.print(f"Birthday:     {report.birthday}", highlight=False)
     if report.complaints:
@@ -147,4 +149,41 @@ def demo(
         f"Temporal UI:  http://127.0.0.1:{s.temporal_ui_port}  "
         f"(temporal workflow list --query \"Journey='welcome'\")\n"
         f"The stack keeps running for you to look around; `clientela down` stops it."
+    )
+
+
+def _print_next(report: Any) -> None:
+    """The next campaign's three ways of choosing, as previewed."""
+    p, m = report.next_campaign, report.model
+    out.print(
+        f"[bold]Next campaign[/bold] (spec {report.next_spec}), previewed: its audience of "
+        f"{p['audience']} chosen three ways, each with its own held-out control",
+        highlight=False,
+    )
+    labels = {
+        "chance": "a fifth at random (the baseline)",
+        "model": f"the top 30% by model {m['name']} version {m['version']}",
+        "marketing": "marketing's rule: the rankings' top payers",
+    }
+    for arm in [a for a in labels if a in p["by_arm"]]:
+        groups = p["by_arm"][arm]
+        out.print(
+            f"  {arm}: {labels.get(arm, arm)}: {groups.get('treated', 0)} to contact, "
+            f"{groups.get('control', 0)} held out, {groups.get('excluded', 0)} excluded",
+            highlight=False,
+        )
+    reasons = sorted(p["excluded"].items(), key=lambda kv: -kv[1])
+    if reasons:
+        out.print(
+            f"  excluded, {sum(p['excluded'].values())} in all: "
+            + "; ".join(f"{why} ({n})" for why, n in reasons[:3]),
+            highlight=False,
+        )
+    warning = (p.get("power") or {}).get("warning")
+    if warning:
+        out.print(f"  [yellow]warning:[/yellow] {warning}", highlight=False)
+    out.print(
+        f"  Send it with: clientela campaign create {report.next_spec} "
+        "(then approve it as ana); its report compares the three arms.",
+        highlight=False,
     )

@@ -70,6 +70,27 @@ def test_uplift_metrics_equal_hand_computations() -> None:
     assert metrics.auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
 
 
+@pytest.mark.parametrize("method", ["two_model", "class_transformation"])
+def test_a_feature_no_one_in_a_group_has_does_not_stop_training(method: str) -> None:
+    """The control group holds nobody with a purchase, so its recency is all missing there:
+    the learners still fit, and score customers who have one."""
+    from clientela.predictive.learning import Encoder, fit
+    from clientela.predictive.spec import Learner
+
+    rng = np.random.default_rng(1)
+    treated = np.array([1] * 60 + [0] * 40)
+    rows = [
+        {"spend": float(rng.random()), **({"recency_days": int(rng.integers(1, 90))} if t else {})}
+        for t in treated
+    ]
+    outcome = rng.integers(0, 2, size=100)
+    encoder = Encoder().fit(rows)
+    model = fit("uplift", method, Learner(min_samples_leaf=5), encoder,
+                encoder.transform(rows), treated, outcome, 0)  # fmt: skip
+    scores = model.score(rows[:5])
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -256,6 +256,24 @@ def test_arms_are_compared_by_the_difference_of_their_uplifts() -> None:
     se = math.sqrt(0.12 * 0.88 / 1000 + 0.07 * 0.93 / 1000)
     assert got["pairs"][0]["ci95"][1] == pytest.approx((0.05 + 1.959964 * se) * 100, abs=1e-3)
     assert compare_arms({"only": model}) is None
+    # Nobody converted anywhere yet: no interval of width zero, but a plain "not yet".
+    quiet = compare_arms(
+        {"a": (group(50, 0), group(10, 0), True), "b": (group(40, 0), group(9, 0), True)}
+    )
+    assert quiet is not None
+    assert quiet["pairs"] == [
+        {"a": "a", "b": "b", "insufficient": "no variation in conversions yet"}
+    ]
+    # Visits can be compared instead of conversions (the Hillstrom replay does).
+    visits = compare_arms(
+        {
+            "a": (Group(targeted=100, visits=30), Group(targeted=100, visits=10), True),
+            "b": (Group(targeted=100, visits=20), Group(targeted=100, visits=10), True),
+        },
+        outcome="visits",
+    )
+    assert visits is not None and visits["measure"] == "visit uplift"
+    assert visits["pairs"][0]["diff_pp"] == pytest.approx(10.0)
 
 
 def test_the_page_of_an_arm_without_a_control_renders() -> None:

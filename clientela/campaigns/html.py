@@ -151,7 +151,10 @@ def qini(model: dict[str, Any]) -> Markup:
     share on the x axis (highest scores first), the responses contacting them added, per
     customer; the straight line is what choosing at random would add."""
     points = model["curve"]
-    width, height, left, bottom, top = 480, 220, 60, 30, 10
+    what = {"visit": "visits", "conversion": "conversions"}.get(
+        model.get("outcome", ""), "responses"
+    )
+    width, height, left, bottom, top = 520, 240, 70, 40, 24
     span_x, span_y = width - left - 20, height - bottom - top
     ys = [y for _, y in points]
     low, high = min(0.0, *ys), max(0.0, *ys) or 1.0
@@ -162,16 +165,19 @@ def qini(model: dict[str, Any]) -> Markup:
 
     line = " ".join(at(x, y) for x, y in points)
     end = points[-1][1]
+    zero = top + high * scale
     parts = [
-        f'<line x1="{left}" y1="{top + high * scale:.1f}" x2="{left + span_x}" '
-        f'y2="{top + high * scale:.1f}" stroke="{GRID}"/>',
+        f'<line x1="{left}" y1="{zero:.1f}" x2="{left + span_x}" y2="{zero:.1f}" stroke="{GRID}"/>',
         f'<polyline points="{at(0, 0)} {at(1, end)}" fill="none" stroke="{CONTROL}" '
         'stroke-dasharray="4 3"/>',
         f'<polyline points="{line}" fill="none" stroke="{TREATED}" stroke-width="2"/>',
-        f'<text x="{left}" y="{height - 8}" font-size="11">0%</text>',
-        f'<text x="{left + span_x - 30}" y="{height - 8}" font-size="11">100% targeted</text>',
-        f'<text x="4" y="{top + 10}" font-size="11">{high:+.3f}</text>',
-        f'<text x="4" y="{top + span_y}" font-size="11">{low:+.3f}</text>',
+        f'<text x="4" y="12" font-size="11">{what} added per customer</text>',
+        f'<text x="{left - 6}" y="{top + 4}" font-size="11" text-anchor="end">{high:+.3f}</text>',
+        f'<text x="{left - 6}" y="{zero + 4:.1f}" font-size="11" text-anchor="end">0</text>',
+        f'<text x="{left}" y="{height - 22}" font-size="11">0%</text>',
+        f'<text x="{left + span_x}" y="{height - 22}" font-size="11" text-anchor="end">100%</text>',
+        f'<text x="{left + span_x / 2}" y="{height - 6}" font-size="11" text-anchor="middle">'
+        "customers targeted, highest scores first</text>",
     ]
     title = f"Qini curve of model {model['name']} version {model['version']} (held out)"
     return _svg(width, height, parts, title)

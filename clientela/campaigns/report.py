@@ -209,6 +209,9 @@ def compare_arms(
             diff = (pta - pca) - (ptb - pcb)
             variance = vta + vtb + (0.0 if shared else vca + vcb)
             se = math.sqrt(variance)
+            if se == 0:  # every group all or nothing (nobody converted yet): no spread at all
+                pairs.append({"a": a, "b": b, "insufficient": f"no variation in {outcome} yet"})
+                continue
             pairs.append(
                 {
                     "a": a,

@@ -41,6 +41,8 @@ from rules.model import load
 
 RULES = ROOT / "rules" / "crm.yaml"
 DEMO_CAMPAIGN = ROOT / "campaigns" / "demo-offer.yaml"
+DEMO_NEXT = ROOT / "campaigns" / "demo-next.yaml"
+DEMO_MODEL = "demo-offer-uplift"
 #: The demo's team: who signs in to the console, and with which roles.
 DEMO_USERS = {
     "marta": ("Marta Ruiz", ["marketer"]),
@@ -99,6 +101,9 @@ class DemoReport:
     complaints: list[str] = field(default_factory=list)  # how each demo complaint went
     service: dict[str, Any] = field(default_factory=dict)  # the service report after them
     password: str = ""  # the demo users' password for the console
+    model: dict[str, Any] = field(default_factory=dict)  # the uplift model trained after it
+    next_campaign: dict[str, Any] = field(default_factory=dict)  # its three-arm preview
+    next_spec: Path | None = None
 
 
 @dataclass
@@ -211,6 +216,9 @@ def run_demo(
             break
         time.sleep(0.5)
     report.campaign = asyncio.run(_run_campaign(settings, run, random.Random(run), log))
+    report.model, report.next_spec, report.next_campaign = asyncio.run(
+        _learn_and_choose(settings, run, log)
+    )
     report.outbox_files = len(read_outbox(settings.outbox_dir))
     store = settings.sms_dir / "messages.jsonl"
     report.sms_stored = sum(1 for _ in store.open()) if store.is_file() else 0
@@ -301,6 +309,10 @@ BROWSER_AGENT = (
 #: message); the report measures by how much.
 TREATED_RESPONSES = [("visit", "web", 0.06), ("conversion", "web", 0.09)]
 CONTROL_RESPONSES = [("visit", "web", 0.06), ("conversion", "web", 0.03)]
+#: The offer is a plan that fits: it moves those who pay well above their plan most.
+FITS_THE_OFFER = 0.3  # excess_ratio above this
+TREATED_CONVERSION_IF_IT_FITS = 0.2
+TREATED_CONVERSION_OTHERWISE = 0.05
 
 
 def _some_addresses_fail(rows: list[dict[str, str]]) -> None:
@@ -510,9 +522,16 @@ async def _respond(
                     })  # fmt: skip
                     r.raise_for_status()
                     counts["treated visits from a click, posted by the shop"] += 1
+        fits = await asyncio.to_thread(_fits_the_offer, settings, campaign_id)
         for customer_id, group, *_ in members:
             plan = TREATED_RESPONSES if group == "treated" else CONTROL_RESPONSES
             for kind, channel, chance in plan:
+                if group == "treated" and kind == "conversion":
+                    chance = (
+                        TREATED_CONVERSION_IF_IT_FITS
+                        if customer_id in fits
+                        else TREATED_CONVERSION_OTHERWISE
+                    )
                 if rng.random() >= chance:
                     continue
                 body: dict[str, Any] = {
@@ -529,6 +548,78 @@ async def _respond(
                 if r.json().get("fulfilment"):
                     fulfilments.append(r.json()["fulfilment"])
     return counts, fulfilments
+
+
+def _fits_the_offer(settings: Settings, campaign_id: str) -> set[str]:
+    """The members who pay well above their plan (whom the offer suits)."""
+    from models import CustomerDecision
+
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(
+            select(Customer.external_id, CustomerDecision.features)
+            .join(CampaignMember, col(CampaignMember.customer_id) == col(Customer.id))
+            .join(CustomerDecision, col(CustomerDecision.customer_id) == col(Customer.id))
+            .where(CampaignMember.campaign_id == campaign_id)
+        ).all()
+    return {
+        external_id
+        for external_id, features in rows
+        if isinstance(features.get("excess_ratio"), int | float)
+        and features["excess_ratio"] > FITS_THE_OFFER
+    }
+
+
+async def _learn_and_choose(
+    settings: Settings, run: str, log: Callable[[str], None]
+) -> tuple[dict[str, Any], Path | None, dict[str, Any]]:
+    """After the campaign: train the uplift model on what it recorded (as `clientela models
+    train` does, a workflow), then preview the next campaign, whose arms a model, marketing's
+    rule and chance choose."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.common import WorkflowIDReusePolicy
+
+    from activities.models import TrainInput
+    from workflows.models import ModelTraining, workflow_id
+
+    client = await connect(settings)
+    try:
+        result = await client.execute_workflow(
+            ModelTraining.run,
+            TrainInput(name=DEMO_MODEL, requested_by="demo"),
+            id=workflow_id(DEMO_MODEL),
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    except WorkflowFailureError as exc:
+        cause: BaseException | None = exc.cause
+        while getattr(cause, "cause", None) is not None:  # the activity's own error
+            cause = getattr(cause, "cause", None)
+        log(f"Model {DEMO_MODEL} was not trained: {cause}")
+        return {}, None, {}
+    model = result.summary
+    m, rows = model["metrics"], model["rows"]
+    log(
+        f"Trained model {DEMO_MODEL} version {model['version']} on {rows['learn']} members of "
+        f"{', '.join(model['campaigns'])}; on {rows['holdout']} it had not seen, its top 30% "
+        f"converted {_pp(m.get('uplift_at_30'))} more when contacted (everyone: "
+        f"{_pp(m.get('uplift_overall'))}), Qini {m.get('qini') or 0:.3f}"
+    )
+    spec = yaml.safe_load(DEMO_NEXT.read_text(encoding="utf-8"))
+    spec["id"] = f"demo-next-{run}"
+    path = settings.home / "demo" / f"next-{run}.yaml"
+    path.write_text(
+        f"# Made by `clientela demo` from {DEMO_NEXT.relative_to(ROOT)}\n"
+        + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    preview = await asyncio.to_thread(
+        lifecycle.preview_source, settings, path.read_text(encoding="utf-8"), str(path), load(RULES)
+    )
+    return model, path, preview.as_dict()
+
+
+def _pp(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:+.1f} pp"
 
 
 def _sms_replies(settings: Settings, campaign_id: str) -> list[str]:
@@ -609,8 +700,19 @@ async def _birthday(settings: Settings, customer_id: str, run: str) -> str:
         result: JourneyStatus = await asyncio.wait_for(
             client.get_workflow_handle_for(JourneyWorkflow.run, wid).result(), timeout=60
         )
+    except TimeoutError:
+        # Still running: most likely its message waits for the customer's quiet hours.
+        handle = client.get_workflow_handle_for(JourneyWorkflow.run, wid)
+        status: JourneyStatus = await handle.query(JourneyWorkflow.status)
+        if status.waiting_until:
+            said_ = status.trail[-1] if status.trail else f"waits until {status.waiting_until}"
+            return (
+                f"{customer_id}: {wid} is running ({said_}); follow it with "
+                f"`clientela journey status birthday {customer_id}`"
+            )
+        return f"{customer_id}: {wid} is still at step {status.step!r} after a minute"
     except Exception as exc:  # shown as it is: the demo reports, it does not hide
-        return f"{customer_id}: {wid} did not finish ({exc}); date run {counts}"
+        return f"{customer_id}: {wid} did not finish ({exc!r}); date run {counts}"
     message = result.messages[0] if result.messages else None
     how = f"{message.state} on {message.channel or '-'}" if message else "nothing sent"
     if message and message.reason:

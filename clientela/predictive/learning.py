@@ -107,6 +107,23 @@ def _classifier(learner: Learner, seed: int) -> Any:
     )
 
 
+def _fitted(
+    learner: Learner,
+    seed: int,
+    matrix: NDArray[np.float64],
+    target: NDArray[np.int_],
+    weight: NDArray[np.float64] | None = None,
+) -> Any:
+    """A classifier fitted on ``matrix``. A column with no value at all here (a feature no
+    control customer has, say) is given a constant: it cannot split anything, and
+    scikit-learn's binning fails on a column that is all missing."""
+    empty = np.isnan(matrix).all(axis=0)
+    if empty.any():
+        matrix = matrix.copy()
+        matrix[:, empty] = 0.0
+    return _classifier(learner, seed).fit(matrix, target, sample_weight=weight)
+
+
 def _positive(estimator: Any, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
     classes = list(estimator.classes_)
     if 1 not in classes:  # trained on one class only: nobody responded there
@@ -151,9 +168,7 @@ def fit(
     that treated and control count equally; then uplift = 2 P(Z) - 1."""
     if method == "classifier":
         mask = treated == 1
-        return Fitted(
-            kind, method, encoder, [_classifier(learner, seed).fit(matrix[mask], outcome[mask])]
-        )
+        return Fitted(kind, method, encoder, [_fitted(learner, seed, matrix[mask], outcome[mask])])
     if method == "two_model":
         t, c = treated == 1, treated == 0
         return Fitted(
@@ -161,13 +176,11 @@ def fit(
             method,
             encoder,
             [
-                _classifier(learner, seed).fit(matrix[t], outcome[t]),
-                _classifier(learner, seed).fit(matrix[c], outcome[c]),
+                _fitted(learner, seed, matrix[t], outcome[t]),
+                _fitted(learner, seed, matrix[c], outcome[c]),
             ],
         )
     share = float(treated.mean())
     z = treated * outcome + (1 - treated) * (1 - outcome)
     weight = np.where(treated == 1, 0.5 / share, 0.5 / (1 - share))
-    return Fitted(
-        kind, method, encoder, [_classifier(learner, seed).fit(matrix, z, sample_weight=weight)]
-    )
+    return Fitted(kind, method, encoder, [_fitted(learner, seed, matrix, z, weight)])
