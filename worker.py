@@ -81,8 +81,14 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             models.train,
         ],
         # Synchronous activities (the rules) run here; async ones on the event loop.
-        activity_executor=ThreadPoolExecutor(max_workers=50, thread_name_prefix="activity"),
-        max_concurrent_activities=50,
+        activity_executor=ThreadPoolExecutor(
+            max_workers=settings.worker_max_concurrent_activities, thread_name_prefix="activity"
+        ),
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        # On shutdown, running activities get this long to finish; then they are cancelled
+        # and Temporal hands them to another worker (every activity resumes from its ledger).
+        graceful_shutdown_timeout=settings.worker_shutdown_grace,
     )
 
 

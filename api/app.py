@@ -12,10 +12,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
 from temporalio.client import Client
 
+from api.deps import client_of
 from api.limits import BodyLimit, validation_error
-from api.models import Health
+from api.models import Health, Readiness
 from api.routes import (
     audit,
     campaign_runs,
@@ -59,7 +62,36 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, str]:
+        """Alive: the process answers (a liveness probe)."""
         return {"status": "ok"}
+
+    @app.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def ready() -> JSONResponse:
+        """Ready to serve: the database answers and Temporal is reachable (a readiness
+        probe: a load balancer sends no traffic while either is down)."""
+        checks: dict[str, str] = {}
+
+        def database() -> None:
+            with get_engine(settings.db_url).connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(database), timeout=5)
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure is the answer: not ready, and why
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            temporal = await asyncio.wait_for(client_of(app), timeout=5)
+            await asyncio.wait_for(temporal.service_client.check_health(), timeout=5)
+            checks["temporal"] = "ok"
+        except Exception as exc:
+            detail = getattr(exc, "detail", "") or str(exc) or type(exc).__name__
+            checks["temporal"] = f"unreachable: {detail}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
 
     for module in (
         events,

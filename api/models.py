@@ -22,6 +22,11 @@ class Health(_Out):
     status: Literal["ok"]
 
 
+class Readiness(_Out):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="database, temporal: ok, or why not")
+
+
 class JourneyEntry(_Out):
     """A journey the event could start, and whether it did (``reason`` when not)."""
 

@@ -57,6 +57,32 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     task_queue: str = "clientela"
+    # A production cluster: TLS (with the server's CA, or the system's), mutual TLS with a
+    # client certificate, or Temporal Cloud's API key. docs/deploy.md has both examples.
+    temporal_tls: bool = Field(
+        False, description="Connect over TLS (implied by a CA, a client certificate or an API key)"
+    )
+    temporal_tls_ca: Path | None = Field(
+        None, description="PEM file of the CA that signed the server's certificate"
+    )
+    temporal_tls_cert: Path | None = Field(None, description="Client certificate (mTLS), PEM")
+    temporal_tls_key: Path | None = Field(None, description="Its private key, PEM")
+    temporal_tls_server_name: str = Field(
+        "", description="The name the server's certificate holds, if not the address's host"
+    )
+    temporal_api_key: str = Field("", description="Temporal Cloud API key (implies TLS)")
+    # Worker tuning: how much one worker process takes on at a time.
+    worker_max_concurrent_activities: int = Field(
+        50, ge=1, le=1000, description="Activities one worker runs at once"
+    )
+    worker_max_concurrent_workflow_tasks: int = Field(
+        100, ge=2, le=1000, description="Workflow tasks one worker runs at once"
+    )
+    worker_shutdown_grace: Duration = Field(
+        timedelta(seconds=30),
+        description="On SIGTERM, how long running activities have to finish before they are "
+        "cancelled and handed back to Temporal (another worker retries them)",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -203,11 +229,26 @@ class Settings(BaseSettings):
                 f"api_host is {self.api_host!r}, reachable from other machines: set "
                 "CLIENTELA_API_KEY so that the API does not serve customer data to anyone"
             )
-        for name in ("twilio_auth_token", "smtp_password", "api_key", "secret_key"):
+        for name in (
+            "twilio_auth_token",
+            "smtp_password",
+            "api_key",
+            "secret_key",
+            "temporal_api_key",
+        ):
             if getattr(self, name).strip().lower() in PLACEHOLDERS:
                 raise ValueError(
                     f"{name} is set to a placeholder value; set the real secret or unset it"
                 )
+        if bool(self.temporal_tls_cert) != bool(self.temporal_tls_key):
+            raise ValueError(
+                "TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: a client certificate "
+                "needs its private key (or set neither)"
+            )
+        for name in ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {str(path)!r}")
         QuietHours.parse(self.sms_hours)  # a clear error now rather than at the first SMS
         if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
             raise ValueError(

@@ -493,6 +493,27 @@ async def ensure_date_schedule(
     Missed runs (the server or the workers were down) are caught up within
     ``date_catchup``; runs never overlap, they queue.
     """
+    from temporalio.client import ScheduleAlreadyRunningError
+
+    from workflows.dates import SCHEDULE_ID
+
+    schedule_id = schedule_id or SCHEDULE_ID
+    try:
+        await client.get_schedule_handle(schedule_id).describe()
+        return False
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    try:
+        await _create_date_schedule(client, settings, schedule_id, paused)
+    except ScheduleAlreadyRunningError:  # another worker, starting at the same moment, made it
+        return False
+    return True
+
+
+async def _create_date_schedule(
+    client: Client, settings: Settings, schedule_id: str, paused: bool
+) -> None:
     from temporalio.client import (
         Schedule,
         ScheduleActionStartWorkflow,
@@ -503,15 +524,8 @@ async def ensure_date_schedule(
         ScheduleState,
     )
 
-    from workflows.dates import SCHEDULE_ID, DateJourneys
+    from workflows.dates import DateJourneys
 
-    schedule_id = schedule_id or SCHEDULE_ID
-    try:
-        await client.get_schedule_handle(schedule_id).describe()
-        return False
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
     await client.create_schedule(
         schedule_id,
         Schedule(
@@ -526,4 +540,3 @@ async def ensure_date_schedule(
             state=ScheduleState(paused=paused),
         ),
     )
-    return True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -66,6 +68,8 @@ async def ensure_model_schedules(client: Client, settings: Settings) -> list[str
 
             await handle.update(replace)
         else:
-            await client.create_schedule(schedule_id(name), wanted)
+            # Another worker starting at the same moment may have made it: so much the better.
+            with contextlib.suppress(ScheduleAlreadyRunningError):
+                await client.create_schedule(schedule_id(name), wanted)
         scheduled.append(name)
     return scheduled
