@@ -13,6 +13,7 @@ from commands import (
     campaigns,
     complaints,
     customers,
+    db,
     events,
     journeys,
     models,
@@ -34,6 +35,7 @@ app.add_typer(journeys.journey_app, name="journey")
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(models.models_app, name="models")
 app.add_typer(serve.serve_app, name="serve")
+app.add_typer(db.db_app, name="db")
 app.add_typer(complaints.complaint_app, name="complaint")
 app.add_typer(service.service_app, name="service")
 app.add_typer(users.users_app, name="users")

@@ -113,15 +113,22 @@ async def run(settings: Settings) -> None:
 
 def quiet_libraries() -> None:
     """Libraries speak at WARNING: the Twilio client logs every request at INFO (thousands
-    of lines a campaign), aiosmtplib and httpx every connection."""
-    for name in ("twilio", "aiosmtplib", "httpx", "aiohttp.access"):
+    of lines a campaign), aiosmtplib and httpx every connection, alembic its plugins."""
+    for name in ("twilio", "aiosmtplib", "httpx", "aiohttp.access", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     quiet_libraries()
-    asyncio.run(run(load_settings()))
+    from clientela.db import SchemaOutdated
+
+    try:
+        asyncio.run(run(load_settings()))
+    except SchemaOutdated as exc:  # said plainly, with the command to run; no traceback
+        logging.error("%s", exc)
+        logging.shutdown()
+        os._exit(1)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

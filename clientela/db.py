@@ -31,6 +31,16 @@ def get_engine(url: str) -> Engine:
     engine = _engines.get(url)
     if engine is not None:
         return engine
+    engine = raw_engine(url)
+    _prepare_schema(engine)
+    _check_schema(engine)
+    _carry_over_consent(engine)
+    _engines[url] = engine
+    return engine
+
+
+def raw_engine(url: str) -> Engine:
+    """An engine that does not look at the schema (``clientela db`` upgrades through one)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -39,11 +49,39 @@ def get_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-    SQLModel.metadata.create_all(engine)
-    _check_schema(engine)
-    _carry_over_consent(engine)
-    _engines[url] = engine
     return engine
+
+
+def _prepare_schema(engine: Engine) -> None:
+    """A new database gets the whole schema; an older one is refused with the command that
+    upgrades it (``clientela.migrations``)."""
+    from clientela import migrations
+
+    found = migrations.state(engine)
+    if found.kind == "empty":
+        try:
+            migrations.create(engine)
+        except Exception:  # another process made it at the same moment: look again
+            if migrations.state(engine).kind != "current":
+                raise
+        return
+    if found.kind == "current":
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if found.kind == "ahead":
+        raise SchemaOutdated(
+            f"database {where} is at schema revision {found.revision}, made by a newer "
+            "Clientela than this one; run that version"
+        )
+    at = (
+        f"revision {found.revision}"
+        if found.kind == "behind"
+        else "a schema from before migrations"
+    )
+    raise SchemaOutdated(
+        f"database {where} has {at}; this version needs revision {found.head}. Back it up, "
+        "then run `clientela db upgrade` (with the same CLIENTELA_DATABASE_URL): the data stays"
+    )
 
 
 def _carry_over_consent(engine: Engine) -> None:
@@ -82,15 +120,21 @@ class SchemaOutdated(RuntimeError):
 def _check_schema(engine: Engine) -> None:
     """Refuse a database whose tables lack columns this version writes (made by an older one)."""
     found = inspect(engine)
+    tables = set(found.get_table_names())
     for table in SQLModel.metadata.sorted_tables:
+        if table.name not in tables:
+            raise SchemaOutdated(
+                f"database {engine.url.render_as_string(hide_password=True)} lacks table "
+                f"{table.name} although its schema revision is current: it was changed by "
+                "hand. Restore it from a backup"
+            )
         have = {c["name"] for c in found.get_columns(table.name)}
         missing = [c.name for c in table.columns if c.name not in have]
         if missing:
             raise SchemaOutdated(
                 f"database {engine.url.render_as_string(hide_password=True)}: table "
-                f"{table.name} lacks column(s) {', '.join(missing)}; it was made by an older "
-                "version of Clientela. Export what you need, then move the database away "
-                "(or drop the table) and run again"
+                f"{table.name} lacks column(s) {', '.join(missing)} although its schema "
+                "revision is current: it was changed by hand. Restore it from a backup"
             )
 
 

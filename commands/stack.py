@@ -23,9 +23,11 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
 ) -> None:
     """Start Temporal, the SMTP catcher, the SMS sink, the API and the worker."""
+    from clientela.db import get_engine
     from clientela.devstack import stack
 
     s = settings()
+    get_engine(s.db_url)  # an old schema is refused here, with the command that upgrades it
     try:
         if detach:
             pid = stack.start_detached(s)
@@ -70,6 +72,9 @@ def demo(
     from clientela.devstack.stack import StackError
 
     s = settings()
+    from clientela.db import get_engine
+
+    get_engine(s.db_url)  # an old schema is refused before anything starts
     try:
         report = run_demo(
             s, customers=customers, signups=signups, follow_up_seconds=follow_up, log=out.print
