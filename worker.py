@@ -25,7 +25,7 @@ from activities.rules import RulesActivities
 from clientela.db import get_engine
 from clientela.journeys.router import ensure_date_schedule
 from clientela.settings import Settings, load_settings
-from clientela.temporal import connect
+from clientela.temporal import connect, metrics_runtime
 from workflows.campaign import CampaignWorkflow
 from workflows.complaint import ComplaintCase
 from workflows.dates import DateJourneys
@@ -94,7 +94,14 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
 
 async def run(settings: Settings) -> None:
     get_engine(settings.db_url)  # create the schema before the first activity needs it
-    client = await connect(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
+        logging.info(
+            "metrics on http://%s:%d/metrics", settings.metrics_host, settings.worker_metrics_port
+        )
+    client = await connect(settings, metrics_runtime(settings))
     worker = build_worker(client, settings)
     if await ensure_date_schedule(client, settings):
         logging.info("created the hourly schedule of the date journeys")

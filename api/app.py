@@ -12,13 +12,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from temporalio.client import Client
 
-from api.deps import client_of
+from api.deps import client_of, for_roles
 from api.limits import BodyLimit, validation_error
-from api.models import Health, Readiness
+from api.models import Health, Readiness, errors
 from api.routes import (
     audit,
     campaign_runs,
@@ -37,6 +38,7 @@ from api.routes import (
     webhooks,
 )
 from api.sweep import sweep
+from clientela import metrics
 from clientela.db import get_engine
 from clientela.settings import Settings, load_settings
 from console.app import mount as mount_console
@@ -92,6 +94,26 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             {"status": "ready" if ok else "not ready", "checks": checks},
             status_code=200 if ok else 503,
         )
+
+    @app.get(
+        "/metrics",
+        dependencies=for_roles("admin"),
+        response_class=PlainTextResponse,
+        responses=errors(401, 403),
+    )
+    async def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus metrics (series ``clientela_*``), for a scraper holding the service key
+        or an admin's token. Ledger rows by state and journeys running are read now."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(metrics.read_ledger, settings.db_url), 10)
+        except Exception as exc:  # the rest is still worth scraping
+            metrics.log.warning("metrics: cannot read the ledger: %r", exc)
+        try:
+            temporal = await asyncio.wait_for(client_of(app), timeout=5)
+            await asyncio.wait_for(metrics.read_journeys(temporal), timeout=5)
+        except Exception as exc:
+            metrics.log.warning("metrics: cannot count running journeys: %r", exc)
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     for module in (
         events,

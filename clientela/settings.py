@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int = Field(
         100, ge=2, le=1000, description="Workflow tasks one worker runs at once"
     )
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="A worker's clientela_* metrics on this port; 0: off"
+    )
+    temporal_metrics_port: int = Field(
+        0, ge=0, le=65535, description="A worker's Temporal SDK metrics on this port; 0: off"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Where a worker's metrics ports listen (0.0.0.0: every address)"
+    )
     worker_shutdown_grace: Duration = Field(
         timedelta(seconds=30),
         description="On SIGTERM, how long running activities have to finish before they are "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
 from clientela.settings import Settings
@@ -39,9 +40,21 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def connect(settings: Settings) -> Client:
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """A runtime whose Temporal SDK metrics (workflow and activity task latencies, polls,
+    slots) Prometheus scrapes on ``temporal_metrics_port``; None when that is off."""
+    if not settings.temporal_metrics_port:
+        return None
+    address = f"{settings.metrics_host}:{settings.temporal_metrics_port}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    options = client_options(settings)
+    if runtime is not None:
+        options["runtime"] = runtime
     try:
-        return await Client.connect(settings.temporal_address, **client_options(settings))
+        return await Client.connect(settings.temporal_address, **options)
     except RuntimeError as exc:
         raise ConnectionError(
             f"cannot reach Temporal at {settings.temporal_address} ({exc}); "

@@ -34,6 +34,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_SMS_HOURS": settings.sms_hours,
         "CLIENTELA_CAMPAIGN_LANES": str(settings.campaign_lanes),
         "CLIENTELA_CAMPAIGN_PAGE_SIZE": str(settings.campaign_page_size),
+        "CLIENTELA_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+        "CLIENTELA_TEMPORAL_METRICS_PORT": str(settings.temporal_metrics_port),
     }
 
 

@@ -93,6 +93,7 @@ OPERATIONS = [
     "GET /service/report.html",
     "GET /health",
     "GET /ready",
+    "GET /metrics",
     "GET /audit",
     "POST /campaigns/preview",
     "POST /campaigns",

@@ -22,6 +22,7 @@ from api.models import (
     TrackAccepted,
     errors,
 )
+from clientela import metrics
 from clientela.customers import realtime
 from clientela.customers.records import (
     UnknownCustomer,
@@ -209,6 +210,12 @@ router = APIRouter(tags=["events"])
     responses=errors(400, 401, 404, 413, 503),
 )
 async def events(settings: SettingsDep, event: Event, request: Request) -> dict[str, Any]:
+    accepted = await _accept(settings, event, request)
+    metrics.EVENTS.labels(type=event.type).inc()
+    return accepted
+
+
+async def _accept(settings: Settings, event: Event, request: Request) -> dict[str, Any]:
     # Connect only once the body is valid: bad input is a 422 even while Temporal is down.
     client = await temporal_client(request)
     if isinstance(event, IdentifyEvent):

@@ -29,7 +29,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from clientela import ROOT
+from clientela import ROOT, metrics
 from clientela.customers.realtime import Outcome
 from clientela.db import session_scope
 from clientela.journeys.dates import Lapse, Occasion
@@ -282,6 +282,7 @@ async def start(
         )
     except WorkflowAlreadyStartedError:
         return Entry(journey.name, wid, False, "already in it (re-entry policy)")
+    metrics.JOURNEYS_STARTED.labels(journey=journey.name).inc()
     return Entry(journey.name, wid, True)
 
 

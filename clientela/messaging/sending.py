@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from activities.contracts import DEFERRED, MessageOutcome, MessageRequest
+from clientela import metrics
 from clientela.customers.records import suppress
 from clientela.db import get_engine, session_scope
 from clientela.messaging.bounces import REF_HEADER, return_path, tag_for
@@ -331,6 +333,8 @@ class Sender:
             for (p, answer), result in zip(ops, results, strict=True):
                 if answer is not None:
                     recorded[p.key] = result
+                    if isinstance(result, MessageOutcome):
+                        metrics.MESSAGES.labels(channel=p.channel, outcome=result.state).inc()
             return results
 
         async with self._carrier(channel) as transport:
@@ -413,6 +417,7 @@ class Sender:
     async def _send(
         self, p: Prepared, transport: EmailTransport | SmsTransport, message: OutgoingEmail | None
     ) -> Answer:
+        started = time.perf_counter()
         try:
             if isinstance(transport, EmailTransport):
                 assert message is not None
@@ -420,12 +425,18 @@ class Sender:
             assert isinstance(p.content, RenderedSms)
             return await transport.send(to=p.address, body=p.content.body)
         except (Permanent, Transient) as exc:
+            error = "permanent" if isinstance(exc, Permanent) else "transient"
+            metrics.PROVIDER_ERRORS.labels(channel=p.channel, error_class=error).inc()
             return exc
         except InDoubt as exc:
+            metrics.PROVIDER_ERRORS.labels(channel=p.channel, error_class="in_doubt").inc()
             return Leave(exc)
         except Exception as exc:  # handed over or not, nobody can say: reconciled later
             log.warning("%s: unexpected error while sending: %r", p.key, exc)
+            metrics.PROVIDER_ERRORS.labels(channel=p.channel, error_class="in_doubt").inc()
             return Leave(InDoubt(f"unexpected error while sending: {exc!r}"))
+        finally:
+            metrics.SEND_SECONDS.labels(channel=p.channel).observe(time.perf_counter() - started)
 
     async def _reconcile(self, p: Prepared, transport: EmailTransport | SmsTransport) -> str | None:
         """Provider id if the provider has it, "" if it surely does not, None if unknowable."""
