@@ -126,12 +126,14 @@ def quiet_libraries() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    quiet_libraries()
+    from clientela import logs
     from clientela.db import SchemaOutdated
 
+    settings = load_settings()
+    logs.configure(settings.log_format, "worker")
+    quiet_libraries()
     try:
-        asyncio.run(run(load_settings()))
+        asyncio.run(run(settings))
     except SchemaOutdated as exc:  # said plainly, with the command to run; no traceback
         logging.error("%s", exc)
         logging.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -89,6 +90,9 @@ class Reported:
     emailed: dict[str, int] = field(default_factory=dict)  # stakeholder messages by state
 
 
+log = logging.getLogger(__name__)
+
+
 class CampaignActivities:
     def __init__(self, messaging: MessagingActivities) -> None:
         self.messaging = messaging
@@ -137,6 +141,13 @@ class CampaignActivities:
             campaign = self._campaign(session, ref.campaign_id)
             # A retried preparation starts again from nothing: the list is one transaction.
             listed = audience.build(session, ref.campaign_id, self._spec(session, campaign))
+            log.info(
+                "lead list built: %d to contact, %d held out, %d excluded",
+                listed.treated,
+                listed.control,
+                sum(listed.excluded.values()),
+                extra={"campaign_id": ref.campaign_id},
+            )
             return Prepared(
                 treated=listed.treated,
                 control=listed.control,

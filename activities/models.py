@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,8 @@ from clientela.predictive import spec as model_spec
 from clientela.predictive.training import TrainingError, describe, train
 from clientela.settings import Settings
 from clientela.yamlfile import SpecError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,4 +57,5 @@ class ModelActivities:
                 non_retryable=True,
             ) from exc
         summary.pop("curve", None)
+        log.info("trained model %s version %d", spec.name, summary["version"])
         return TrainResult(name=spec.name, version=summary["version"], summary=summary)

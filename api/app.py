@@ -138,5 +138,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
 
 
 def app_from_env() -> FastAPI:
-    """Entry point for uvicorn (``--factory``)."""
-    return create_app()
+    """Entry point for uvicorn (``--factory``); logs as ``CLIENTELA_LOG_FORMAT`` says."""
+    from clientela import logs
+
+    settings = load_settings()
+    logs.configure(settings.log_format, "api")
+    return create_app(settings)

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int = Field(
         100, ge=2, le=1000, description="Workflow tasks one worker runs at once"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Logs of the API and workers: text lines, or JSON (one per line)"
+    )
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="A worker's clientela_* metrics on this port; 0: off"
     )

@@ -49,6 +49,7 @@ def serve_api(
         forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=30,
         log_level="info",
+        log_config=None,  # the app's own (CLIENTELA_LOG_FORMAT), uvicorn's records included
     )
 
 

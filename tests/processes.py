@@ -35,6 +35,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_CAMPAIGN_LANES": str(settings.campaign_lanes),
         "CLIENTELA_CAMPAIGN_PAGE_SIZE": str(settings.campaign_page_size),
         "CLIENTELA_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+        "CLIENTELA_LOG_FORMAT": settings.log_format,
         "CLIENTELA_TEMPORAL_METRICS_PORT": str(settings.temporal_metrics_port),
     }
 
