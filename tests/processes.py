@@ -36,6 +36,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLIENTELA_CAMPAIGN_PAGE_SIZE": str(settings.campaign_page_size),
         "CLIENTELA_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
         "CLIENTELA_LOG_FORMAT": settings.log_format,
+        "CLIENTELA_WORKER_SHUTDOWN_GRACE": str(int(settings.worker_shutdown_grace.total_seconds())),
         "CLIENTELA_TEMPORAL_METRICS_PORT": str(settings.temporal_metrics_port),
     }
 

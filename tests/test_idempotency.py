@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from sqlmodel import select
@@ -139,6 +140,75 @@ async def test_killed_worker_mid_campaign_sends_each_member_exactly_once(
     with session_scope(settings.db_url) as session:
         rows = session.exec(select(Message).where(Message.campaign == cid)).all()
     assert len(rows) == 120 and {r.state for r in rows} == {"sent"}
+    assert final.counts == {"sent": 120}
+
+
+async def test_a_worker_stopped_mid_campaign_finishes_its_pages_and_hands_back_the_rest(
+    client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    """SIGTERM (a deploy, a scale-down) in the middle of sending: the worker stops taking
+    work, lets the pages it holds finish within its grace, and exits cleanly; another worker
+    sends the rest. Each member gets the campaign once, and nothing is left in doubt."""
+    from clientela.campaigns import lifecycle
+    from tests.test_campaign_workflow import (
+        RULES,
+        members_of,
+        tiered_customers,
+        wait_stage,
+        write_spec,
+    )
+
+    settings = settings.model_copy(
+        update={
+            "campaign_page_size": 15,
+            "campaign_lanes": 2,
+            "worker_shutdown_grace": timedelta(seconds=20),
+        }
+    )
+    catcher.handler.delay_seconds = 0.05
+    tiered_customers(settings.db_url, 150, locale="en")
+    cid = f"c-stop-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log)
+    try:
+        _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
+        await wait_stage(client, cid, "awaiting_approval")
+        await lifecycle.decide(client, cid, "approve", by="ana")
+        deadline = time.monotonic() + 60
+        while len(read_outbox(settings.outbox_dir)) < 40:
+            assert time.monotonic() < deadline, log.read_text()
+            assert first.poll() is None, log.read_text()
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(first.wait, 60)
+        stopped_at = len(read_outbox(settings.outbox_dir))
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert code == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+    second = start_worker(settings, log)
+    try:
+        await wait_stage(client, cid, "tracking")
+        await lifecycle.control(client, cid, "close")
+        final = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+
+    treated = [e for m, e in members_of(settings.db_url, cid) if m.group == "treated"]
+    assert stopped_at < len(treated) == final.treated == 120  # the second worker sent the rest
+    outbox_ids = [m["message_id"] for m in read_outbox(settings.outbox_dir)]
+    assert len(outbox_ids) == len(set(outbox_ids)), "a member got the campaign twice"
+    expected = {message_id_for(f"campaign:{cid}:{e}:message", settings.mail_from) for e in treated}
+    assert set(outbox_ids) == expected
+    with session_scope(settings.db_url) as session:
+        rows = session.exec(select(Message).where(Message.campaign == cid)).all()
+    # Graceful: every message handed over was answered before the worker left, so none had
+    # to be reconciled or sent by a second attempt.
+    assert len(rows) == 120 and {r.state for r in rows} == {"sent"}
+    assert all(r.attempts == 1 for r in rows)
     assert final.counts == {"sent": 120}
 
 
