@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -21,7 +22,7 @@ from activities.journeys import JourneyActivities
 from activities.messaging import MessagingActivities
 from activities.models import ModelActivities
 from activities.orders import OrderActivities
-from activities.rules import RulesActivities
+from activities.rules import RulesActivities, rules_queue
 from clientela.db import get_engine
 from clientela.journeys.router import ensure_date_schedule
 from clientela.settings import Settings, load_settings
@@ -48,7 +49,52 @@ WORKFLOWS = [
 ]
 
 
-def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+class Workers:
+    """A process's Temporal workers, run together: everything on the task queue, and the
+    rules pages on their own queue one at a time (durable_rules is one engine per process),
+    so that a ``rules apply`` spreads its slices over the processes there are."""
+
+    def __init__(self, main: Worker, rules: Worker) -> None:
+        self.main, self.rules = main, rules
+        self.task_queue = main.task_queue
+
+    async def __aenter__(self) -> Workers:
+        await self.main.__aenter__()
+        try:
+            await self.rules.__aenter__()
+        except BaseException:
+            await self.main.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.rules.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.main.__aexit__(exc_type, exc, tb)
+
+
+def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Workers:
+    queue = task_queue or settings.task_queue
+    return Workers(
+        _main_worker(client, settings, queue),
+        Worker(
+            client,
+            task_queue=rules_queue(queue),
+            activities=[RulesActivities(settings).apply_pages],
+            activity_executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules"),
+            max_concurrent_activities=1,
+            graceful_shutdown_timeout=settings.worker_shutdown_grace,
+        ),
+    )
+
+
+def _main_worker(client: Client, settings: Settings, task_queue: str) -> Worker:
     messaging = MessagingActivities(settings)
     rules = RulesActivities(settings)
     campaigns = CampaignActivities(messaging)
@@ -58,7 +104,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     models = ModelActivities(settings)
     return Worker(
         client,
-        task_queue=task_queue or settings.task_queue,
+        task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=[
             messaging.send_messages,

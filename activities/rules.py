@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,12 +16,14 @@ from clientela.db import session_scope
 from clientela.settings import Settings
 from models import Customer, RuleRun, RuleVersion
 from rules import service
+from rules.data import slice_bounds
 
 
 @dataclass
 class PrepareInput:
     digest: str
     today: str  # ISO date: the workflow's, so a retried activity sees the same day
+    slices: int = 1  # the base cut into this many runs of ids, decided in parallel
 
 
 @dataclass
@@ -27,6 +31,7 @@ class PrepareResult:
     run_id: int
     total: int
     thresholds: dict[str, float | int | None] = field(default_factory=dict)
+    bounds: list[int] = field(default_factory=list)  # where each slice starts (after)
 
 
 @dataclass
@@ -36,6 +41,7 @@ class ApplyPagesInput:
     today: str
     page_size: int = 1000
     pages: int = 5
+    until_id: int | None = None  # the end of this slice of the base (inclusive)
 
 
 @dataclass
@@ -51,6 +57,15 @@ class ApplyPagesResult:
 class FinishInput:
     run_id: int
     counts: dict[str, int] = field(default_factory=dict)
+
+
+log = logging.getLogger(__name__)
+_ENGINE = threading.Lock()
+
+
+def rules_queue(task_queue: str) -> str:
+    """The task queue of ``rules_apply_pages``: one at a time per worker process."""
+    return f"{task_queue}-rules"
 
 
 class RulesActivities:
@@ -82,11 +97,21 @@ class RulesActivities:
                 run_id=run.id,
                 total=int(total),
                 thresholds={k: v for k, v in thresholds.items() if not k.endswith(".ranked")},
+                bounds=slice_bounds(session, max(1, params.slices)),
             )
 
     @activity.defn(name="rules_apply_pages")
     def apply_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
-        """Decide up to ``pages`` pages after ``after_id``; heartbeats carry the cursor."""
+        """Decide up to ``pages`` pages after ``after_id``; heartbeats carry the cursor.
+
+        durable_rules is not thread-safe and each process keeps one engine per rule set: a
+        process decides one page at a time (the lock), and a worker polls these activities
+        on their own task queue one at a time, so that Temporal spreads a run's slices over
+        the worker processes there are."""
+        with _ENGINE:
+            return self._apply_pages(params)
+
+    def _apply_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
         details = activity.info().heartbeat_details
         progress = ApplyPagesResult(last_id=params.after_id)
         if details:
@@ -109,6 +134,7 @@ class RulesActivities:
                     after_id=progress.last_id,
                     limit=params.page_size,
                     today=today,
+                    until_id=params.until_id,
                 )
                 if not page.processed:
                     progress.done = True
@@ -119,6 +145,12 @@ class RulesActivities:
                 tiers.update(page.tiers)
                 progress.tiers = dict(tiers)
                 activity.heartbeat(progress)
+        log.info(
+            "decided %d customers (ids %d to %d)",
+            progress.processed,
+            params.after_id + 1,
+            progress.last_id,
+        )
         return progress
 
     @activity.defn(name="rules_finish")

@@ -6,6 +6,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.rules import rules_queue
 from clientela.db import session_scope
 from clientela.settings import Settings
 from rules import service
@@ -30,6 +31,8 @@ async def start_apply(
                 digest=rules.digest,
                 page_size=page_size,
                 heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
+                slices=settings.rules_slices,
+                rules_queue=rules_queue(settings.task_queue),
             ),
             id=workflow_id(rules.name),
             task_queue=settings.task_queue,

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Logs of the API and workers: text lines, or JSON (one per line)"
     )
+    rules_slices: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="A rules apply cuts the base into this many slices, "
+        "decided in parallel by as many worker processes as there are",
+    )
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="A worker's clientela_* metrics on this port; 0: off"
     )

@@ -15,17 +15,39 @@ from models.history import RESPONSE_KINDS
 from rules.features import History
 
 
-def customer_page(session: Session, *, after_id: int, limit: int) -> list[Customer]:
-    """The next customers by primary key: a cursor that survives restarts."""
-    return list(
-        session.exec(
-            select(Customer)
-            # Internal records (proof list, stakeholders) are not customers: no tier.
-            .where(col(Customer.id) > after_id, col(Customer.internal).is_(False))
-            .order_by(col(Customer.id))
-            .limit(limit)
-        ).all()
+def customer_page(
+    session: Session, *, after_id: int, limit: int, until_id: int | None = None
+) -> list[Customer]:
+    """The next customers by primary key: a cursor that survives restarts. ``until_id``
+    ends a slice of the base (inclusive)."""
+    query = (
+        select(Customer)
+        # Internal records (proof list, stakeholders) are not customers: no tier.
+        .where(col(Customer.id) > after_id, col(Customer.internal).is_(False))
     )
+    if until_id is not None:
+        query = query.where(col(Customer.id) <= until_id)
+    return list(session.exec(query.order_by(col(Customer.id)).limit(limit)).all())
+
+
+def slice_bounds(session: Session, slices: int) -> list[int]:
+    """Ids that cut the base into ``slices`` runs of about equal size: slice ``i`` is the
+    customers with ``bounds[i] < id <= bounds[i + 1]``, the last one open-ended."""
+    total = session.exec(
+        select(func.count()).select_from(Customer).where(col(Customer.internal).is_(False))
+    ).one()
+    bounds = [0]
+    for i in range(1, slices):
+        at = session.exec(
+            select(Customer.id)
+            .where(col(Customer.internal).is_(False))
+            .order_by(col(Customer.id))
+            .offset(total * i // slices)
+            .limit(1)
+        ).first()
+        if at is not None and at > bounds[-1]:
+            bounds.append(at)
+    return bounds
 
 
 def profile_of(customer: Customer) -> dict[str, Any]:

@@ -237,8 +237,9 @@ def apply_page(
     limit: int,
     today: date,
     trigger: str = "rules apply",
+    until_id: int | None = None,
 ) -> PageResult:
-    customers = customer_page(session, after_id=after_id, limit=limit)
+    customers = customer_page(session, after_id=after_id, limit=limit, until_id=until_id)
     result = PageResult(last_id=after_id)
     if not customers:
         return result

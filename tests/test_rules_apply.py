@@ -246,3 +246,38 @@ def test_internal_records_get_no_tier(settings: Settings) -> None:
             ).all()
         }
     assert len(decided) == 1 and "staff:lead@example.com" not in decided
+
+
+@pytest.mark.slow
+async def test_rules_apply_spreads_its_slices_over_two_worker_processes(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """Two worker processes, each deciding one page at a time with its own durable_rules
+    engine: the slices of one apply go to both, and every customer is decided once."""
+    bulk_customers(settings.db_url, 2000)
+    rules = load(CRM)
+    settings = settings.model_copy(update={"rules_slices": 4})
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    workers = [start_worker(settings, log) for log in logs]
+    try:
+        await start_apply(client, settings, rules, page_size=50)
+        await wait_done(client, rules.name)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    progress, finished = await apply_progress(client, rules.name)
+    assert finished and progress.processed == progress.total == 2000
+    with session_scope(settings.db_url) as session:
+        [run] = session.exec(select(RuleRun)).all()
+        decided = session.exec(
+            select(CustomerDecision.customer_id).where(CustomerDecision.run_id == run.id)
+        ).all()
+        changes = session.exec(select(func.count()).select_from(TierChange)).one()
+    assert len(decided) == len(set(decided)) == 2000  # each customer decided, once
+    assert changes == 2000  # one first tier each
+    assert run.counts["processed"] == 2000
+    # Both processes decided pages (each logs the ids it decided).
+    for log in logs:
+        assert "decided " in log.read_text(), log.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -38,6 +39,13 @@ class RulesApplyInput:
     processed: int = 0
     changed: int = 0
     tiers: dict[str, int] = field(default_factory=dict)
+    # The base in slices decided in parallel, on the rules task queue (empty queue: one
+    # slice on the workflow's own queue, as runs started before slices did):
+    slices: int = 1
+    rules_queue: str = ""
+    cursors: list[int] = field(default_factory=list)  # per slice: the last id decided
+    ends: list[int | None] = field(default_factory=list)  # per slice: its last id (or open)
+    done: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -70,14 +78,83 @@ class RulesApply:
             self._set_stage("ranking")
             prepared: PrepareResult = await workflow.execute_activity(
                 "rules_prepare",
-                PrepareInput(digest=params.digest, today=params.today),
+                PrepareInput(digest=params.digest, today=params.today, slices=params.slices),
                 result_type=PrepareResult,
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=heartbeat * 10,
                 retry_policy=RETRY,
             )
             params.run_id, params.total = prepared.run_id, prepared.total
+            bounds = prepared.bounds or [0]
+            params.cursors = list(bounds)
+            params.ends = [*bounds[1:], None]
+            params.done = [False] * len(bounds)
         self._set_stage("deciding")
+        if params.rules_queue and params.cursors and workflow.patched("rules-slices"):
+            await self._slices(params, heartbeat)
+        else:
+            await self._one_by_one(params, heartbeat)
+        self._set_stage("finishing")
+        await workflow.execute_activity(
+            "rules_finish",
+            FinishInput(
+                run_id=params.run_id,
+                counts={"processed": params.processed, "changed": params.changed, **params.tiers},
+            ),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RETRY,
+        )
+        self._set_stage("done")
+        return self.progress()
+
+    def _count(self, params: RulesApplyInput, result: ApplyPagesResult) -> None:
+        params.processed += result.processed
+        params.changed += result.changed
+        for tier, n in result.tiers.items():
+            params.tiers[tier] = params.tiers.get(tier, 0) + n
+
+    async def _slices(self, params: RulesApplyInput, heartbeat: timedelta) -> None:
+        """Rounds: each slice not done yet decides its next pages, all slices at once (on
+        whichever worker processes are free); between rounds nothing is in flight, so the
+        run can continue as new there."""
+        assert params.run_id is not None
+        calls = 0
+        while not all(params.done):
+            todo = [i for i, done in enumerate(params.done) if not done]
+            results = await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        "rules_apply_pages",
+                        ApplyPagesInput(
+                            run_id=params.run_id,
+                            after_id=params.cursors[i],
+                            today=params.today,
+                            page_size=params.page_size,
+                            pages=params.pages_per_activity,
+                            until_id=params.ends[i],
+                        ),
+                        result_type=ApplyPagesResult,
+                        task_queue=params.rules_queue,
+                        start_to_close_timeout=timedelta(hours=1),
+                        heartbeat_timeout=heartbeat,
+                        retry_policy=RETRY,
+                    )
+                    for i in todo
+                )
+            )
+            for i, result in zip(todo, results, strict=True):
+                params.cursors[i] = result.last_id
+                params.done[i] = result.done
+                self._count(params, result)
+            calls += 1
+            if not all(params.done) and (
+                workflow.info().is_continue_as_new_suggested() or calls >= 500
+            ):
+                workflow.continue_as_new(params)
+
+    async def _one_by_one(self, params: RulesApplyInput, heartbeat: timedelta) -> None:
+        """The whole base in one run of pages (applies started before slices existed)."""
+        assert params.run_id is not None
         calls = 0
         while True:
             result: ApplyPagesResult = await workflow.execute_activity(
@@ -95,27 +172,12 @@ class RulesApply:
                 retry_policy=RETRY,
             )
             params.after_id = result.last_id
-            params.processed += result.processed
-            params.changed += result.changed
-            for tier, n in result.tiers.items():
-                params.tiers[tier] = params.tiers.get(tier, 0) + n
+            self._count(params, result)
             if result.done:
                 break
             calls += 1
             if workflow.info().is_continue_as_new_suggested() or calls >= 500:
                 workflow.continue_as_new(params)
-        self._set_stage("finishing")
-        await workflow.execute_activity(
-            "rules_finish",
-            FinishInput(
-                run_id=params.run_id,
-                counts={"processed": params.processed, "changed": params.changed, **params.tiers},
-            ),
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=RETRY,
-        )
-        self._set_stage("done")
-        return self.progress()
 
     def _set_stage(self, stage: str) -> None:
         self._stage = stage

