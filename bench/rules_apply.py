@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from bench.rules import customers as generated
 from bench.rules import run_raw
 from clientela import ROOT
-from clientela.db import session_scope
+from clientela.db import dispose_all, session_scope
 from clientela.rules_apply import start_apply
 from clientela.settings import Settings
 from models import Customer, RuleRun
@@ -112,6 +113,12 @@ async def apply_with(settings: Settings, env: dict[str, str], workers: int, log:
         await temporal.shutdown()
 
 
+def fresh_copy(seeded: Path, db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(seeded, db)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -127,17 +134,24 @@ async def main() -> None:
             "CLIENTELA_RULES_SLICES": str(args.slices),
         }
         t0 = time.perf_counter()
-        seed(settings.db_url, n)
+        seeded = home / "seeded.db"
+        seed(f"sqlite:///{seeded}", n)
+        dispose_all()
         print(f"seeded {n:,} customers in {time.perf_counter() - t0:.1f} s (not measured)")
         raw_s, _ = run_raw(RULES, n)
         times = {}
         for workers in (1, 2):
+            # Each run starts from the same database: nobody tiered yet.
+            fresh_copy(seeded, home / "clientela.db")
             times[workers] = await apply_with(settings, env, workers, home / "worker.log")
             print(f"  ... {workers} worker process(es): {times[workers]:.1f} s", flush=True)
-        with session_scope(settings.db_url) as session:
-            runs = session.exec(select(func.count()).select_from(RuleRun)).one()
-    print(f"rules apply of {n:,} customers on SQLite, {args.slices} slices, rules/crm.yaml "
-          f"({runs} runs)")  # fmt: skip
+            with session_scope(settings.db_url) as session:
+                runs = session.exec(select(func.count()).select_from(RuleRun)).one()
+            dispose_all()
+            if runs != 1:
+                sys.exit(f"expected one rules run in the database, found {runs}")
+    print(f"rules apply of {n:,} customers on SQLite, {args.slices} slices, rules/crm.yaml, "
+          "each run from the same untiered base")  # fmt: skip
     print(f"{'':<44}{'seconds':>9}{'per second':>12}")
     print(f"{'raw durable_rules, one process (baseline)':<44}{raw_s:>9.1f}{n / raw_s:>12,.0f}")
     for workers, elapsed in times.items():
