@@ -60,3 +60,11 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
             f"cannot reach Temporal at {settings.temporal_address} ({exc}); "
             "start the stack with `clientela up`, or check CLIENTELA_TEMPORAL_* (docs/deploy.md)"
         ) from None
+
+
+def root_cause(exc: BaseException) -> BaseException | None:
+    """What a failed workflow's chain of causes ends in: the activity's own error."""
+    cause: BaseException | None = getattr(exc, "cause", None)
+    while getattr(cause, "cause", None) is not None:
+        cause = getattr(cause, "cause", None)
+    return cause

@@ -36,7 +36,7 @@ def models_train(
 
     from activities.models import TrainInput, TrainResult
     from clientela.predictive import spec as model_spec
-    from clientela.temporal import connect
+    from clientela.temporal import connect, root_cause
     from clientela.yamlfile import SpecError
     from workflows.models import ModelTraining, workflow_id
 
@@ -69,10 +69,7 @@ def models_train(
     try:
         result = asyncio.run(go())
     except WorkflowFailureError as exc:
-        cause: BaseException | None = exc.cause
-        while getattr(cause, "cause", None) is not None:  # the activity's own error
-            cause = getattr(cause, "cause", None)
-        raise fail(f"training {name} failed: {cause}") from None
+        raise fail(f"training {name} failed: {root_cause(exc)}") from None
     except ConnectionError as exc:
         raise fail(str(exc)) from None
     if result is not None:

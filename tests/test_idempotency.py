@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import select
 from temporalio.client import Client
@@ -87,16 +89,52 @@ async def test_killed_worker_sends_each_message_exactly_once(
     assert any(r.attempts > 1 for r in rows)
 
 
+async def _sending(
+    client: Client,
+    settings: Settings,
+    tmp_path: Path,
+    cid: str,
+    worker: subprocess.Popen[bytes],
+    log: Path,
+) -> Any:
+    """Create and approve the campaign; return its handle once 40 emails are out."""
+    from clientela.campaigns import lifecycle
+    from tests.test_campaign_workflow import RULES, wait_stage, write_spec
+
+    _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
+    await wait_stage(client, cid, "awaiting_approval")
+    await lifecycle.decide(client, cid, "approve", by="ana")
+    deadline = time.monotonic() + 60
+    while len(read_outbox(settings.outbox_dir)) < 40:
+        assert time.monotonic() < deadline, log.read_text()  # noqa: ASYNC240 - the message of a failure
+        assert worker.poll() is None, log.read_text()  # noqa: ASYNC240
+        await asyncio.sleep(0.02)
+    return handle
+
+
+async def _finished_by_another_worker(
+    client: Client, settings: Settings, cid: str, handle: Any, log: Path
+) -> Any:
+    """A second worker takes the campaign to its end; its final status."""
+    from clientela.campaigns import lifecycle
+    from tests.test_campaign_workflow import wait_stage
+
+    second = start_worker(settings, log)
+    try:
+        await wait_stage(client, cid, "tracking")
+        await lifecycle.control(client, cid, "close")
+        return await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+
+
 async def test_killed_worker_mid_campaign_sends_each_member_exactly_once(
     client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path
 ) -> None:
-    from clientela.campaigns import lifecycle
     from tests.test_campaign_workflow import (
-        RULES,
         members_of,
         tiered_customers,
-        wait_stage,
-        write_spec,
     )
 
     # Small pages in two lanes and a slow server: the kill lands with pages half sent.
@@ -107,14 +145,7 @@ async def test_killed_worker_mid_campaign_sends_each_member_exactly_once(
     log = tmp_path / "worker.log"
     first = start_worker(settings, log)
     try:
-        _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
-        await wait_stage(client, cid, "awaiting_approval")
-        await lifecycle.decide(client, cid, "approve", by="ana")
-        deadline = time.monotonic() + 60
-        while len(read_outbox(settings.outbox_dir)) < 40:
-            assert time.monotonic() < deadline, log.read_text()
-            assert first.poll() is None, log.read_text()
-            await asyncio.sleep(0.02)
+        handle = await _sending(client, settings, tmp_path, cid, first, log)
         first.send_signal(signal.SIGKILL)
         first.wait()
         killed_at = len(read_outbox(settings.outbox_dir))
@@ -122,14 +153,7 @@ async def test_killed_worker_mid_campaign_sends_each_member_exactly_once(
         if first.poll() is None:
             first.kill()
 
-    second = start_worker(settings, log)
-    try:
-        await wait_stage(client, cid, "tracking")
-        await lifecycle.control(client, cid, "close")
-        final = await asyncio.wait_for(handle.result(), timeout=120)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+    final = await _finished_by_another_worker(client, settings, cid, handle, log)
 
     treated = [e for m, e in members_of(settings.db_url, cid) if m.group == "treated"]
     assert killed_at < len(treated) == final.treated == 120  # 20% of 150 held out
@@ -149,13 +173,9 @@ async def test_a_worker_stopped_mid_campaign_finishes_its_pages_and_hands_back_t
     """SIGTERM (a deploy, a scale-down) in the middle of sending: the worker stops taking
     work, lets the pages it holds finish within its grace, and exits cleanly; another worker
     sends the rest. Each member gets the campaign once, and nothing is left in doubt."""
-    from clientela.campaigns import lifecycle
     from tests.test_campaign_workflow import (
-        RULES,
         members_of,
         tiered_customers,
-        wait_stage,
-        write_spec,
     )
 
     settings = settings.model_copy(
@@ -171,14 +191,7 @@ async def test_a_worker_stopped_mid_campaign_finishes_its_pages_and_hands_back_t
     log = tmp_path / "worker.log"
     first = start_worker(settings, log)
     try:
-        _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
-        await wait_stage(client, cid, "awaiting_approval")
-        await lifecycle.decide(client, cid, "approve", by="ana")
-        deadline = time.monotonic() + 60
-        while len(read_outbox(settings.outbox_dir)) < 40:
-            assert time.monotonic() < deadline, log.read_text()
-            assert first.poll() is None, log.read_text()
-            await asyncio.sleep(0.02)
+        handle = await _sending(client, settings, tmp_path, cid, first, log)
         first.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(first.wait, 60)
         stopped_at = len(read_outbox(settings.outbox_dir))
@@ -188,14 +201,7 @@ async def test_a_worker_stopped_mid_campaign_finishes_its_pages_and_hands_back_t
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text()
 
-    second = start_worker(settings, log)
-    try:
-        await wait_stage(client, cid, "tracking")
-        await lifecycle.control(client, cid, "close")
-        final = await asyncio.wait_for(handle.result(), timeout=120)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+    final = await _finished_by_another_worker(client, settings, cid, handle, log)
 
     treated = [e for m, e in members_of(settings.db_url, cid) if m.group == "treated"]
     assert stopped_at < len(treated) == final.treated == 120  # the second worker sent the rest

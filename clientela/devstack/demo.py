@@ -34,7 +34,7 @@ from clientela.messaging.eligibility import Facts
 from clientela.people import audit, users
 from clientela.rules_apply import ApplyRunning, apply_progress, start_apply
 from clientela.settings import Settings
-from clientela.temporal import connect
+from clientela.temporal import connect, root_cause
 from clientela.timeutil import zone_of
 from models import CampaignMember, Consent, Customer, Message
 from rules.model import load
@@ -591,10 +591,7 @@ async def _learn_and_choose(
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
     except WorkflowFailureError as exc:
-        cause: BaseException | None = exc.cause
-        while getattr(cause, "cause", None) is not None:  # the activity's own error
-            cause = getattr(cause, "cause", None)
-        log(f"Model {DEMO_MODEL} was not trained: {cause}")
+        log(f"Model {DEMO_MODEL} was not trained: {root_cause(exc)}")
         return {}, None, {}
     model = result.summary
     m, rows = model["metrics"], model["rows"]

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -335,7 +335,3 @@ def describe(row: PredictiveModel) -> dict[str, Any]:
         "trained_by": row.trained_by,
         "seconds": row.seconds,
     }
-
-
-def window_days(spec: ModelSpec) -> float:
-    return spec.training.window / timedelta(days=1)
