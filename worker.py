@@ -81,12 +81,13 @@ class Workers:
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Workers:
     queue = task_queue or settings.task_queue
+    rules = RulesActivities(settings)
     return Workers(
         _main_worker(client, settings, queue),
         Worker(
             client,
             task_queue=rules_queue(queue),
-            activities=[RulesActivities(settings).apply_pages],
+            activities=[rules.rank_pages, rules.apply_pages],
             activity_executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules"),
             max_concurrent_activities=1,
             graceful_shutdown_timeout=settings.worker_shutdown_grace,
@@ -110,6 +111,7 @@ def _main_worker(client: Client, settings: Settings, task_queue: str) -> Worker:
             messaging.send_messages,
             rules.prepare,
             rules.apply_pages,
+            rules.thresholds,
             rules.finish,
             campaigns.stage,
             campaigns.prepare,

@@ -7,8 +7,9 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -24,6 +25,9 @@ class PrepareInput:
     digest: str
     today: str  # ISO date: the workflow's, so a retried activity sees the same day
     slices: int = 1  # the base cut into this many runs of ids, decided in parallel
+    # False: leave the rankings to ``rules_rank_pages`` over the slices, then
+    # ``rules_thresholds`` (True: rank the whole base here, as runs started before did).
+    rank: bool = True
 
 
 @dataclass
@@ -32,6 +36,7 @@ class PrepareResult:
     total: int
     thresholds: dict[str, float | int | None] = field(default_factory=dict)
     bounds: list[int] = field(default_factory=list)  # where each slice starts (after)
+    rankings: int = 0  # how many rankings the rules have (to compute over the slices)
 
 
 @dataclass
@@ -88,8 +93,10 @@ class RulesActivities:
             run = service.start_run(session, version)
             session.commit()
             assert run.id is not None
-            activity.heartbeat("ranking")
-            thresholds = service.rank(session, run, rules, date.fromisoformat(params.today))
+            thresholds: dict[str, Any] = {}
+            if params.rank:
+                activity.heartbeat("ranking")
+                thresholds = service.rank(session, run, rules, date.fromisoformat(params.today))
             total = session.exec(
                 select(func.count()).select_from(Customer).where(col(Customer.internal).is_(False))
             ).one()
@@ -98,7 +105,55 @@ class RulesActivities:
                 total=int(total),
                 thresholds={k: v for k, v in thresholds.items() if not k.endswith(".ranked")},
                 bounds=slice_bounds(session, max(1, params.slices)),
+                rankings=len(rules.rankings),
             )
+
+    @activity.defn(name="rules_rank_pages")
+    def rank_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
+        """Store the ranking values of up to ``pages`` pages after ``after_id`` (a slice of
+        the base, like ``rules_apply_pages``; heartbeats carry the cursor)."""
+        details = activity.info().heartbeat_details
+        progress = ApplyPagesResult(**details[0]) if details else ApplyPagesResult(params.after_id)
+        # A retry may find its first page stored already by the attempt before.
+        again = activity.info().attempt > 1
+        today = date.fromisoformat(params.today)
+        with _ENGINE, session_scope(self.settings.db_url) as session:
+            run, version = self._run(session, params.run_id)
+            rules = service.rules_of(version)
+            for _ in range(params.pages):
+                last, processed = service.rank_page(
+                    session,
+                    run=run,
+                    rules=rules,
+                    after_id=progress.last_id,
+                    limit=params.page_size,
+                    today=today,
+                    until_id=params.until_id,
+                    again=again,
+                )
+                if not processed:
+                    progress.done = True
+                    break
+                progress.last_id, progress.processed = last, progress.processed + processed
+                activity.heartbeat(progress)
+        return progress
+
+    @activity.defn(name="rules_thresholds")
+    def thresholds(self, run_id: int) -> dict[str, float | int | None]:
+        """Each ranking's threshold, once every slice stored its values."""
+        with session_scope(self.settings.db_url) as session:
+            run, version = self._run(session, run_id)
+            found = service.set_thresholds(session, run, service.rules_of(version))
+            return {k: v for k, v in found.items() if not k.endswith(".ranked")}
+
+    @staticmethod
+    def _run(session: Session, run_id: int) -> tuple[RuleRun, RuleVersion]:
+        run = session.get(RuleRun, run_id)
+        if run is None:
+            raise ApplicationError(f"no rule run {run_id}", non_retryable=True)
+        version = session.get(RuleVersion, run.rule_version_id)
+        assert version is not None
+        return run, version
 
     @activity.defn(name="rules_apply_pages")
     def apply_pages(self, params: ApplyPagesInput) -> ApplyPagesResult:
@@ -119,11 +174,7 @@ class RulesActivities:
         today = date.fromisoformat(params.today)
         tiers = Counter(progress.tiers)
         with session_scope(self.settings.db_url) as session:
-            run = session.get(RuleRun, params.run_id)
-            if run is None:
-                raise ApplicationError(f"no rule run {params.run_id}", non_retryable=True)
-            version = session.get(RuleVersion, run.rule_version_id)
-            assert version is not None
+            run, version = self._run(session, params.run_id)
             rules = service.rules_of(version)
             for _ in range(params.pages):
                 page = service.apply_page(
@@ -156,7 +207,5 @@ class RulesActivities:
     @activity.defn(name="rules_finish")
     def finish(self, params: FinishInput) -> None:
         with session_scope(self.settings.db_url) as session:
-            run = session.get(RuleRun, params.run_id)
-            if run is None:
-                raise ApplicationError(f"no rule run {params.run_id}", non_retryable=True)
+            run, _ = self._run(session, params.run_id)
             service.finish_run(session, run, params.counts)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import bindparam, delete, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from clientela.timeutil import as_utc, utcnow
@@ -115,26 +116,66 @@ def start_run(session: Session, version: RuleVersion) -> RuleRun:
 def rank(
     session: Session, run: RuleRun, rules: Rules, today: date, page: int = 2000
 ) -> dict[str, Any]:
-    """Compute each ranking's threshold over the whole base; the database does the sorting."""
+    """Compute each ranking's threshold over the whole base, in this process."""
     if not rules.rankings:
         run.thresholds = {}
         session.add(run)
         return {}
     session.execute(delete(RankingValue).where(col(RankingValue.run_id) == run.id))
     after = 0
-    while batch := customer_page(session, after_id=after, limit=page):
-        after = batch[-1].id or after
-        rows = []
-        for customer, values in features_of(session, rules, batch, today, thresholds=None):
-            for name in rules.rankings:
-                value = _ranking_value(rules, name, values)
-                if isinstance(value, int | float):
-                    rows.append(
-                        {"run_id": run.id, "name": name, "customer_id": customer.id, "value": value}
-                    )
-        if rows:
-            session.execute(RankingValue.__table__.insert(), rows)  # type: ignore[attr-defined]
-        session.commit()
+    while True:
+        last, processed = rank_page(
+            session, run=run, rules=rules, after_id=after, limit=page, today=today
+        )
+        if not processed:
+            break
+        after = last
+    return set_thresholds(session, run, rules)
+
+
+def rank_page(
+    session: Session,
+    *,
+    run: RuleRun,
+    rules: Rules,
+    after_id: int,
+    limit: int,
+    today: date,
+    until_id: int | None = None,
+    again: bool = False,
+) -> tuple[int, int]:
+    """Store the ranking values of the next page of customers: (last id, how many).
+
+    ``again``: the page may have been stored already (a retried activity): its rows are
+    replaced, never doubled."""
+    batch = customer_page(session, after_id=after_id, limit=limit, until_id=until_id)
+    if not batch:
+        return after_id, 0
+    ids = [c.id for c in batch]
+    if again:
+        session.execute(
+            delete(RankingValue).where(
+                col(RankingValue.run_id) == run.id,
+                col(RankingValue.name).in_(list(rules.rankings)),
+                col(RankingValue.customer_id).in_(ids),
+            )
+        )
+    rows = []
+    for customer, values in features_of(session, rules, batch, today, thresholds=None):
+        for name in rules.rankings:
+            value = _ranking_value(rules, name, values)
+            if isinstance(value, int | float):
+                rows.append(
+                    {"run_id": run.id, "name": name, "customer_id": customer.id, "value": value}
+                )
+    if rows:
+        session.execute(RankingValue.__table__.insert(), rows)  # type: ignore[attr-defined]
+    session.commit()
+    return ids[-1], len(batch)
+
+
+def set_thresholds(session: Session, run: RuleRun, rules: Rules) -> dict[str, Any]:
+    """Each ranking's threshold from the stored values; the database does the sorting."""
     thresholds: dict[str, Any] = {}
     for name, ranking in rules.spec.rankings.items():
         known = session.exec(
@@ -177,53 +218,97 @@ def _reason(rules: Rules, decision: Decision, values: dict[str, Value]) -> str:
     return f"{decision.tier_rule}: {parsed.text} with {shown} ({rules.name} {rules.version})"
 
 
+def _upsert(session: Session, table: Any, key: str, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, or replace the row with the same ``key``: one statement for them all."""
+    dialect = session.get_bind().dialect.name
+    dialect_insert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # any other database: replace by delete and insert, in the same transaction
+        session.execute(delete(table).where(table.c[key].in_([r[key] for r in rows])))
+        session.execute(table.insert(), rows)
+        return
+    stmt = dialect_insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c[key]],
+        set_={name: stmt.excluded[name] for name in rows[0] if name != key},
+    )
+    session.execute(stmt, rows)
+
+
 def record(
     session: Session,
     *,
     rules: Rules,
     version: RuleVersion,
     run: RuleRun | None,
-    evaluated: list[tuple[Customer, dict[str, Value], Decision]],
+    evaluated: list[tuple[Any, dict[str, Value], Decision]],
     trigger: str,
 ) -> int:
-    """Store decisions, keep customers' tier and segments in step, log tier changes."""
+    """Store decisions, keep customers' tier and segments in step, log tier changes.
+
+    ``evaluated`` holds customers as rows or as ORM objects; written in bulk, whichever."""
     assert version.id is not None
-    ids = [c.id for c, _, _ in evaluated]
-    existing = {
-        d.customer_id: d
-        for d in session.exec(
-            select(CustomerDecision).where(col(CustomerDecision.customer_id).in_(ids))
-        ).all()
-    }
     changed = 0
     now = utcnow()
+    changes: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
     for customer, values, decision in evaluated:
         assert customer.id is not None
         if customer.tier != decision.tier:
             changed += 1
-            session.add(
-                TierChange(
-                    customer_id=customer.id,
-                    from_tier=customer.tier,
-                    to_tier=decision.tier,
-                    rule_version_id=version.id,
-                    rule=decision.tier_rule,
-                    reason=_reason(rules, decision, values)[:1000],
-                    trigger=trigger,
-                    at=now,
-                )
+            changes.append(
+                {
+                    "customer_id": customer.id,
+                    "from_tier": customer.tier,
+                    "to_tier": decision.tier,
+                    "rule_version_id": version.id,
+                    "rule": decision.tier_rule,
+                    "reason": _reason(rules, decision, values)[:1000],
+                    "trigger": trigger,
+                    "at": now,
+                }
             )
-        customer.tier, customer.segments = decision.tier, decision.segments
-        session.add(customer)
-        row = existing.get(customer.id) or CustomerDecision(
-            customer_id=customer.id, rule_version_id=version.id, tier=decision.tier, tier_rule=""
+        if customer.tier != decision.tier or list(customer.segments or []) != decision.segments:
+            moved.append(
+                {"_id": customer.id, "_tier": decision.tier, "_segments": decision.segments}
+            )
+            if isinstance(customer, Customer):  # keep the caller's object as the row now is
+                set_committed_value(customer, "tier", decision.tier)
+                set_committed_value(customer, "segments", list(decision.segments))
+        decisions.append(
+            {
+                "customer_id": customer.id,
+                "rule_version_id": version.id,
+                "run_id": run.id if run else None,
+                "tier": decision.tier,
+                "tier_rule": decision.tier_rule,
+                "segments": decision.segments,
+                "offers": decision.offers,
+                "features": dict(values),
+                "decided_at": now,
+            }
         )
-        row.rule_version_id = version.id
-        row.run_id = run.id if run else None
-        row.tier, row.tier_rule = decision.tier, decision.tier_rule
-        row.segments, row.offers = decision.segments, decision.offers
-        row.features, row.decided_at = dict(values), now
-        session.add(row)
+    if changes:
+        session.execute(TierChange.__table__.insert(), changes)  # type: ignore[attr-defined]
+    if moved:
+        customers = Customer.__table__  # type: ignore[attr-defined]
+        session.execute(
+            update(customers)
+            .where(customers.c.id == bindparam("_id"))
+            .values(tier=bindparam("_tier"), segments=bindparam("_segments")),
+            moved,
+        )
+    if decisions:
+        _upsert(session, CustomerDecision.__table__, "customer_id", decisions)  # type: ignore[attr-defined]
+        for customer, _, _ in evaluated:  # a decision this session holds is stale now
+            if isinstance(customer, Customer):
+                held = session.identity_map.get(session.identity_key(CustomerDecision, customer.id))
+                if held is not None:
+                    session.expire(held)
     return changed
 
 

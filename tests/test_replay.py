@@ -34,4 +34,5 @@ def test_there_are_histories_to_replay() -> None:
         "journey-welcome",
         "campaign",
         "complaint",
+        "rules-apply",
     }

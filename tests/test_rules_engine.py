@@ -189,7 +189,7 @@ SIMPLE = rule_file(["attr.a > 1"], ["attr.b > 1"])
 
 
 def test_more_customers_than_durable_rules_has_sessions() -> None:
-    engine = Engine(loads(SIMPLE))
+    engine = Engine(loads(SIMPLE), classes=False)  # durable_rules sees every customer
     try:
         count = MAX_SESSIONS * 2 + 500  # 2,500: past the 1,024 live-session limit
         customers = [(f"c{i}", {"attr.a": i % 3, "attr.b": i % 4}) for i in range(count)]
@@ -199,6 +199,106 @@ def test_more_customers_than_durable_rules_has_sessions() -> None:
     assert len(matches) == count
     assert [m.key for m in matches] == [k for k, _ in customers]
     assert sum(m.tier_rule == "t0" for m in matches) == sum(1 for i in range(count) if i % 3 > 1)
+    assert engine.evaluated == count
+
+
+def test_more_classes_than_durable_rules_has_sessions() -> None:
+    # Two fields compared with each other keep their values: every customer is a class.
+    engine = Engine(loads(rule_file(["attr.a > attr.b"], ["attr.b > 1"])))
+    try:
+        count = MAX_SESSIONS * 2 + 500
+        customers = [(f"c{i}", {"attr.a": i, "attr.b": count - i}) for i in range(count)]
+        matches = engine.classify(customers)
+        assert engine.evaluated == count
+        again = engine.classify(customers[:10])  # decided already: durable_rules not asked
+        assert engine.evaluated == count
+    finally:
+        engine.close()
+    assert [m.tier_rule == "t0" for m in matches] == [i > count - i for i in range(count)]
+    assert [m.matched for m in matches] == [
+        ["segment:s0"] if count - i > 1 else [] for i in range(count)
+    ]
+    assert [(m.key, m.tier_rule, m.matched) for m in again] == [
+        (m.key, m.tier_rule, m.matched) for m in matches[:10]
+    ]
+
+
+# Values anywhere, not only near the constants: the classes must never merge two customers
+# that durable_rules, asked about each of them, tells apart.
+wide = st.one_of(
+    number,
+    st.integers(-1000, 1000),
+    st.floats(-50, 50, allow_nan=False).map(lambda x: round(x, 4)),
+)
+wide_customer = st.fixed_dictionaries(
+    {},
+    optional={
+        "attr.a": wide,
+        "attr.b": wide,
+        "attr.s": st.sampled_from(["x", "y", "w", "", "other", "\x00other"]),
+        "attr.f": st.booleans(),
+    },
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tiers=st.lists(condition, min_size=1, max_size=3),
+    segments=st.lists(condition, max_size=3),
+    customers=st.lists(wide_customer, min_size=1, max_size=30),
+)
+def test_classes_decide_as_durable_rules_on_every_customer(
+    tiers: list[str], segments: list[str], customers: list[dict[str, Any]]
+) -> None:
+    rules = loads(rule_file(tiers, segments))
+    by_class, exact = Engine(rules), Engine(rules, classes=False)
+    try:
+        batch = [(f"c{i}", facts) for i, facts in enumerate(customers)]
+        got, want = by_class.classify(batch), exact.classify(batch)
+    finally:
+        by_class.close()
+        exact.close()
+    for facts, g, w in zip(customers, got, want, strict=True):
+        assert (g.key, g.tier_rule, sorted(g.matched)) == (w.key, w.tier_rule, sorted(w.matched)), (
+            facts,
+            tiers,
+            segments,
+        )
+    assert by_class.evaluated <= exact.evaluated == len(customers)
+
+
+def test_the_shipped_rules_fall_into_few_classes() -> None:
+    rules = load(ROOT / "rules" / "crm.yaml")
+    engine = Engine(rules)
+    try:
+        customers = [
+            (
+                f"c{i}",
+                {
+                    "monthly_income": (i * 7.31) % 250,
+                    "tenure_months": i % 60,
+                    "newbie": i % 60 < 12,
+                    "excess_ratio": ((i * 3.7) % 200) / 100 - 0.5,
+                    "response_rate": (i % 21) / 20,
+                    "recency_days": i % 400,
+                    "purchases_12m": i % 4,
+                    "def3_top_excess": i % 10 == 0,
+                    "def4_top_excess_ratio": i % 10 == 1,
+                },
+            )
+            for i in range(5000)
+        ]
+        matches = engine.classify(customers)
+    finally:
+        engine.close()
+    exact = Engine(rules, classes=False)
+    try:
+        assert [(m.tier_rule, sorted(m.matched)) for m in matches] == [
+            (m.tier_rule, sorted(m.matched)) for m in exact.classify(customers)
+        ]
+    finally:
+        exact.close()
+    assert engine.evaluated < len(customers) / 2
 
 
 def test_no_match_is_the_default_tier() -> None:

@@ -46,6 +46,10 @@ class RulesApplyInput:
     cursors: list[int] = field(default_factory=list)  # per slice: the last id decided
     ends: list[int | None] = field(default_factory=list)  # per slice: its last id (or open)
     done: list[bool] = field(default_factory=list)
+    # Rankings computed over the slices too (runs started before: in rules_prepare):
+    starts: list[int] = field(default_factory=list)  # per slice: where it starts
+    rank_in_slices: bool = False
+    ranked: bool = False
 
 
 @dataclass
@@ -75,10 +79,13 @@ class RulesApply:
             params.today = workflow.now().date().isoformat()
         heartbeat = timedelta(seconds=params.heartbeat_timeout_seconds)
         if params.run_id is None:
+            sliced = bool(params.rules_queue) and workflow.patched("rules-rank-slices")
             self._set_stage("ranking")
             prepared: PrepareResult = await workflow.execute_activity(
                 "rules_prepare",
-                PrepareInput(digest=params.digest, today=params.today, slices=params.slices),
+                PrepareInput(
+                    digest=params.digest, today=params.today, slices=params.slices, rank=not sliced
+                ),
                 result_type=PrepareResult,
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=heartbeat * 10,
@@ -86,12 +93,26 @@ class RulesApply:
             )
             params.run_id, params.total = prepared.run_id, prepared.total
             bounds = prepared.bounds or [0]
-            params.cursors = list(bounds)
+            params.cursors, params.starts = list(bounds), list(bounds)
             params.ends = [*bounds[1:], None]
             params.done = [False] * len(bounds)
+            params.rank_in_slices = sliced and prepared.rankings > 0
+        if params.rank_in_slices and not params.ranked:
+            # Every slice stores its customers' ranking values, in parallel; then the
+            # thresholds over the whole base; then the slices decide from the start.
+            await self._slices(params, heartbeat, "rules_rank_pages")
+            await workflow.execute_activity(
+                "rules_thresholds",
+                params.run_id,
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=RETRY,
+            )
+            params.ranked = True
+            params.cursors = list(params.starts)
+            params.done = [False] * len(params.starts)
         self._set_stage("deciding")
         if params.rules_queue and params.cursors and workflow.patched("rules-slices"):
-            await self._slices(params, heartbeat)
+            await self._slices(params, heartbeat, "rules_apply_pages")
         else:
             await self._one_by_one(params, heartbeat)
         self._set_stage("finishing")
@@ -113,10 +134,10 @@ class RulesApply:
         for tier, n in result.tiers.items():
             params.tiers[tier] = params.tiers.get(tier, 0) + n
 
-    async def _slices(self, params: RulesApplyInput, heartbeat: timedelta) -> None:
-        """Rounds: each slice not done yet decides its next pages, all slices at once (on
-        whichever worker processes are free); between rounds nothing is in flight, so the
-        run can continue as new there."""
+    async def _slices(self, params: RulesApplyInput, heartbeat: timedelta, step: str) -> None:
+        """Rounds: each slice not done yet takes its next pages (``step``: ranks or decides
+        them), all slices at once, on whichever worker processes are free; between rounds
+        nothing is in flight, so the run can continue as new there."""
         assert params.run_id is not None
         calls = 0
         while not all(params.done):
@@ -124,7 +145,7 @@ class RulesApply:
             results = await asyncio.gather(
                 *(
                     workflow.execute_activity(
-                        "rules_apply_pages",
+                        step,
                         ApplyPagesInput(
                             run_id=params.run_id,
                             after_id=params.cursors[i],
@@ -145,7 +166,8 @@ class RulesApply:
             for i, result in zip(todo, results, strict=True):
                 params.cursors[i] = result.last_id
                 params.done[i] = result.done
-                self._count(params, result)
+                if step == "rules_apply_pages":
+                    self._count(params, result)
             calls += 1
             if not all(params.done) and (
                 workflow.info().is_continue_as_new_suggested() or calls >= 500

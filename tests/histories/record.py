@@ -1,5 +1,5 @@
 """Record the histories the replay test checks:
-``python -m tests.histories.record TAG [welcome] [campaign] [complaint]``.
+``python -m tests.histories.record TAG [welcome] [campaign] [complaint] [rules]``.
 
 Run it when a workflow gains a new shape that running executions will have, and commit the
 JSON. Old files stay: executions started under them may still be running somewhere.
@@ -68,6 +68,8 @@ async def main(tag: str, what: set[str]) -> None:
                 save(HERE / f"journey-welcome-{tag}-{name}.json", history.to_json())
             if "campaign" in what:
                 await record_campaign(env, settings, tag, home)
+            if "rules" in what:
+                await record_rules(env, settings, tag)
     finally:
         catcher.stop()
         await env.shutdown()
@@ -102,6 +104,26 @@ async def record_campaign(
     await handle.result()
     history = await handle.fetch_history()
     save(HERE / f"campaign-{tag}-done.json", history.to_json())
+
+
+async def record_rules(env: WorkflowEnvironment, settings: Settings, tag: str) -> None:
+    """``rules apply`` of the shipped rules over a small base cut into two slices."""
+    from clientela.rules_apply import start_apply
+    from rules.model import load
+
+    for i in range(12):
+        make_customer(
+            settings.db_url,
+            external_id=f"HR-{i}",
+            attributes={"monthly_income": 20 + 15 * i, "basic_charge": 30, "usage": 25 + 9 * i},
+        )
+    rules = load(HERE.parent.parent / "rules" / "crm.yaml")
+    handle = await start_apply(
+        env.client, settings.model_copy(update={"rules_slices": 2}), rules, page_size=4
+    )
+    await handle.result()
+    history = await handle.fetch_history()
+    save(HERE / f"rules-apply-{tag}-done.json", history.to_json())
 
 
 async def record_complaint(
@@ -145,6 +167,6 @@ async def record_complaint(
 
 
 if __name__ == "__main__":
-    # python -m tests.histories.record TAG [welcome] [campaign] [complaint] (default: all)
-    chosen = set(sys.argv[2:]) or {"welcome", "campaign", "complaint"}
+    # python -m tests.histories.record TAG [welcome] [campaign] [complaint] [rules] (default: all)
+    chosen = set(sys.argv[2:]) or {"welcome", "campaign", "complaint", "rules"}
     asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "v1", chosen))
