@@ -24,6 +24,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    # The stable draws of a campaign's lead list, in SQL (PostgreSQL has sha256 built in).
+    from clientela.campaigns.listing import HASH_FUNCTION, hash_text
+
+    dbapi_connection.create_function(HASH_FUNCTION, 1, hash_text, deterministic=True)
 
 
 def get_engine(url: str) -> Engine:

@@ -18,7 +18,6 @@ A preview builds the same list inside a transaction that is rolled back.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from collections import Counter, defaultdict
@@ -27,10 +26,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import and_, bindparam, delete, func, insert, true, update
 from sqlmodel import Session, col, select
 
+from clientela.campaigns import listing
+from clientela.campaigns.listing import hash_text
 from clientela.campaigns.spec import Arm, Spec
 from clientela.campaigns.uplift import detectable
 from clientela.messaging.eligibility import Facts
@@ -44,8 +44,7 @@ DUPLICATE = "duplicate address: another customer in the audience shares it"
 
 def stable_hash(campaign_id: str, customer_id: str, salt: str = "") -> int:
     """63 bits (it fits a signed BIGINT) of sha256 over the campaign and the customer."""
-    text = f"{campaign_id}:{customer_id}" + (f":{salt}" if salt else "")
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+    return hash_text(f"{campaign_id}:{customer_id}" + (f":{salt}" if salt else ""))
 
 
 def unit(campaign_id: str, customer_id: str, salt: str) -> float:
@@ -106,40 +105,52 @@ class Preview:
         }
 
 
-def build(session: Session, campaign_id: str, spec: Spec, hash_id: str | None = None) -> Preview:
+def build(
+    session: Session,
+    campaign_id: str,
+    spec: Spec,
+    hash_id: str | None = None,
+    in_sql: bool | None = None,
+) -> Preview:
     """Write the campaign's lead list (replacing any earlier one) and summarise it.
 
     ``hash_id`` is the campaign id the draws hash with (a preview lists under a scratch id).
+    ``in_sql``: list and check reachability in set-based SQL (``listing``; the default when
+    the spec allows it) or page by page in Python (the tests compare the two).
     """
     hash_id = hash_id or campaign_id
+    in_sql = listing.can_list(spec) if in_sql is None else in_sql and listing.can_list(spec)
     session.execute(delete(CampaignMember).where(col(CampaignMember.campaign_id) == campaign_id))
-    models = _list_audience(session, campaign_id, spec, hash_id)
+    models: dict[str, dict[str, Any]] = {}
+    if in_sql:
+        listing.list_audience(session, campaign_id, spec, hash_id)
+    else:
+        models = _list_audience(session, campaign_id, spec, hash_id)
     campaign = session.get(Campaign, campaign_id)
     if campaign is not None and (models or "models" in campaign.spec):
         # The campaign records which model version chose each arm (the report names it).
         campaign.spec = {**campaign.spec, "models": models}
         session.add(campaign)
     _hold_out(session, campaign_id, spec.spec.control.share)
-    _reachability(
-        session,
-        campaign_id,
-        None if spec.spec.channel == "preferred" else spec.spec.channel,
-        spec.spec.topic,
-    )
+    channel = None if spec.spec.channel == "preferred" else spec.spec.channel
+    if in_sql:
+        listing.reachability(session, campaign_id, channel, spec.spec.topic, utcnow())
+    else:
+        _reachability(session, campaign_id, channel, spec.spec.topic)
     _deduplicate(session, campaign_id)
     out = summarise(session, campaign_id, spec)
     out.models = models
     return out
 
 
-def preview(session: Session, spec: Spec) -> Preview:
+def preview(session: Session, spec: Spec, in_sql: bool | None = None) -> Preview:
     """What ``build`` would write, without writing it."""
     scratch = f"~preview-{uuid.uuid4().hex[:12]}"
     nested = session.begin_nested()
     try:
         session.add(Campaign(id=scratch, name="preview", stage="preview"))
         session.flush()
-        return build(session, scratch, spec, hash_id=spec.spec.id)
+        return build(session, scratch, spec, hash_id=spec.spec.id, in_sql=in_sql)
     finally:
         nested.rollback()
 
@@ -355,23 +366,22 @@ def _reachability(
 
 
 def _deduplicate(session: Session, campaign_id: str) -> None:
-    """Of the members sharing a channel and address, the first listed keeps it."""
-    earlier = aliased(CampaignMember)
-    session.execute(
-        update(CampaignMember)
-        .where(
-            col(CampaignMember.campaign_id) == campaign_id,
-            col(CampaignMember.excluded) == "",
-            select(earlier.id)
-            .where(
-                col(earlier.campaign_id) == campaign_id,
-                col(earlier.channel) == col(CampaignMember.channel),
-                col(earlier.address) == col(CampaignMember.address),
-                col(earlier.excluded) == "",
-                col(earlier.id) < col(CampaignMember.id),
-            )
-            .exists(),
+    """Of the members sharing a channel and address, the first customer (by id) keeps it."""
+    m = CampaignMember.__table__  # type: ignore[attr-defined]
+    place = (
+        select(
+            m.c.id,
+            func.row_number()
+            .over(partition_by=(m.c.channel, m.c.address), order_by=m.c.customer_id)
+            .label("place"),
         )
+        .where(m.c.campaign_id == campaign_id, m.c.excluded == "")
+        .subquery()
+    )
+    later = select(place.c.id).where(place.c.place > 1)
+    session.execute(
+        update(m)
+        .where(m.c.id.in_(later))
         .values(excluded=DUPLICATE, channel="", address="")
         .execution_options(synchronize_session=False)
     )
@@ -476,18 +486,17 @@ def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
             out.by_variant[variant] = n
     out.pilot = session.exec(select(func.count(col(m.id))).where(treated, col(m.pilot))).one()
     out.power = _power(session, out, s)
-    after = 0
-    while True:  # segments are a list per member: counted page by page
-        rows = session.exec(
-            select(m.id, m.segments)
-            .where(mine, m.excluded == "", col(m.id) > after)
-            .order_by(col(m.id))
-            .limit(PAGE * 10)
-        ).all()
-        if not rows:
-            break
-        after = rows[-1][0] or after
-        for _, segments in rows:
-            for segment in segments:
-                out.by_segment[segment] += 1
+    members = CampaignMember.__table__  # type: ignore[attr-defined]
+    items = (
+        func.json_array_elements_text(members.c.segments)
+        if session.get_bind().dialect.name == "postgresql"
+        else func.json_each(members.c.segments)
+    ).table_valued("value")
+    for segment, n in session.execute(
+        select(items.c.value, func.count())
+        .select_from(members.join(items, true()))
+        .where(members.c.campaign_id == campaign_id, members.c.excluded == "")
+        .group_by(items.c.value)
+    ).all():
+        out.by_segment[segment] += n
     return out

@@ -1,0 +1,345 @@
+"""The lead list as set-based SQL: a handful of statements for any size of base.
+
+``clientela.campaigns.audience`` builds the list; when the spec chooses its customers by
+tier, segment and arms that need no customer's features (an arm that takes the rest, or a
+random share of the audience), it does it here, in the database:
+
+1. one ``INSERT ... SELECT`` writes every member, with the same stable draws as
+   ``audience.stable_hash`` (sha256 in the database: PostgreSQL's own ``sha256``, and on
+   SQLite the same Python function registered on every connection, ``clientela.db``);
+2. one ``UPDATE ... FROM`` gives every member its channel and address, or the reason it is
+   excluded, by the rules of ``clientela.messaging.eligibility.Facts.choose_channel``
+   (topics, tier channels, consent, address, suppression, contact caps), each written as a
+   SQL expression.
+
+An audience condition, an arm with ``when`` or an arm ranked by a model or a count needs a
+customer's features or a ranking and goes through the Python path, page by page. The
+tests build the same lists both ways and compare them member by member, on SQLite and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import BIT
+from sqlmodel import Session
+
+from clientela.campaigns.spec import Spec
+from clientela.messaging.eligibility import CAP_WINDOWS
+from models import (
+    CampaignMember,
+    Consent,
+    Customer,
+    CustomerDecision,
+    Message,
+    RuleVersion,
+    Suppression,
+    TopicPreference,
+)
+from models.ledger import MessageState
+from rules.model import TierPolicy
+from rules.service import rules_of
+
+HASH_FUNCTION = "clientela_hash"
+TWO_63 = float(2**63)
+
+
+def hash_text(text: str) -> int:
+    """63 bits of sha256 over ``text``: ``audience.stable_hash`` of its parts joined."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def can_list(spec: Spec) -> bool:
+    """Whether the list can be written in SQL (no feature of any customer is needed)."""
+    s = spec.spec
+    if spec.conditions.get("audience") is not None:
+        return False
+    for arm in s.arms:
+        if arm.ranked or arm.when is not None or arm.model is not None:
+            return False
+        if arm.random is not None and arm.random.share is None:
+            return False
+    return True
+
+
+def _tables() -> tuple[Any, Any, Any]:
+    return (
+        CampaignMember.__table__,  # type: ignore[attr-defined]
+        Customer.__table__,  # type: ignore[attr-defined]
+        CustomerDecision.__table__,  # type: ignore[attr-defined]
+    )
+
+
+def _hash(session: Session, text: ColumnElement[str]) -> ColumnElement[int]:
+    if session.get_bind().dialect.name == "postgresql":
+        hexed = func.encode(func.sha256(func.convert_to(text, literal("UTF8"))), literal("hex"))
+        bits = cast(literal("x") + func.left(hexed, 16), BIT(64)).op(">>")(1)
+        return cast(bits, BigInteger)
+    return getattr(func, HASH_FUNCTION)(text, type_=BigInteger)
+
+
+def _below(draw: ColumnElement[int], share: float) -> ColumnElement[bool]:
+    """``audience.unit(...) < share``: the draw over 2**63, compared as Python does (a float
+    of the draw, scaled by a power of two: exact)."""
+    return cast(draw, Float) < share * TWO_63
+
+
+def _in_segments(session: Session, segments: ColumnElement[Any], wanted: list[str]) -> Any:
+    name = (
+        "json_array_elements_text"
+        if session.get_bind().dialect.name == "postgresql"
+        else ("json_each")
+    )
+    items = getattr(func, name)(segments).table_valued("value")
+    return select(literal(1)).select_from(items).where(items.c.value.in_(wanted)).exists()
+
+
+def list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str) -> None:
+    """Write a member for every customer an arm takes: one statement."""
+    s = spec.spec
+    m, c, d = _tables()
+
+    def draw(salt: str = "") -> ColumnElement[int]:
+        text = literal(f"{hash_id}:") + c.c.external_id
+        if salt:
+            text = text + literal(f":{salt}")
+        return _hash(session, text)
+
+    arms: list[tuple[Any, Any]] = []
+    for arm in s.arms:
+        if arm.random is not None and arm.random.share is not None:
+            arms.append((_below(draw(f"arm:{arm.name}"), arm.random.share), literal(arm.name)))
+        else:  # takes the rest
+            arms.append((true(), literal(arm.name)))
+            break
+    arm_of = case(*arms, else_=null())
+    variants = [v.name for v in s.variants]
+    variant: Any = literal("")
+    if variants:
+        variant = case(
+            *((draw("variant") % len(variants) == i, literal(v)) for i, v in enumerate(variants))
+        )
+    pilot_share = s.pilot.share if s.pilot else 0.0
+    pilot = _below(draw("pilot"), pilot_share) if pilot_share > 0 else false()
+    where = [c.c.internal.is_(False)]
+    if s.audience.tiers:
+        where.append(d.c.tier.in_(list(s.audience.tiers)))
+    if s.audience.segments:
+        where.append(_in_segments(session, d.c.segments, list(s.audience.segments)))
+    chosen = (
+        select(
+            literal(campaign_id).label("campaign_id"),
+            c.c.id.label("customer_id"),
+            arm_of.label("arm"),
+            variant.label("variant"),
+            literal("treated").label("group"),
+            d.c.tier.label("tier"),
+            d.c.segments.label("segments"),
+            draw().label("draw"),
+            pilot.label("pilot"),
+        )
+        .select_from(c.join(d, d.c.customer_id == c.c.id))
+        .where(*where)
+        .subquery("chosen")
+    )
+    columns = ["campaign_id", "customer_id", "arm", "variant", "group", "tier", "segments"]
+    columns += ["draw", "pilot"]
+    session.execute(
+        insert(m).from_select(
+            columns,
+            select(*(chosen.c[name] for name in columns))
+            .where(chosen.c.arm.is_not(None))
+            .order_by(chosen.c.customer_id),
+        )
+    )
+
+
+def _policies(session: Session, campaign_id: str) -> dict[tuple[int, str], TierPolicy | None]:
+    """The tier policy of every (rule version, tier) among the members."""
+    m, _, d = _tables()
+    pairs = session.execute(
+        select(d.c.rule_version_id, d.c.tier)
+        .distinct()
+        .select_from(m.join(d, d.c.customer_id == m.c.customer_id))
+        .where(m.c.campaign_id == campaign_id)
+    ).all()
+    out: dict[tuple[int, str], TierPolicy | None] = {}
+    for vid, tier in pairs:
+        version = session.get(RuleVersion, vid)
+        out[(vid, tier)] = rules_of(version).spec.policies.get(tier) if version else None
+    return out
+
+
+def _why_not(
+    channel: str,
+    policies: dict[tuple[int, str], TierPolicy | None],
+    now: datetime,
+) -> ColumnElement[Any]:
+    """Why ``channel`` cannot reach a member (NULL: it can), as ``choose_channel`` says it."""
+    _, c, d = _tables()
+    address = c.c.email if channel == "email" else c.c.phone
+    pair = tuple_(d.c.rule_version_id, d.c.tier)
+    whens: list[tuple[Any, Any]] = []
+    not_allowed = [k for k, p in policies.items() if p is not None and channel not in p.channels]
+    if not_allowed:
+        says = literal(f"{channel}: not a channel of tier ") + d.c.tier
+        whens.append((pair.in_(not_allowed), says))
+    consent = Consent.__table__  # type: ignore[attr-defined]
+    granted = (
+        select(literal(1))
+        .where(
+            consent.c.customer_id == c.c.id,
+            consent.c.channel == channel,
+            consent.c.granted.is_(True),
+        )
+        .exists()
+    )
+    whens.append((~granted, literal(f"{channel}: no consent")))
+    whens.append((or_(address.is_(None), address == ""), literal(f"{channel}: no address")))
+    suppression = Suppression.__table__  # type: ignore[attr-defined]
+    reason = (
+        select(suppression.c.reason)
+        .where(suppression.c.channel == channel, suppression.c.address == address)
+        .limit(1)
+        .scalar_subquery()
+    )
+    whens.append(
+        (reason.is_not(None), literal(f"{channel}: address suppressed (") + reason + literal(")"))
+    )
+    for (vid, tier), policy in policies.items():
+        caps = policy.caps.get(channel) if policy else None  # type: ignore[call-overload]
+        if caps is None:
+            continue
+        for window, span in CAP_WINDOWS.items():
+            limit = getattr(caps, window)
+            if limit is not None:
+                whens.append(
+                    (
+                        and_(pair == (vid, tier), _recent(channel, now, span) >= limit),
+                        literal(f"{channel}: contact cap of tier {tier}: {limit} per {window}"),
+                    )
+                )
+    return case(*whens, else_=null())
+
+
+def _recent(channel: str, now: datetime, span: timedelta) -> Any:
+    """Messages on ``channel`` handed to a provider, or being handed over, within ``span``:
+    what ``Facts`` counts against the caps."""
+    _, c, _ = _tables()
+    msg = Message.__table__  # type: ignore[attr-defined]
+    since = now - max(CAP_WINDOWS.values())
+    after = now - span
+    return (
+        select(func.count())
+        .select_from(msg)
+        .where(
+            msg.c.customer_id == c.c.id,
+            msg.c.channel == channel,
+            msg.c.service.is_(False),
+            or_(
+                and_(
+                    msg.c.state.in_([MessageState.sent, MessageState.delivered]),
+                    msg.c.sent_at >= since,
+                ),
+                and_(
+                    msg.c.state.in_([MessageState.claimed, MessageState.sending]),
+                    msg.c.claimed_at >= since,
+                ),
+            ),
+            or_(
+                and_(msg.c.sent_at.is_not(None), msg.c.sent_at > after),
+                and_(msg.c.sent_at.is_(None), msg.c.claimed_at > after),
+            ),
+        )
+        .scalar_subquery()
+    )
+
+
+def reachability(
+    session: Session, campaign_id: str, channel: str | None, topic: str | None, now: datetime
+) -> None:
+    """Every member's channel and address, or why not: one statement."""
+    m, c, d = _tables()
+    policies = _policies(session, campaign_id)
+    channels = [channel] if channel else ["email", "sms"]
+    columns: list[Any] = [m.c.id.label("mid"), c.c.email, c.c.phone]
+    columns += [_why_not(ch, policies, now).label(f"why_{ch}") for ch in channels]
+    columns.append((c.c.preferred_channel == "sms").label("sms_first"))
+    if topic:
+        preference = TopicPreference.__table__  # type: ignore[attr-defined]
+        off = (
+            select(literal(1))
+            .where(
+                preference.c.customer_id == c.c.id,
+                preference.c.topic == topic,
+                preference.c.subscribed.is_(False),
+            )
+            .exists()
+        )
+        columns.append(off.label("off"))
+    found = (
+        select(*columns)
+        .select_from(
+            m.join(c, c.c.id == m.c.customer_id).join(d, d.c.customer_id == m.c.customer_id)
+        )
+        .where(m.c.campaign_id == campaign_id)
+        # Each reason once per member, not once per use below.
+        .cte("found")
+        .prefix_with("MATERIALIZED")
+    )
+    why = {ch: found.c[f"why_{ch}"] for ch in channels}
+    if channel:
+        chosen: Any = case((why[channel].is_(None), literal(channel)), else_=literal(""))
+        reason: Any = func.coalesce(why[channel], literal(""))
+    else:
+        email_first = case(
+            (why["email"].is_(None), literal("email")),
+            (why["sms"].is_(None), literal("sms")),
+            else_=literal(""),
+        )
+        sms_first = case(
+            (why["sms"].is_(None), literal("sms")),
+            (why["email"].is_(None), literal("email")),
+            else_=literal(""),
+        )
+        chosen = case((found.c.sms_first.is_(True), sms_first), else_=email_first)
+        either = or_(why["email"].is_(None), why["sms"].is_(None))
+        reason = case(
+            (either, literal("")),
+            (found.c.sms_first.is_(True), why["sms"] + literal("; ") + why["email"]),
+            else_=why["email"] + literal("; ") + why["sms"],
+        )
+    if topic:
+        chosen = case((found.c.off.is_(True), literal("")), else_=chosen)
+        reason = case((found.c.off.is_(True), literal(f"unsubscribed from {topic}")), else_=reason)
+    address = case(
+        (chosen == "email", func.lower(found.c.email)),
+        (chosen == "sms", found.c.phone),
+        else_=literal(""),
+    )
+    session.execute(
+        update(m)
+        .where(m.c.id == found.c.mid)
+        .values(channel=chosen, address=address, excluded=func.substr(reason, 1, 255))
+    )
