@@ -18,6 +18,7 @@ A preview builds the same list inside a transaction that is rolled back.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections import Counter, defaultdict
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, true, update
+from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, tuple_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from clientela.campaigns import listing
@@ -123,7 +125,7 @@ def build(
     session.execute(delete(CampaignMember).where(col(CampaignMember.campaign_id) == campaign_id))
     models: dict[str, dict[str, Any]] = {}
     if in_sql:
-        listing.list_audience(session, campaign_id, spec, hash_id)
+        listing.list_audience(session, campaign_id, spec, hash_id, utcnow())
     else:
         models = _list_audience(session, campaign_id, spec, hash_id)
     campaign = session.get(Campaign, campaign_id)
@@ -132,10 +134,8 @@ def build(
         campaign.spec = {**campaign.spec, "models": models}
         session.add(campaign)
     _hold_out(session, campaign_id, spec.spec.control.share)
-    channel = None if spec.spec.channel == "preferred" else spec.spec.channel
-    if in_sql:
-        listing.reachability(session, campaign_id, channel, spec.spec.topic, utcnow())
-    else:
+    if not in_sql:  # (in SQL, listing gave each member its channel or exclusion)
+        channel = None if spec.spec.channel == "preferred" else spec.spec.channel
         _reachability(session, campaign_id, channel, spec.spec.topic)
     _deduplicate(session, campaign_id)
     out = summarise(session, campaign_id, spec)
@@ -368,6 +368,13 @@ def _reachability(
 def _deduplicate(session: Session, campaign_id: str) -> None:
     """Of the members sharing a channel and address, the first customer (by id) keeps it."""
     m = CampaignMember.__table__  # type: ignore[attr-defined]
+    mine = and_(m.c.campaign_id == campaign_id, m.c.excluded == "")
+    shared = (
+        select(m.c.channel, m.c.address)
+        .where(mine)
+        .group_by(m.c.channel, m.c.address)
+        .having(func.count() > 1)
+    )
     place = (
         select(
             m.c.id,
@@ -375,7 +382,7 @@ def _deduplicate(session: Session, campaign_id: str) -> None:
             .over(partition_by=(m.c.channel, m.c.address), order_by=m.c.customer_id)
             .label("place"),
         )
-        .where(m.c.campaign_id == campaign_id, m.c.excluded == "")
+        .where(mine, tuple_(m.c.channel, m.c.address).in_(shared))
         .subquery()
     )
     later = select(place.c.id).where(place.c.place > 1)
@@ -450,53 +457,37 @@ def _power(session: Session, out: Preview, s: Any) -> dict[str, Any]:
 
 
 def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
-    """Counts of a written lead list: by arm and group, exclusion, tier, channel, variant."""
+    """Counts of a written lead list: by arm and group, exclusion, tier, channel, variant,
+    segment; from one grouped scan of the list."""
     s = spec.spec
     out = Preview(budget=s.budget)
-    m = CampaignMember
-    mine = col(m.campaign_id) == campaign_id
-    # Each member is counted once: excluded (treated or control), else to contact (treated),
-    # else held out (control). So to contact + held out + excluded = audience, everywhere.
-    unreachable = col(m.excluded) != ""
-    for arm, group, excluded, n in session.exec(
-        select(m.arm, m.group, unreachable, func.count())
-        .where(mine)
-        .group_by(col(m.arm), col(m.group), unreachable)
+    m = CampaignMember.__table__  # type: ignore[attr-defined]
+    keys = [m.c.arm, m.c.group, m.c.excluded, m.c.tier, m.c.channel, m.c.variant, m.c.pilot]
+    keys.append(cast(m.c.segments, Text))  # a list per member: grouped by its text
+    by_channel: Counter[str] = Counter()
+    for arm, group, excluded, tier, channel, variant, pilot, segments, n in session.execute(
+        sa_select(*keys, func.count()).where(m.c.campaign_id == campaign_id).group_by(*keys)
     ).all():
-        out.by_arm[arm]["excluded" if excluded else group] += n
+        # Each member is counted once: excluded (treated or control), else to contact
+        # (treated), else held out (control). So to contact + held out + excluded =
+        # audience, everywhere.
         out.audience += n
-    for reason, n in session.exec(
-        select(m.excluded, func.count()).where(mine, m.excluded != "").group_by(col(m.excluded))
-    ).all():
-        out.excluded[reason] = n
-    for tier, n in session.exec(
-        select(m.tier, func.count()).where(mine, m.excluded == "").group_by(col(m.tier))
-    ).all():
-        out.by_tier[tier] = n
-    treated = and_(mine, col(m.excluded) == "", col(m.group) == "treated")
-    for channel, n in session.exec(
-        select(m.channel, func.count()).where(treated).group_by(col(m.channel))
-    ).all():
+        if excluded:
+            out.by_arm[arm]["excluded"] += n
+            out.excluded[excluded] += n
+            continue
+        out.by_arm[arm][group] += n
+        out.by_tier[tier] += n
+        for segment in json.loads(segments or "[]"):
+            out.by_segment[segment] += n
+        if group == "treated":
+            by_channel[channel] += n
+            if s.variants:
+                out.by_variant[variant] += n
+            if pilot:
+                out.pilot += n
+    for channel, n in sorted(by_channel.items()):
         out.by_channel[channel] = n
         out.cost += n * s.cost_per_message.get(channel, 0.0)  # type: ignore[call-overload]
-    if s.variants:
-        for variant, n in session.exec(
-            select(m.variant, func.count()).where(treated).group_by(col(m.variant))
-        ).all():
-            out.by_variant[variant] = n
-    out.pilot = session.exec(select(func.count(col(m.id))).where(treated, col(m.pilot))).one()
     out.power = _power(session, out, s)
-    members = CampaignMember.__table__  # type: ignore[attr-defined]
-    items = (
-        func.json_array_elements_text(members.c.segments)
-        if session.get_bind().dialect.name == "postgresql"
-        else func.json_each(members.c.segments)
-    ).table_valued("value")
-    for segment, n in session.execute(
-        select(items.c.value, func.count())
-        .select_from(members.join(items, true()))
-        .where(members.c.campaign_id == campaign_id, members.c.excluded == "")
-        .group_by(items.c.value)
-    ).all():
-        out.by_segment[segment] += n
     return out

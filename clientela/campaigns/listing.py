@@ -7,10 +7,11 @@ random share of the audience), it does it here, in the database:
 1. one ``INSERT ... SELECT`` writes every member, with the same stable draws as
    ``audience.stable_hash`` (sha256 in the database: PostgreSQL's own ``sha256``, and on
    SQLite the same Python function registered on every connection, ``clientela.db``);
-2. one ``UPDATE ... FROM`` gives every member its channel and address, or the reason it is
-   excluded, by the rules of ``clientela.messaging.eligibility.Facts.choose_channel``
-   (topics, tier channels, consent, address, suppression, contact caps), each written as a
-   SQL expression.
+   and in the same statement its channel and address, or the reason it is excluded, by the
+   rules of ``clientela.messaging.eligibility.Facts.choose_channel`` (topics, tier channels,
+   consent, address, suppression, contact caps), each written as a SQL expression (a
+   member's reachability does not depend on its group, so the control group drawn next
+   has it too).
 
 An audience condition, an arm with ``when`` or an arm ranked by a model or a count needs a
 customer's features or a ranking and goes through the Python path, page by page. The
@@ -40,7 +41,6 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
-    update,
 )
 from sqlalchemy.dialects.postgresql import BIT
 from sqlmodel import Session
@@ -115,8 +115,15 @@ def _in_segments(session: Session, segments: ColumnElement[Any], wanted: list[st
     return select(literal(1)).select_from(items).where(items.c.value.in_(wanted)).exists()
 
 
-def list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str) -> None:
-    """Write a member for every customer an arm takes: one statement."""
+def list_audience(
+    session: Session,
+    campaign_id: str,
+    spec: Spec,
+    hash_id: str,
+    now: datetime,
+) -> None:
+    """Write a member for every customer an arm takes, with the channel and address it
+    would be contacted on or the reason it is excluded: one statement."""
     s = spec.spec
     m, c, d = _tables()
 
@@ -147,43 +154,103 @@ def list_audience(session: Session, campaign_id: str, spec: Spec, hash_id: str) 
         where.append(d.c.tier.in_(list(s.audience.tiers)))
     if s.audience.segments:
         where.append(_in_segments(session, d.c.segments, list(s.audience.segments)))
-    chosen = (
-        select(
-            literal(campaign_id).label("campaign_id"),
-            c.c.id.label("customer_id"),
-            arm_of.label("arm"),
-            variant.label("variant"),
-            literal("treated").label("group"),
-            d.c.tier.label("tier"),
-            d.c.segments.label("segments"),
-            draw().label("draw"),
-            pilot.label("pilot"),
+    channel = None if s.channel == "preferred" else s.channel
+    channels = [channel] if channel else ["email", "sms"]
+    policies = _policies(session)
+    columns: list[Any] = [
+        c.c.id.label("customer_id"),
+        arm_of.label("arm"),
+        variant.label("variant"),
+        d.c.tier.label("tier"),
+        d.c.segments.label("segments"),
+        draw().label("draw"),
+        pilot.label("pilot"),
+        c.c.email,
+        c.c.phone,
+        (c.c.preferred_channel == "sms").label("sms_first"),
+    ]
+    columns += [_why_not(ch, policies, now).label(f"why_{ch}") for ch in channels]
+    if s.topic:
+        preference = TopicPreference.__table__  # type: ignore[attr-defined]
+        off = (
+            select(literal(1))
+            .where(
+                preference.c.customer_id == c.c.id,
+                preference.c.topic == s.topic,
+                preference.c.subscribed.is_(False),
+            )
+            .exists()
         )
+        columns.append(off.label("off"))
+    found = (
+        select(*columns)
         .select_from(c.join(d, d.c.customer_id == c.c.id))
         .where(*where)
-        .subquery("chosen")
+        # Each reason computed once per customer, not once per use below.
+        .cte("found")
+        .prefix_with("MATERIALIZED")
     )
-    columns = ["campaign_id", "customer_id", "arm", "variant", "group", "tier", "segments"]
-    columns += ["draw", "pilot"]
-    session.execute(
-        insert(m).from_select(
-            columns,
-            select(*(chosen.c[name] for name in columns))
-            .where(chosen.c.arm.is_not(None))
-            .order_by(chosen.c.customer_id),
+    chosen, address, reason = _reach(found, channel, s.topic)
+    listed = (
+        select(
+            literal(campaign_id),
+            found.c.customer_id,
+            found.c.arm,
+            found.c.variant,
+            literal("treated"),
+            found.c.tier,
+            found.c.segments,
+            found.c.draw,
+            found.c.pilot,
+            chosen,
+            address,
+            func.substr(reason, 1, 255),
         )
+        # Listed as the customers are read (by id); no sort: the order of members means
+        # nothing (duplicates keep the lowest customer id, the control the lowest draws).
+        .where(found.c.arm.is_not(None))
     )
+    columns_written = ["campaign_id", "customer_id", "arm", "variant", "group", "tier"]
+    columns_written += ["segments", "draw", "pilot", "channel", "address", "excluded"]
+    session.execute(insert(m).from_select(columns_written, listed))
 
 
-def _policies(session: Session, campaign_id: str) -> dict[tuple[int, str], TierPolicy | None]:
-    """The tier policy of every (rule version, tier) among the members."""
-    m, _, d = _tables()
-    pairs = session.execute(
-        select(d.c.rule_version_id, d.c.tier)
-        .distinct()
-        .select_from(m.join(d, d.c.customer_id == m.c.customer_id))
-        .where(m.c.campaign_id == campaign_id)
-    ).all()
+def _reach(found: Any, channel: str | None, topic: str | None) -> tuple[Any, Any, Any]:
+    """(channel, address, reason excluded) of a member from the reasons each channel cannot
+    reach it: the first channel in the customer's order that can, as ``choose_channel``."""
+    if channel:
+        why = found.c[f"why_{channel}"]
+        chosen: Any = case((why.is_(None), literal(channel)), else_=literal(""))
+        reason: Any = func.coalesce(why, literal(""))
+    else:
+        email, sms = found.c.why_email, found.c.why_sms
+        email_first = case(
+            (email.is_(None), literal("email")), (sms.is_(None), literal("sms")), else_=literal("")
+        )
+        sms_first = case(
+            (sms.is_(None), literal("sms")), (email.is_(None), literal("email")), else_=literal("")
+        )
+        chosen = case((found.c.sms_first.is_(True), sms_first), else_=email_first)
+        reason = case(
+            (or_(email.is_(None), sms.is_(None)), literal("")),
+            (found.c.sms_first.is_(True), sms + literal("; ") + email),
+            else_=email + literal("; ") + sms,
+        )
+    if topic:
+        chosen = case((found.c.off.is_(True), literal("")), else_=chosen)
+        reason = case((found.c.off.is_(True), literal(f"unsubscribed from {topic}")), else_=reason)
+    address = case(
+        (chosen == "email", func.lower(found.c.email)),
+        (chosen == "sms", found.c.phone),
+        else_=literal(""),
+    )
+    return chosen, address, reason
+
+
+def _policies(session: Session) -> dict[tuple[int, str], TierPolicy | None]:
+    """The tier policy of every (rule version, tier) a customer's decision names."""
+    _, _, d = _tables()
+    pairs = session.execute(select(d.c.rule_version_id, d.c.tier).distinct()).all()
     out: dict[tuple[int, str], TierPolicy | None] = {}
     for vid, tier in pairs:
         version = session.get(RuleVersion, vid)
@@ -273,73 +340,4 @@ def _recent(channel: str, now: datetime, span: timedelta) -> Any:
             ),
         )
         .scalar_subquery()
-    )
-
-
-def reachability(
-    session: Session, campaign_id: str, channel: str | None, topic: str | None, now: datetime
-) -> None:
-    """Every member's channel and address, or why not: one statement."""
-    m, c, d = _tables()
-    policies = _policies(session, campaign_id)
-    channels = [channel] if channel else ["email", "sms"]
-    columns: list[Any] = [m.c.id.label("mid"), c.c.email, c.c.phone]
-    columns += [_why_not(ch, policies, now).label(f"why_{ch}") for ch in channels]
-    columns.append((c.c.preferred_channel == "sms").label("sms_first"))
-    if topic:
-        preference = TopicPreference.__table__  # type: ignore[attr-defined]
-        off = (
-            select(literal(1))
-            .where(
-                preference.c.customer_id == c.c.id,
-                preference.c.topic == topic,
-                preference.c.subscribed.is_(False),
-            )
-            .exists()
-        )
-        columns.append(off.label("off"))
-    found = (
-        select(*columns)
-        .select_from(
-            m.join(c, c.c.id == m.c.customer_id).join(d, d.c.customer_id == m.c.customer_id)
-        )
-        .where(m.c.campaign_id == campaign_id)
-        # Each reason once per member, not once per use below.
-        .cte("found")
-        .prefix_with("MATERIALIZED")
-    )
-    why = {ch: found.c[f"why_{ch}"] for ch in channels}
-    if channel:
-        chosen: Any = case((why[channel].is_(None), literal(channel)), else_=literal(""))
-        reason: Any = func.coalesce(why[channel], literal(""))
-    else:
-        email_first = case(
-            (why["email"].is_(None), literal("email")),
-            (why["sms"].is_(None), literal("sms")),
-            else_=literal(""),
-        )
-        sms_first = case(
-            (why["sms"].is_(None), literal("sms")),
-            (why["email"].is_(None), literal("email")),
-            else_=literal(""),
-        )
-        chosen = case((found.c.sms_first.is_(True), sms_first), else_=email_first)
-        either = or_(why["email"].is_(None), why["sms"].is_(None))
-        reason = case(
-            (either, literal("")),
-            (found.c.sms_first.is_(True), why["sms"] + literal("; ") + why["email"]),
-            else_=why["email"] + literal("; ") + why["sms"],
-        )
-    if topic:
-        chosen = case((found.c.off.is_(True), literal("")), else_=chosen)
-        reason = case((found.c.off.is_(True), literal(f"unsubscribed from {topic}")), else_=reason)
-    address = case(
-        (chosen == "email", func.lower(found.c.email)),
-        (chosen == "sms", found.c.phone),
-        else_=literal(""),
-    )
-    session.execute(
-        update(m)
-        .where(m.c.id == found.c.mid)
-        .values(channel=chosen, address=address, excluded=func.substr(reason, 1, 255))
     )
