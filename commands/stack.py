@@ -177,13 +177,8 @@ def _print_next(report: Any) -> None:
             f"{groups.get('control', 0)} held out, {groups.get('excluded', 0)} excluded",
             highlight=False,
         )
-    reasons = sorted(p["excluded"].items(), key=lambda kv: -kv[1])
-    if reasons:
-        out.print(
-            f"  excluded, {sum(p['excluded'].values())} in all: "
-            + "; ".join(f"{why} ({n})" for why, n in reasons[:3]),
-            highlight=False,
-        )
+    if p["excluded"]:
+        out.print(f"  {excluded_line(p['excluded'])}", highlight=False)
     warning = (p.get("power") or {}).get("warning")
     if warning:
         out.print(f"  [yellow]warning:[/yellow] {warning}", highlight=False)
@@ -192,3 +187,16 @@ def _print_next(report: Any) -> None:
         "(then approve it as ana); its report compares the three arms.",
         highlight=False,
     )
+
+
+def excluded_line(excluded: dict[str, int], top: int = 3) -> str:
+    """The most frequent reasons for exclusion, the rest counted together, so that the
+    figures shown add up to the total."""
+    reasons = sorted(excluded.items(), key=lambda kv: -kv[1])
+    shown = [f"{why} ({n})" for why, n in reasons[:top]]
+    if len(reasons) > top:
+        rest = sum(n for _, n in reasons[top:])
+        shown.append(
+            f"{len(reasons) - top} other reason{'s' if len(reasons) - top > 1 else ''} ({rest})"
+        )
+    return f"excluded, {sum(excluded.values())} in all: " + "; ".join(shown)

@@ -102,3 +102,14 @@ def test_a_port_in_use_is_named(stack_settings: Settings) -> None:
         r = run_cli(s, "up", env=stack_env(s))
     assert r.returncode == 1
     assert f"port {s.api_port} (api) is already in use" in r.stderr.replace("\n", " ")
+
+
+def test_the_demo_says_every_excluded_customer_once() -> None:
+    from commands.stack import excluded_line
+
+    many = {"email: no consent": 40, "email: no address": 3, "duplicate": 9, "cap": 20, "x": 1}
+    assert excluded_line(many) == (
+        "excluded, 73 in all: email: no consent (40); cap (20); duplicate (9); 2 other reasons (4)"
+    )
+    assert excluded_line({"a": 2, "b": 1}) == "excluded, 3 in all: a (2); b (1)"
+    assert excluded_line({"a": 2, "b": 1, "c": 1, "d": 1}, top=3).endswith("1 other reason (1)")
