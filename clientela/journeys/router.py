@@ -43,7 +43,7 @@ from models import JourneyOutbox
 from rules.model import Rules, load
 from rules.service import latest_run, rules_of
 from workflows import search
-from workflows.journey import JourneyEvent, JourneyInput, JourneyWorkflow
+from workflows.journey import JourneyEvent, JourneyInput, JourneyWorkflow, first_stage
 
 log = logging.getLogger(__name__)
 
@@ -255,13 +255,14 @@ async def start(
     wid: str,
     happening: Happening,
 ) -> Entry:
+    definition = journey.as_data()
     try:
         await client.start_workflow(
             JourneyWorkflow.run,
             JourneyInput(
                 name=journey.name,
                 version=journey.version,
-                definition=journey.as_data(),
+                definition=definition,
                 customer_id=customer_id,
                 entry=wid.removeprefix(f"journey-{journey.name}-{customer_id}").lstrip("-")
                 or "once",
@@ -277,6 +278,7 @@ async def start(
                 [
                     SearchAttributePair(search.CUSTOMER_ID, customer_id),
                     SearchAttributePair(search.JOURNEY, journey.name),
+                    SearchAttributePair(search.STAGE, first_stage(journey.name, definition)),
                 ]
             ),
         )
