@@ -17,6 +17,7 @@ from activities.contracts import (
 )
 from clientela.db import session_scope
 from clientela.messaging.channels import SendError, Transient
+from clientela.messaging.channels.email import EmailPool
 from clientela.messaging.sending import Sender
 from clientela.messaging.templating import Templates
 from clientela.settings import Settings
@@ -31,6 +32,7 @@ class MessagingActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.templates = Templates(settings.templates_dir, settings.default_locale)
+        self.email_pool = EmailPool(settings.send_concurrency)
 
     @activity.defn(name="send_messages")
     async def send_messages(self, batch: SendMessagesInput) -> SendMessagesResult:
@@ -56,7 +58,7 @@ class MessagingActivities:
                 outcomes[i] = earlier.get(m.key)
         # Before the resume point only messages that are not final yet (deferred ones).
         todo = [i for i in range(len(batch.messages)) if outcomes[i] is None]
-        sender = Sender(self.settings, attempt_id, self.templates)
+        sender = Sender(self.settings, attempt_id, self.templates, self.email_pool)
         pending: list[str] = []
         retry_after: float | None = None
         settled = 0

@@ -12,7 +12,12 @@ from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsFault, SmsSink
 from clientela.devstack.smtp_catcher import Fault, SmtpCatcher, read_outbox
 from clientela.messaging.channels import Transient
-from clientela.messaging.channels.email import message_id_for
+from clientela.messaging.channels.email import (
+    EmailPool,
+    EmailTransport,
+    OutgoingEmail,
+    message_id_for,
+)
 from clientela.messaging.sending import Sender
 from clientela.settings import Settings
 from clientela.timeutil import utcnow
@@ -268,3 +273,81 @@ async def test_the_tier_policy_limits_the_channels(settings: Settings, sms_sink:
     assert refused.state == "suppressed"
     assert "sms: not a channel of tier C" in refused.reason
     assert sms_sink.messages == []
+
+
+async def test_a_worker_keeps_its_smtp_connection_between_activities(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """Two send activities of one worker share one SMTP session; when the server has closed
+    the kept connection meanwhile, the next message goes out on a new one, at once."""
+    pool = EmailPool(size=2)
+    cids = [make_customer(settings.db_url, external_id=f"P{i}") for i in range(3)]
+
+    async def activity(cid: str, key: str) -> str:
+        sender = Sender(settings, f"{key}/1/1", pool=pool)
+        try:
+            return (await sender.deliver(request(cid, key=key))).state
+        finally:
+            await sender.close()
+
+    assert await activity(cids[0], "p1") == "sent"
+    assert await activity(cids[1], "p2") == "sent"
+    first, second = read_outbox(settings.outbox_dir)
+    assert first["peer"] and first["peer"] == second["peer"]
+    # The server goes away and comes back on the same port: the kept connection is dead.
+    catcher.stop()
+    # (the fixture stops the catcher at the end: it is handed the new one's controller)
+    catcher.controller = SmtpCatcher(settings.outbox_dir, port=catcher.port).start().controller
+    try:
+        assert await activity(cids[2], "p3") == "sent"  # not a Transient: no retry needed
+    finally:
+        await pool.close()
+    third = read_outbox(settings.outbox_dir)[2]
+    assert third["peer"] != first["peer"]
+    assert ledger(settings, "p3").attempts == 1
+
+
+async def test_a_connection_idle_too_long_is_not_reused(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    pool = EmailPool(size=2, idle_seconds=0)
+    cids = [make_customer(settings.db_url, external_id=f"I{i}") for i in range(2)]
+    for i, cid in enumerate(cids):
+        sender = Sender(settings, f"i{i}/1/1", pool=pool)
+        try:
+            assert (await sender.deliver(request(cid, key=f"i{i}"))).state == "sent"
+        finally:
+            await sender.close()
+    first, second = read_outbox(settings.outbox_dir)
+    assert first["peer"] != second["peer"]
+    assert pool.take() is None
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_before_the_envelope(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """The server drops a kept connection and the worker has not noticed yet: the envelope
+    fails before anything was sent, so it is given once more on a new connection."""
+
+    def mail(n: int) -> OutgoingEmail:
+        return OutgoingEmail(
+            sender=settings.mail_from,
+            recipient=f"kept{n}@example.com",
+            message_id=f"<kept{n}@clientela.test>",
+            data=(
+                f"Subject: kept {n}\r\nMessage-ID: <kept{n}@clientela.test>\r\n\r\nhi\r\n"
+            ).encode(),
+        )
+
+    pool = EmailPool(size=1)
+    transport = EmailTransport(settings)
+    await transport.send(mail(1))
+    await pool.give(transport)
+    catcher.stop()  # this event loop has not run since: the client has not seen the close
+    catcher.controller = SmtpCatcher(settings.outbox_dir, port=catcher.port).start().controller
+    kept = pool.take()
+    assert kept is transport
+    await kept.send(mail(2))  # no Transient
+    await pool.close()
+    first, second = read_outbox(settings.outbox_dir)
+    assert second["to"] == ["kept2@example.com"] and second["peer"] != first["peer"]

@@ -112,6 +112,8 @@ class CatcherHandler:
             "to": recipients,
             "subject": str(parsed.get("Subject", "")),
             "received_at": stamp.isoformat(),
+            # The client's end of the connection: messages sharing it came over one session.
+            "peer": ":".join(str(part) for part in (session.peer or ())[:2]),
         }
         with (self.outbox / "index.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")

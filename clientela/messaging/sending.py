@@ -49,6 +49,7 @@ from clientela.db import get_engine, session_scope
 from clientela.messaging.bounces import REF_HEADER, return_path, tag_for
 from clientela.messaging.channels import InDoubt, Permanent, SendAccepted, SendError, Transient
 from clientela.messaging.channels.email import (
+    EmailPool,
     EmailTransport,
     OutgoingEmail,
     build_email,
@@ -239,10 +240,16 @@ class Sender:
     """Sends messages through the ledger protocol; one instance per activity attempt."""
 
     def __init__(
-        self, settings: Settings, attempt_id: str, templates: Templates | None = None
+        self,
+        settings: Settings,
+        attempt_id: str,
+        templates: Templates | None = None,
+        pool: EmailPool | None = None,
     ) -> None:
         self.settings = settings
         self.attempt_id = attempt_id
+        #: SMTP connections kept between attempts (a worker's); without it each is closed.
+        self.pool = pool
         # Share one Templates per process where possible: it caches compiled templates.
         self.templates = templates or Templates(settings.templates_dir, settings.default_locale)
         self.quiet_hours = settings.quiet_hours
@@ -270,7 +277,8 @@ class Sender:
             if self._idle_email:
                 transport = self._idle_email.pop()
             else:
-                transport = EmailTransport(self.settings)
+                kept = self.pool.take() if self.pool is not None else None
+                transport = kept or EmailTransport(self.settings)
                 self._open_email.append(transport)
             try:
                 yield transport
@@ -279,7 +287,11 @@ class Sender:
 
     async def close(self) -> None:
         for transport in self._open_email:
-            await transport.close()
+            if self.pool is not None:
+                await self.pool.give(transport)
+            else:
+                await transport.close()
+        self._open_email = []
         if self._sms is not None:
             await self._sms.close()
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from email import policy
@@ -177,10 +178,18 @@ class EmailTransport:
         self.settings = settings
         self.sender = settings.mail_from
         self._smtp: aiosmtplib.SMTP | None = None
+        #: Whether the connection has carried a message (a kept one the server may have
+        #: closed since: its first envelope is tried again on a new connection).
+        self._used = False
+
+    @property
+    def connected(self) -> bool:
+        return self._smtp is not None and self._smtp.is_connected
 
     async def _connection(self) -> aiosmtplib.SMTP:
         if self._smtp is not None and self._smtp.is_connected:
             return self._smtp
+        self._used = False
         host, port = self.settings.smtp_address
         smtp = aiosmtplib.SMTP(
             hostname=host,
@@ -200,19 +209,27 @@ class EmailTransport:
         return smtp
 
     async def send(self, message: OutgoingEmail) -> SendAccepted:
-        smtp = await self._connection()
         sender, recipient = message.sender, message.recipient
         # Until DATA's final dot is sent nothing can have been accepted: failures before it
         # are clean. A failure while waiting for the answer to DATA leaves us in doubt.
-        try:
-            await smtp.mail(sender)
-            await smtp.rcpt(recipient)
-        except SMTPResponseException as exc:
-            await self._reset()
-            raise _classify(exc, "envelope") from None
-        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
-            self._smtp = None
-            raise Transient(f"SMTP connection lost before the message was sent: {exc}") from None
+        while True:
+            smtp = await self._connection()
+            kept = self._used
+            try:
+                await smtp.mail(sender)
+                await smtp.rcpt(recipient)
+                break
+            except SMTPResponseException as exc:
+                await self._reset()
+                raise _classify(exc, "envelope") from None
+            except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
+                self._smtp = None
+                if kept:  # the server closed a connection kept idle: once more, on a new one
+                    continue
+                raise Transient(
+                    f"SMTP connection lost before the message was sent: {exc}"
+                ) from None
+        self._used = True
         try:
             response = await smtp.data(message.data)
         except SMTPResponseException as exc:
@@ -240,6 +257,12 @@ class EmailTransport:
             return None
         return message_id in catcher_message_ids(self.settings.outbox_dir)
 
+    def abandon(self) -> None:
+        """Close the connection without a goodbye (one kept idle for too long)."""
+        if self._smtp is not None:
+            self._smtp.close()
+        self._smtp = None
+
     async def close(self) -> None:
         if self._smtp is not None and self._smtp.is_connected:
             try:
@@ -247,6 +270,43 @@ class EmailTransport:
             except (SMTPException, OSError):
                 self._smtp.close()
         self._smtp = None
+
+
+class EmailPool:
+    """SMTP connections kept open between the send activities of one worker process.
+
+    A journey sends one message per activity; without the pool each would open a connection
+    (TCP, EHLO, and with a relay STARTTLS and AUTH) and close it again. A connection idle for
+    longer than ``idle_seconds`` is closed rather than reused (relays drop idle clients), and
+    one the server closed meanwhile is replaced on its first envelope (``EmailTransport``).
+    """
+
+    def __init__(self, size: int, idle_seconds: float = 20.0) -> None:
+        self.size = size
+        self.idle_seconds = idle_seconds
+        self._idle: list[tuple[float, EmailTransport]] = []
+
+    def take(self) -> EmailTransport | None:
+        """The most recently used idle connection, if it is fresh enough; stale ones go."""
+        now = time.monotonic()
+        while self._idle:
+            at, transport = self._idle.pop()
+            if now - at <= self.idle_seconds and transport.connected:
+                return transport
+            transport.abandon()
+        return None
+
+    async def give(self, transport: EmailTransport) -> None:
+        """Keep a connection for the next activity, or close it if the pool is full."""
+        if transport.connected and len(self._idle) < self.size:
+            self._idle.append((time.monotonic(), transport))
+        else:
+            await transport.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, transport in idle:
+            await transport.close()
 
 
 def catcher_index(outbox: Path) -> list[dict[str, Any]]:
