@@ -28,7 +28,7 @@ from clientela.db import get_engine
 from clientela.journeys.router import ensure_date_schedule
 from clientela.settings import Settings, load_settings
 from clientela.temporal import connect, metrics_runtime
-from workflows.campaign import CampaignWorkflow
+from workflows.campaign import CampaignWorkflow, pages_queue
 from workflows.complaint import ComplaintCase
 from workflows.dates import DateJourneys
 from workflows.journey import JourneyWorkflow
@@ -62,19 +62,25 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 
 class Workers:
-    """A process's Temporal workers, run together: everything on the task queue, and the
-    rules pages on their own queue one at a time (durable_rules is one engine per process),
-    so that a ``rules apply`` spreads its slices over the processes there are."""
+    """A process's Temporal workers, run together: everything on the task queue; the rules
+    pages on their own queue one at a time (durable_rules is one engine per process), so that
+    a ``rules apply`` spreads its slices over the processes there are; and campaign pages on
+    theirs, so that a campaign's lanes go to whichever processes are free."""
 
-    def __init__(self, main: Worker, rules: Worker) -> None:
-        self.main, self.rules = main, rules
+    def __init__(self, main: Worker, *others: Worker) -> None:
+        self.main, self.others = main, others
         self.task_queue = main.task_queue
 
     async def __aenter__(self) -> Workers:
         await self.main.__aenter__()
+        entered: list[Worker] = []
         try:
-            await self.rules.__aenter__()
+            for worker in self.others:
+                await worker.__aenter__()
+                entered.append(worker)
         except BaseException:
+            for worker in reversed(entered):
+                await worker.__aexit__(None, None, None)
             await self.main.__aexit__(None, None, None)
             raise
         return self
@@ -86,7 +92,7 @@ class Workers:
         tb: TracebackType | None,
     ) -> None:
         try:
-            await self.rules.__aexit__(exc_type, exc, tb)
+            await asyncio.gather(*(w.__aexit__(exc_type, exc, tb) for w in self.others))
         finally:
             await self.main.__aexit__(exc_type, exc, tb)
 
@@ -94,8 +100,10 @@ class Workers:
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Workers:
     queue = task_queue or settings.task_queue
     rules = RulesActivities(settings)
+    messaging = MessagingActivities(settings)
+    campaigns = CampaignActivities(messaging)
     return Workers(
-        _main_worker(client, settings, queue),
+        _main_worker(client, settings, queue, messaging, campaigns),
         Worker(
             client,
             task_queue=rules_queue(queue),
@@ -104,13 +112,25 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
             max_concurrent_activities=1,
             graceful_shutdown_timeout=settings.worker_shutdown_grace,
         ),
+        Worker(
+            client,
+            task_queue=pages_queue(queue),
+            activities=[campaigns.send_page],
+            # As many pages at once as a campaign has lanes: one process alone sends them all.
+            max_concurrent_activities=settings.campaign_lanes,
+            graceful_shutdown_timeout=settings.worker_shutdown_grace,
+        ),
     )
 
 
-def _main_worker(client: Client, settings: Settings, task_queue: str) -> Worker:
-    messaging = MessagingActivities(settings)
+def _main_worker(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    messaging: MessagingActivities,
+    campaigns: CampaignActivities,
+) -> Worker:
     rules = RulesActivities(settings)
-    campaigns = CampaignActivities(messaging)
     orders = OrderActivities(settings)
     journeys = JourneyActivities(settings, client)
     complaints = ComplaintActivities(settings)

@@ -210,6 +210,14 @@ class CampaignActivities:
         if not requests:
             return PageResult(last_member=page.after_member, done=True)
         result = await self.messaging.deliver_all(SendMessagesInput(messages=requests, detail=True))
+        log.info(
+            "page sent: lane %d of %d, %d messages (%s)",
+            page.lane + 1,
+            page.lanes,
+            len(requests),
+            ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items())),
+            extra={"campaign_id": page.campaign_id},
+        )
         deferred = [o.retry_at for o in result.outcomes if o.state == DEFERRED]
         return PageResult(
             last_member=last,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import time
@@ -318,3 +319,49 @@ async def test_resending_what_was_in_flight_loses_nothing(
     with session_scope(settings.db_url) as session:
         rows = session.exec(select(Message).where(Message.campaign == cid)).all()
     assert {r.state for r in rows} == {"sent"} and len(rows) == 240
+
+
+async def test_a_campaigns_lanes_go_to_both_worker_processes(
+    client: Client, settings: Settings, catcher: SmtpCatcher, tmp_path: Path
+) -> None:
+    """Two worker processes: the pages of one campaign are taken by both (not all by the
+    process that runs its workflow), and each member gets the campaign once."""
+    from clientela.campaigns import lifecycle
+    from tests.test_campaign_workflow import (
+        RULES,
+        members_of,
+        tiered_customers,
+        wait_stage,
+        write_spec,
+    )
+
+    settings = settings.model_copy(update={"campaign_page_size": 10, "campaign_lanes": 2})
+    catcher.handler.delay_seconds = 0.02  # pages that take a while: both processes are asked
+    tiered_customers(settings.db_url, 150, locale="en")
+    cid = f"c-two-{uuid.uuid4().hex[:8]}"
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    workers = [start_worker(settings, log) for log in logs]
+    try:
+        _, handle = await lifecycle.create(client, settings, write_spec(tmp_path, cid), RULES)
+        await wait_stage(client, cid, "awaiting_approval")
+        await lifecycle.decide(client, cid, "approve", by="ana")
+        await wait_stage(client, cid, "tracking")
+        await lifecycle.control(client, cid, "close")
+        final = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    treated = [e for m, e in members_of(settings.db_url, cid) if m.group == "treated"]
+    assert final.counts == {"sent": 120} and len(treated) == 120
+    outbox_ids = [m["message_id"] for m in read_outbox(settings.outbox_dir)]
+    assert sorted(outbox_ids) == sorted(
+        message_id_for(f"campaign:{cid}:{e}:message", settings.mail_from) for e in treated
+    )
+    # Each process logs the pages it sent: both sent some, and together all 120 messages.
+    sent = [
+        [int(n) for n in re.findall(r"page sent: lane \d of 2, (\d+) messages", log.read_text())]
+        for log in logs
+    ]
+    assert all(sent) and sum(map(sum, sent)) == 120, sent

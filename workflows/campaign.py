@@ -37,6 +37,12 @@ def workflow_id(campaign_id: str) -> str:
     return f"campaign-{campaign_id}"
 
 
+def pages_queue(task_queue: str) -> str:
+    """The task queue of ``campaign_send_page``: each worker process polls it apart from the
+    workflows, so that a campaign's lanes are taken by whichever processes are free."""
+    return f"{task_queue}-pages"
+
+
 @dataclass
 class PilotPlan:
     approval: str = "auto"  # auto: go on when the check passes; manual: always ask
@@ -54,6 +60,10 @@ class CampaignInput:
     proof: bool = False  # send proofs to the internal list first
     pilot: PilotPlan | None = None
     lanes: int = 1  # page activities in flight at once
+    # Where the pages go: a task queue every worker process polls for pages alone, so that
+    # lanes spread over the processes there are (on the workflow's own queue the worker that
+    # runs the workflow would take them all). Empty: the workflow's queue (older runs).
+    pages_queue: str = ""
     start_at: str = ""  # ISO 8601: after approval, the list is built and sent from then
     # Carried across continue-as-new:
     stage: str = "awaiting_approval"
@@ -233,6 +243,7 @@ class CampaignWorkflow:
                 page: PageResult = await workflow.execute_activity(
                     "campaign_send_page",
                     PageInput(p.campaign_id, p.cursors[i], p.page_size, wave, i, p.lanes),
+                    task_queue=p.pages_queue or None,
                     result_type=PageResult,
                     start_to_close_timeout=timedelta(hours=1),
                     heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_seconds),

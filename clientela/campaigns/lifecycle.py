@@ -25,6 +25,7 @@ from workflows.campaign import (
     CampaignWorkflow,
     Decision,
     PilotPlan,
+    pages_queue,
     workflow_id,
 )
 
@@ -92,6 +93,7 @@ async def create_from_source(
                 heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
                 proof=bool(s.proof.emails or s.proof.phones),
                 lanes=settings.campaign_lanes,
+                pages_queue=pages_queue(settings.task_queue),
                 start_at=s.start.astimezone(UTC).isoformat() if s.start else "",
                 page_size=settings.campaign_page_size,
                 pilot=PilotPlan(s.pilot.approval, s.pilot.wait.total_seconds())
