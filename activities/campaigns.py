@@ -20,7 +20,7 @@ from clientela.campaigns import audience, html, report
 from clientela.campaigns.spec import Spec
 from clientela.campaigns.spec import loads as load_spec
 from clientela.customers.records import internal_recipient
-from clientela.db import session_scope
+from clientela.db import refresh_statistics, session_scope
 from clientela.messaging.links import report_url
 from clientela.timeutil import utcnow
 from models import Campaign, CampaignMember, Customer, Message, RuleVersion
@@ -133,6 +133,8 @@ class CampaignActivities:
                 campaign.window_start = campaign.window_start or utcnow()
                 campaign.window_end = utcnow() + timedelta(days=params.window_days)
             session.add(campaign)
+            if params.stage == "tracking":  # the messages are written: reports read them now
+                refresh_statistics(session, "message")
 
     @activity.defn(name="campaign_prepare")
     def prepare(self, ref: CampaignRef) -> Prepared:
@@ -141,6 +143,7 @@ class CampaignActivities:
             campaign = self._campaign(session, ref.campaign_id)
             # A retried preparation starts again from nothing: the list is one transaction.
             listed = audience.build(session, ref.campaign_id, self._spec(session, campaign))
+            refresh_statistics(session, "campaign_member")
             log.info(
                 "lead list built: %d to contact, %d held out, %d excluded",
                 listed.treated,

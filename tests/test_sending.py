@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 
 import pytest
@@ -330,14 +332,7 @@ async def test_a_kept_connection_the_server_closed_is_replaced_before_the_envelo
     fails before anything was sent, so it is given once more on a new connection."""
 
     def mail(n: int) -> OutgoingEmail:
-        return OutgoingEmail(
-            sender=settings.mail_from,
-            recipient=f"kept{n}@example.com",
-            message_id=f"<kept{n}@clientela.test>",
-            data=(
-                f"Subject: kept {n}\r\nMessage-ID: <kept{n}@clientela.test>\r\n\r\nhi\r\n"
-            ).encode(),
-        )
+        return _plain_mail(settings, n)
 
     pool = EmailPool(size=1)
     transport = EmailTransport(settings)
@@ -351,3 +346,29 @@ async def test_a_kept_connection_the_server_closed_is_replaced_before_the_envelo
     await pool.close()
     first, second = read_outbox(settings.outbox_dir)
     assert second["to"] == ["kept2@example.com"] and second["peer"] != first["peer"]
+
+
+def _plain_mail(settings: Settings, n: int) -> OutgoingEmail:
+    return OutgoingEmail(
+        sender=settings.mail_from,
+        recipient=f"kept{n}@example.com",
+        message_id=f"<kept{n}@clientela.test>",
+        data=(f"Subject: kept {n}\r\nMessage-ID: <kept{n}@clientela.test>\r\n\r\nhi\r\n").encode(),
+    )
+
+
+async def test_a_kept_connection_is_closed_when_idle_for_its_time(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """A worker with nothing more to send holds no connection open for long."""
+    pool = EmailPool(size=1, idle_seconds=0.2)
+    transport = EmailTransport(settings)
+    await transport.send(_plain_mail(settings, 1))
+    await pool.give(transport)
+    assert transport.connected
+    deadline = time.monotonic() + 10
+    while transport.connected:
+        assert time.monotonic() < deadline, "the idle connection was never closed"
+        await asyncio.sleep(0.02)
+    assert pool.take() is None
+    await pool.close()

@@ -35,6 +35,10 @@ class JourneyInput:
     entry: str  # what let the customer in: the key of the event, period or date
     trigger: dict[str, Any] = field(default_factory=dict)  # about the trigger, for templates
     time_scale: float = 1.0  # waits are multiplied by it (tests and demos shorten them)
+    # The start set CustomerId, Journey and the first step's Stage (``router.start``): each
+    # search attribute written is a visibility update on the server, so the run writes a step
+    # only when it changes. Runs started before carry False and write them all, as they did.
+    attributes_at_start: bool = False
     heartbeat_timeout_seconds: float = 30
 
 
@@ -98,10 +102,7 @@ class JourneyWorkflow:
 
     @workflow.run
     async def run(self, p: JourneyInput) -> JourneyStatus:
-        # Each search attribute written is a visibility update on the server: the start sets
-        # the customer, the journey and the first step (``router.start``), and a step is
-        # written only when it changes. Runs started before this write them all again.
-        self._lean = workflow.patched("journey-lean-attributes")
+        self._lean = p.attributes_at_start
         if self._lean:
             known = workflow.info().typed_search_attributes
             self._stage = known.get(search.STAGE) or ""

@@ -269,6 +269,7 @@ async def start(
                 trigger={"kind": happening.kind, "event": happening.event, **happening.data},
                 time_scale=settings.journey_time_scale,
                 heartbeat_timeout_seconds=settings.heartbeat_timeout.total_seconds(),
+                attributes_at_start=True,
             ),
             id=wid,
             task_queue=settings.task_queue,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -277,21 +278,24 @@ class EmailPool:
 
     A journey sends one message per activity; without the pool each would open a connection
     (TCP, EHLO, and with a relay STARTTLS and AUTH) and close it again. A connection idle for
-    longer than ``idle_seconds`` is closed rather than reused (relays drop idle clients), and
-    one the server closed meanwhile is replaced on its first envelope (``EmailTransport``).
+    ``idle_seconds`` is closed with a QUIT (relays drop idle clients, and a worker that has
+    nothing to send holds nothing open); one the server closed meanwhile is replaced on its
+    first envelope (``EmailTransport``).
     """
 
     def __init__(self, size: int, idle_seconds: float = 20.0) -> None:
         self.size = size
         self.idle_seconds = idle_seconds
         self._idle: list[tuple[float, EmailTransport]] = []
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def take(self) -> EmailTransport | None:
         """The most recently used idle connection, if it is fresh enough; stale ones go."""
         now = time.monotonic()
         while self._idle:
             at, transport = self._idle.pop()
-            if now - at <= self.idle_seconds and transport.connected:
+            if now - at < self.idle_seconds and transport.connected:
                 return transport
             transport.abandon()
         return None
@@ -300,10 +304,36 @@ class EmailPool:
         """Keep a connection for the next activity, or close it if the pool is full."""
         if transport.connected and len(self._idle) < self.size:
             self._idle.append((time.monotonic(), transport))
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(
+                    self.idle_seconds, self._sweep
+                )
         else:
             await transport.close()
 
+    def _sweep(self) -> None:
+        """Close (QUIT) the connections idle for ``idle_seconds``; look again when the next
+        one will be."""
+        self._sweeper = None
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        kept = []
+        for at, transport in self._idle:
+            if now - at >= self.idle_seconds:
+                task = loop.create_task(transport.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            else:
+                kept.append((at, transport))
+        self._idle = kept
+        if kept:
+            first = min(at for at, _ in kept)
+            self._sweeper = loop.call_later(first + self.idle_seconds - now, self._sweep)
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         idle, self._idle = self._idle, []
         for _, transport in idle:
             await transport.close()
