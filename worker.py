@@ -15,7 +15,6 @@ from types import TracebackType
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.campaigns import CampaignActivities
 from activities.complaints import ComplaintActivities
@@ -48,17 +47,6 @@ WORKFLOWS = [
     ComplaintCase,
     ModelTraining,
 ]
-
-#: The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside every
-#: workflow, but the project's own modules are imported once per process instead of once per
-#: workflow run: re-executing them cost about a third of a worker's CPU when journeys start in
-#: bursts (``bench.welcome``). They hold constants and classes only, no state a run could
-#: leave behind for the next.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "workflows", "activities", "clientela", "models"
-    )
-)
 
 
 class Workers:
@@ -139,7 +127,6 @@ def _main_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        workflow_runner=WORKFLOW_RUNNER,
         activities=[
             messaging.send_messages,
             rules.prepare,

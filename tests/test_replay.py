@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from worker import WORKFLOW_RUNNER, WORKFLOWS
+from worker import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -19,7 +19,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 )
 async def test_saved_history_replays(name: str, text: str) -> None:
     history = WorkflowHistory.from_json(name, text)
-    await Replayer(workflows=WORKFLOWS, workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
 
 
 def test_there_are_histories_to_replay() -> None:
