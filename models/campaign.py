@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.base import utcnow
@@ -31,9 +31,8 @@ class Campaign(SQLModel, table=True):
 class CampaignMember(SQLModel, table=True):
     __tablename__ = "campaign_member"
     __table_args__ = (
+        # Few indexes: a campaign's whole list is written at once (migration 0003).
         UniqueConstraint("campaign_id", "customer_id"),
-        Index("ix_campaign_member_draw", "campaign_id", "arm", "tier", "draw"),
-        Index("ix_campaign_member_address", "campaign_id", "channel", "address"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

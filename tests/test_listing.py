@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import func, insert
 from sqlmodel import col, select
 
 from clientela.campaigns import audience, listing, spec
@@ -176,11 +176,19 @@ def test_sql_and_python_build_the_same_list(db_url: str, name: str) -> None:
         for cid in ("in-sql", "in-python"):
             session.add(Campaign(id=cid, name=cid, stage="draft"))
         session.flush()
-        in_sql = audience.build(session, "in-sql", loaded, hash_id="listing", in_sql=True)
-        in_python = audience.build(session, "in-python", loaded, hash_id="listing", in_sql=False)
+        # (A preview draws with the spec's id, as the campaign it creates will.)
+        hash_id = loaded.spec.id
+        in_sql = audience.build(session, "in-sql", loaded, hash_id=hash_id, in_sql=True)
+        in_python = audience.build(session, "in-python", loaded, hash_id=hash_id, in_sql=False)
         got, want = members(session, "in-sql"), members(session, "in-python")
+        # The preview counts the list in one SELECT, writing nothing.
+        before = session.exec(select(func.count()).select_from(CampaignMember)).one()
+        previewed = audience.preview(session, loaded, in_sql=True)
+        after = session.exec(select(func.count()).select_from(CampaignMember)).one()
     assert got == want
     assert in_sql.as_dict() == in_python.as_dict()
+    assert previewed.as_dict() == in_python.as_dict()
+    assert before == after == 2 * len(want)
     # The base really holds the cases compared: every kind of exclusion occurs.
     reasons = " | ".join(r[-1] for r in want.values())
     expected = {

@@ -1,7 +1,8 @@
 """Who a campaign reaches: the audience, its arms, the held-out control, and who is excluded.
 
-The lead list is built in the ``campaign_member`` table, page by page, so its size does not
-depend on memory:
+The lead list is built in the ``campaign_member`` table, in one SQL statement when the spec
+needs no customer's features (``clientela.campaigns.listing``, which a preview only counts),
+else page by page, so its size does not depend on memory:
 
 1. Every customer the audience and an arm select becomes a member, with tier and segments
    as they are now, a content variant and a pilot flag (each from its own stable hash).
@@ -13,7 +14,8 @@ depend on memory:
    the control group too, so that treated and control stay comparable.
 4. Several members sharing an address keep one: the others are excluded as duplicates.
 
-A preview builds the same list inside a transaction that is rolled back.
+A preview of a list written page by page builds it inside a transaction that is rolled
+back.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from models import Campaign, CampaignMember, Customer, CustomerDecision, Interac
 from rules.language import holds
 
 PAGE = 1000
-DUPLICATE = "duplicate address: another customer in the audience shares it"
+DUPLICATE = listing.DUPLICATE
 
 
 def stable_hash(campaign_id: str, customer_id: str, salt: str = "") -> int:
@@ -124,7 +126,7 @@ def build(
     in_sql = listing.can_list(spec) if in_sql is None else in_sql and listing.can_list(spec)
     session.execute(delete(CampaignMember).where(col(CampaignMember.campaign_id) == campaign_id))
     models: dict[str, dict[str, Any]] = {}
-    if in_sql:
+    if in_sql:  # the whole list in one statement: control group and duplicates included
         listing.list_audience(session, campaign_id, spec, hash_id, utcnow())
     else:
         models = _list_audience(session, campaign_id, spec, hash_id)
@@ -133,11 +135,11 @@ def build(
         # The campaign records which model version chose each arm (the report names it).
         campaign.spec = {**campaign.spec, "models": models}
         session.add(campaign)
-    _hold_out(session, campaign_id, spec.spec.control.share)
-    if not in_sql:  # (in SQL, listing gave each member its channel or exclusion)
+    if not in_sql:
+        _hold_out(session, campaign_id, spec.spec.control.share)
         channel = None if spec.spec.channel == "preferred" else spec.spec.channel
         _reachability(session, campaign_id, channel, spec.spec.topic)
-    _deduplicate(session, campaign_id)
+        _deduplicate(session, campaign_id)
     out = summarise(session, campaign_id, spec)
     out.models = models
     return out
@@ -145,6 +147,9 @@ def build(
 
 def preview(session: Session, spec: Spec, in_sql: bool | None = None) -> Preview:
     """What ``build`` would write, without writing it."""
+    if listing.can_list(spec) if in_sql is None else in_sql and listing.can_list(spec):
+        rows = listing.counts(session, spec, spec.spec.id, utcnow())
+        return _summary(session, rows, spec)
     scratch = f"~preview-{uuid.uuid4().hex[:12]}"
     nested = session.begin_nested()
     try:
@@ -459,15 +464,21 @@ def _power(session: Session, out: Preview, s: Any) -> dict[str, Any]:
 def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
     """Counts of a written lead list: by arm and group, exclusion, tier, channel, variant,
     segment; from one grouped scan of the list."""
+    m = CampaignMember.__table__  # type: ignore[attr-defined]
+    keys = [m.c[name] for name in listing.SUMMARY_KEYS[:-1]]
+    keys.append(cast(m.c.segments, Text))  # a list per member: grouped by its text
+    rows = session.execute(
+        sa_select(*keys, func.count()).where(m.c.campaign_id == campaign_id).group_by(*keys)
+    ).all()
+    return _summary(session, rows, spec)
+
+
+def _summary(session: Session, rows: Sequence[Any], spec: Spec) -> Preview:
+    """A ``Preview`` from a lead list's counts by ``listing.SUMMARY_KEYS``."""
     s = spec.spec
     out = Preview(budget=s.budget)
-    m = CampaignMember.__table__  # type: ignore[attr-defined]
-    keys = [m.c.arm, m.c.group, m.c.excluded, m.c.tier, m.c.channel, m.c.variant, m.c.pilot]
-    keys.append(cast(m.c.segments, Text))  # a list per member: grouped by its text
     by_channel: Counter[str] = Counter()
-    for arm, group, excluded, tier, channel, variant, pilot, segments, n in session.execute(
-        sa_select(*keys, func.count()).where(m.c.campaign_id == campaign_id).group_by(*keys)
-    ).all():
+    for arm, group, excluded, tier, channel, variant, pilot, segments, n in rows:
         # Each member is counted once: excluded (treated or control), else to contact
         # (treated), else held out (control). So to contact + held out + excluded =
         # audience, everywhere.

@@ -1,17 +1,28 @@
-"""The lead list as set-based SQL: a handful of statements for any size of base.
+"""The lead list as set-based SQL: one statement for any size of base.
 
 ``clientela.campaigns.audience`` builds the list; when the spec chooses its customers by
 tier, segment and arms that need no customer's features (an arm that takes the rest, or a
 random share of the audience), it does it here, in the database:
 
-1. one ``INSERT ... SELECT`` writes every member, with the same stable draws as
-   ``audience.stable_hash`` (sha256 in the database: PostgreSQL's own ``sha256``, and on
-   SQLite the same Python function registered on every connection, ``clientela.db``);
-   and in the same statement its channel and address, or the reason it is excluded, by the
-   rules of ``clientela.messaging.eligibility.Facts.choose_channel`` (topics, tier channels,
+one ``SELECT`` (``members``) gives every member as ``audience.build`` would write it:
+
+1. each customer an arm takes, with the same stable draws as ``audience.stable_hash``
+   (sha256 in the database: PostgreSQL's own ``sha256``, and on SQLite the same Python
+   function registered on every connection, ``clientela.db``), and its channel and
+   address, or the reason it is excluded, by the rules of
+   ``clientela.messaging.eligibility.Facts.choose_channel`` (topics, tier channels,
    consent, address, suppression, contact caps), each written as a SQL expression (a
-   member's reachability does not depend on its group, so the control group drawn next
-   has it too).
+   member's reachability does not depend on its group, so the control group has it too);
+2. the control group: in each arm and tier, the highest draw held out (a window over the
+   draws), and every member at or below it;
+3. duplicates: each channel and address several members share, with its first customer
+   (grouped), and every other member on it.
+
+The members of step 1 are computed once (a materialized common table expression) and
+read three times; nothing is sorted but the draws and the shared addresses.
+
+The workflow writes it with one ``INSERT ... SELECT`` (``list_audience``); a preview
+counts it with one grouped ``SELECT`` (``counts``) and writes nothing.
 
 An audience condition, an arm with ``when`` or an arm ranked by a model or a count needs a
 customer's features or a ranking and goes through the Python path, page by page. The
@@ -29,6 +40,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
+    Text,
     and_,
     case,
     cast,
@@ -62,6 +74,9 @@ from rules.model import TierPolicy
 from rules.service import rules_of
 
 HASH_FUNCTION = "clientela_hash"
+DUPLICATE = "duplicate address: another customer in the audience shares it"
+#: What a lead list is counted by (``audience.summarise``); segments last, by their text.
+SUMMARY_KEYS = ["arm", "group", "excluded", "tier", "channel", "variant", "pilot", "segments"]
 TWO_63 = float(2**63)
 
 
@@ -115,6 +130,10 @@ def _in_segments(session: Session, segments: ColumnElement[Any], wanted: list[st
     return select(literal(1)).select_from(items).where(items.c.value.in_(wanted)).exists()
 
 
+COLUMNS = ["campaign_id", "customer_id", "arm", "variant", "group", "tier"]
+COLUMNS += ["segments", "draw", "pilot", "channel", "address", "excluded"]
+
+
 def list_audience(
     session: Session,
     campaign_id: str,
@@ -122,10 +141,33 @@ def list_audience(
     hash_id: str,
     now: datetime,
 ) -> None:
-    """Write a member for every customer an arm takes, with the channel and address it
-    would be contacted on or the reason it is excluded: one statement."""
+    """Write the lead list as ``audience.build`` would: one statement."""
+    m, _, _ = _tables()
+    listed = members(session, campaign_id, spec, hash_id, now)
+    session.execute(insert(m).from_select(COLUMNS, listed))
+
+
+def counts(session: Session, spec: Spec, hash_id: str, now: datetime) -> list[Any]:
+    """The lead list ``list_audience`` would write, counted as ``audience.summarise`` counts
+    a written one (``audience.SUMMARY_KEYS``, then the count), writing nothing."""
+    listed = members(session, "", spec, hash_id, now).subquery("members")
+    keys = [listed.c[name] for name in SUMMARY_KEYS[:-1]]
+    keys.append(cast(listed.c.segments, Text))
+    return list(session.execute(select(*keys, func.count()).group_by(*keys)).all())
+
+
+def members(
+    session: Session,
+    campaign_id: str,
+    spec: Spec,
+    hash_id: str,
+    now: datetime,
+) -> Any:
+    """Every member of the lead list as a ``SELECT`` (``COLUMNS``): each customer an arm
+    takes, the channel and address it would be contacted on or why it is excluded, the
+    control group held out and duplicates excluded."""
     s = spec.spec
-    m, c, d = _tables()
+    _, c, d = _tables()
 
     def draw(salt: str = "") -> ColumnElement[int]:
         text = literal(f"{hash_id}:") + c.c.external_id
@@ -193,26 +235,89 @@ def list_audience(
     chosen, address, reason = _reach(found, channel, s.topic)
     listed = (
         select(
-            literal(campaign_id),
             found.c.customer_id,
             found.c.arm,
             found.c.variant,
-            literal("treated"),
             found.c.tier,
             found.c.segments,
             found.c.draw,
             found.c.pilot,
-            chosen,
-            address,
-            func.substr(reason, 1, 255),
+            chosen.label("channel"),
+            address.label("address"),
+            func.substr(reason, 1, 255).label("excluded"),
         )
-        # Listed as the customers are read (by id); no sort: the order of members means
-        # nothing (duplicates keep the lowest customer id, the control the lowest draws).
         .where(found.c.arm.is_not(None))
+        .cte("listed")
+        .prefix_with("MATERIALIZED")
     )
-    columns_written = ["campaign_id", "customer_id", "arm", "variant", "group", "tier"]
-    columns_written += ["segments", "draw", "pilot", "channel", "address", "excluded"]
-    session.execute(insert(m).from_select(columns_written, listed))
+    m = listed.c
+    source: Any = listed
+    control: Any = false()
+    if s.control.share > 0:
+        last = _last_held_out(listed, s.control.share)
+        source = source.outerjoin(last, and_(last.c.arm == m.arm, last.c.tier == m.tier))
+        control = and_(last.c.draw.is_not(None), m.draw <= last.c.draw)
+    dupes = _duplicates(listed)
+    source = source.outerjoin(
+        dupes,
+        and_(m.excluded == "", dupes.c.channel == m.channel, dupes.c.address == m.address),
+    )
+    duplicate = and_(dupes.c.keeper.is_not(None), dupes.c.keeper != m.customer_id)
+    return select(
+        literal(campaign_id).label("campaign_id"),
+        m.customer_id,
+        m.arm,
+        case((control, literal("")), else_=m.variant).label("variant"),
+        case((control, literal("control")), else_=literal("treated")).label("group"),
+        m.tier,
+        m.segments,
+        m.draw,
+        case((control, false()), else_=m.pilot).label("pilot"),
+        case((duplicate, literal("")), else_=m.channel).label("channel"),
+        case((duplicate, literal("")), else_=m.address).label("address"),
+        case((duplicate, literal(DUPLICATE)), else_=m.excluded).label("excluded"),
+    ).select_from(source)
+
+
+def _last_held_out(listed: Any, share: float) -> Any:
+    """The highest draw held out in each arm and tier: the ``share`` of members with the
+    lowest draws, rounded up (``audience._hold_out``). Members at or below it are the
+    control group. (A window over the few columns it needs, then a join: SQLite sorts
+    narrow rows much faster than whole members.)"""
+    m = listed.c
+    stratum = {"partition_by": (m.arm, m.tier), "order_by": m.draw}
+    ranked = select(
+        m.arm,
+        m.tier,
+        m.draw,
+        func.row_number().over(**stratum).label("place"),
+        func.count().over(**stratum, rows=(None, None)).label("size"),  # the same sort
+    ).subquery("ranked")
+    r = ranked.c
+    # place <= ceil(share * n) is place - 1 < share * n for whole places; share * n in
+    # double precision, as Python computes it.
+    return (
+        select(r.arm, r.tier, func.max(r.draw).label("draw"))
+        .where((r.place - 1) < cast(literal(share), Float) * r.size)
+        .group_by(r.arm, r.tier)
+        .cte("last_held_out")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def _duplicates(listed: Any) -> Any:
+    """Each channel and address that several members (not excluded) share, with the first
+    customer by id, who keeps it; the others are excluded as duplicates
+    (``audience._deduplicate``)."""
+    m = listed.c
+    return (
+        select(m.channel, m.address, func.min(m.customer_id).label("keeper"))
+        .where(m.excluded == "")
+        .group_by(m.channel, m.address)
+        .having(func.count() > 1)
+        .cte("duplicates")
+        .prefix_with("MATERIALIZED")
+    )
 
 
 def _reach(found: Any, channel: str | None, topic: str | None) -> tuple[Any, Any, Any]:
