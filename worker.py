@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 
 from temporalio.client import Client
@@ -160,8 +161,34 @@ def _main_worker(
     )
 
 
+#: The project's packages: Temporal's sandbox imports the workflows' modules among them again
+#: for every workflow run (that is how it keeps runs apart).
+PACKAGES = ("workflows", "activities", "clientela", "rules", "models")
+
+
+def compile_bytecode(root: Path | None = None) -> bool:
+    """Compile the project's modules to bytecode where they have none or it is stale.
+
+    From source, each of the sandbox's imports compiles the file again: ``bench.welcome``
+    measured 41 ms of worker CPU per welcome journey without bytecode, 31 ms with it. An
+    installed package has its bytecode (pip compiles it at install); a source checkout run
+    with PYTHONDONTWRITEBYTECODE (or never imported) has none. Written once here, checked
+    by modification time after that; a read-only tree is left as it is."""
+    import compileall
+
+    from clientela import ROOT
+
+    done = True
+    for package in PACKAGES:
+        done = compileall.compile_dir((root or ROOT) / package, quiet=2) and done
+    if not done:
+        logging.info("some modules could not be compiled (read-only?): workflows run slower")
+    return bool(done)
+
+
 async def run(settings: Settings) -> None:
     get_engine(settings.db_url)  # create the schema before the first activity needs it
+    compile_bytecode()
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 

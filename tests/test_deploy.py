@@ -3,6 +3,7 @@ TLS, Temporal Cloud's API key), `clientela serve api`, and the readiness probe."
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -127,3 +128,26 @@ def test_serve_api_answers_and_stops_on_sigterm(settings: Settings, tmp_path: Pa
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_the_worker_compiles_the_workflow_modules_it_will_import_again(tmp_path: Path) -> None:
+    """Temporal's sandbox imports a workflow's modules again for every run: from bytecode,
+    not by compiling the source each time (``worker.compile_bytecode``, bench.welcome)."""
+    import importlib.util
+
+    import worker
+
+    source = tmp_path / "workflows" / "greeting.py"
+    source.parent.mkdir()
+    source.write_text("def hello() -> str:\n    return 'hola'\n")
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    assert not cached.exists()
+    assert worker.compile_bytecode(tmp_path)
+    assert cached.exists()
+    # Stale bytecode is written again when the source changes.
+    first = cached.read_bytes()
+    source.write_text("def hello() -> str:\n    return 'hello, again'\n")
+    later = source.stat().st_mtime + 60  # (compileall compares whole seconds)
+    os.utime(source, (later, later))
+    assert worker.compile_bytecode(tmp_path)
+    assert cached.read_bytes() != first
