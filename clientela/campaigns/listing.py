@@ -121,11 +121,8 @@ def _below(draw: ColumnElement[int], share: float) -> ColumnElement[bool]:
 
 
 def _in_segments(session: Session, segments: ColumnElement[Any], wanted: list[str]) -> Any:
-    name = (
-        "json_array_elements_text"
-        if session.get_bind().dialect.name == "postgresql"
-        else ("json_each")
-    )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    name = "json_array_elements_text" if postgres else "json_each"
     items = getattr(func, name)(segments).table_valued("value")
     return select(literal(1)).select_from(items).where(items.c.value.in_(wanted)).exists()
 
