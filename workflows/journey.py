@@ -65,13 +65,11 @@ class JourneyWorkflow:
         self._p = p
         self._status = JourneyStatus(name=p.name, version=p.version, customer_id=p.customer_id)
         self._events: list[str] = []
-        self._lean = False
         self._stage = ""
 
     @workflow.run
     async def run(self, p: JourneyInput) -> JourneyStatus:
-        self._lean = p.attributes_at_start
-        if self._lean:
+        if p.attributes_at_start:
             known = workflow.info().typed_search_attributes
             self._stage = known.get(search.STAGE) or ""
             missing = [
@@ -206,7 +204,7 @@ class JourneyWorkflow:
     def _at(self, sid: str) -> None:
         self._status.step = sid
         stage = stage_of(self._p.name, sid)
-        if not self._lean or stage != self._stage:
+        if not self._p.attributes_at_start or stage != self._stage:
             workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
             self._stage = stage
         workflow.set_current_details(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, insert, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -123,7 +123,7 @@ def build(
     the spec allows it) or page by page in Python (the tests compare the two).
     """
     hash_id = hash_id or campaign_id
-    in_sql = listing.can_list(spec) if in_sql is None else in_sql and listing.can_list(spec)
+    in_sql = listing.in_sql(spec, in_sql)
     session.execute(delete(CampaignMember).where(col(CampaignMember.campaign_id) == campaign_id))
     models: dict[str, dict[str, Any]] = {}
     if in_sql:  # the whole list in one statement: control group and duplicates included
@@ -147,7 +147,7 @@ def build(
 
 def preview(session: Session, spec: Spec, in_sql: bool | None = None) -> Preview:
     """What ``build`` would write, without writing it."""
-    if listing.can_list(spec) if in_sql is None else in_sql and listing.can_list(spec):
+    if listing.in_sql(spec, in_sql):
         rows = listing.counts(session, spec, spec.spec.id, utcnow())
         return _summary(session, rows, spec)
     scratch = f"~preview-{uuid.uuid4().hex[:12]}"
@@ -465,8 +465,7 @@ def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
     """Counts of a written lead list: by arm and group, exclusion, tier, channel, variant,
     segment; from one grouped scan of the list."""
     m = CampaignMember.__table__  # type: ignore[attr-defined]
-    keys = [m.c[name] for name in listing.SUMMARY_KEYS[:-1]]
-    keys.append(cast(m.c.segments, Text))  # a list per member: grouped by its text
+    keys = listing.summary_keys(m)
     rows = session.execute(
         sa_select(*keys, func.count()).where(m.c.campaign_id == campaign_id).group_by(*keys)
     ).all()
@@ -474,7 +473,7 @@ def summarise(session: Session, campaign_id: str, spec: Spec) -> Preview:
 
 
 def _summary(session: Session, rows: Sequence[Any], spec: Spec) -> Preview:
-    """A ``Preview`` from a lead list's counts by ``listing.SUMMARY_KEYS``."""
+    """A ``Preview`` from a lead list's counts by ``listing.summary_keys``."""
     s = spec.spec
     out = Preview(budget=s.budget)
     by_channel: Counter[str] = Counter()

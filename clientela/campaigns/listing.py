@@ -75,14 +75,21 @@ from rules.service import rules_of
 
 HASH_FUNCTION = "clientela_hash"
 DUPLICATE = "duplicate address: another customer in the audience shares it"
-#: What a lead list is counted by (``audience.summarise``); segments last, by their text.
-SUMMARY_KEYS = ["arm", "group", "excluded", "tier", "channel", "variant", "pilot", "segments"]
+#: The columns of a member, as ``members`` gives them and ``list_audience`` writes them.
+COLUMNS = ["campaign_id", "customer_id", "arm", "variant", "group", "tier"]
+COLUMNS += ["segments", "draw", "pilot", "channel", "address", "excluded"]
 TWO_63 = float(2**63)
 
 
 def hash_text(text: str) -> int:
     """63 bits of sha256 over ``text``: ``audience.stable_hash`` of its parts joined."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def in_sql(spec: Spec, wanted: bool | None = None) -> bool:
+    """Whether the list is written in SQL: when the spec allows it, unless ``wanted`` is
+    False (the tests compare both paths)."""
+    return can_list(spec) if wanted is None else wanted and can_list(spec)
 
 
 def can_list(spec: Spec) -> bool:
@@ -127,10 +134,6 @@ def _in_segments(session: Session, segments: ColumnElement[Any], wanted: list[st
     return select(literal(1)).select_from(items).where(items.c.value.in_(wanted)).exists()
 
 
-COLUMNS = ["campaign_id", "customer_id", "arm", "variant", "group", "tier"]
-COLUMNS += ["segments", "draw", "pilot", "channel", "address", "excluded"]
-
-
 def list_audience(
     session: Session,
     campaign_id: str,
@@ -144,12 +147,18 @@ def list_audience(
     session.execute(insert(m).from_select(COLUMNS, listed))
 
 
+def summary_keys(member: Any) -> list[Any]:
+    """What a lead list is counted by (``audience.summarise``), of a table or ``SELECT`` of
+    members: segments last, grouped by their text (a list per member)."""
+    keys = [member.c[name] for name in ("arm", "group", "excluded", "tier", "channel")]
+    keys += [member.c.variant, member.c.pilot, cast(member.c.segments, Text)]
+    return keys
+
+
 def counts(session: Session, spec: Spec, hash_id: str, now: datetime) -> list[Any]:
     """The lead list ``list_audience`` would write, counted as ``audience.summarise`` counts
-    a written one (``audience.SUMMARY_KEYS``, then the count), writing nothing."""
-    listed = members(session, "", spec, hash_id, now).subquery("members")
-    keys = [listed.c[name] for name in SUMMARY_KEYS[:-1]]
-    keys.append(cast(listed.c.segments, Text))
+    a written one (``summary_keys``, then the count), writing nothing."""
+    keys = summary_keys(members(session, "", spec, hash_id, now).subquery("members"))
     return list(session.execute(select(*keys, func.count()).group_by(*keys)).all())
 
 

@@ -295,7 +295,7 @@ class EmailPool:
         now = time.monotonic()
         while self._idle:
             at, transport = self._idle.pop()
-            if now - at < self.idle_seconds and transport.connected:
+            if not self._stale(at, now) and transport.connected:
                 return transport
             transport.abandon()
         return None
@@ -311,6 +311,10 @@ class EmailPool:
         else:
             await transport.close()
 
+    def _stale(self, kept_at: float, now: float) -> bool:
+        """Idle for ``idle_seconds`` or longer: closed, never reused."""
+        return now - kept_at >= self.idle_seconds
+
     def _sweep(self) -> None:
         """Close (QUIT) the connections idle for ``idle_seconds``; look again when the next
         one will be."""
@@ -319,7 +323,7 @@ class EmailPool:
         loop = asyncio.get_running_loop()
         kept = []
         for at, transport in self._idle:
-            if now - at >= self.idle_seconds:
+            if self._stale(at, now):
                 task = loop.create_task(transport.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
