@@ -14,9 +14,11 @@ _lock = threading.Lock()
 def installation_secret(path: Path) -> str:
     """The secret kept at ``path``, made (32 random bytes, hex) the first time it is asked.
 
-    Created with O_EXCL so that two processes starting together agree on one value.
+    Created with O_EXCL so that two processes starting together agree on one value. Asked
+    for every signed link of every message: an absolute path is its own key (resolving it is
+    a system call per folder of the path, which was a fifth of a campaign worker's CPU).
     """
-    key = str(path.resolve())
+    key = str(path) if path.is_absolute() else str(path.resolve())
     with _lock:
         if key in _known:
             return _known[key]
