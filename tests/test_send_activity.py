@@ -6,13 +6,19 @@ import dataclasses
 import logging
 
 import pytest
+from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
+import activities.messaging
 from activities.contracts import MessageRequest, SendMessagesInput
 from activities.messaging import MessagingActivities
+from clientela.db import session_scope
 from clientela.devstack.smtp_catcher import Fault, SmtpCatcher, read_outbox
+from clientela.messaging.channels.email import message_id_for
+from clientela.messaging.sending import Sender
 from clientela.settings import Settings
+from models import Message
 from tests.factories import make_customer
 
 
@@ -82,6 +88,67 @@ async def test_a_transient_failure_retries_only_the_pending_messages(
     )
     assert result.counts == {"sent": 5}
     assert len(read_outbox(settings.outbox_dir)) == 5
+
+
+def sent_once(settings: Settings, customers: list[str]) -> bool:
+    """The outbox holds each customer's batch message exactly once."""
+    found = sorted(e["message_id"] for e in read_outbox(settings.outbox_dir))
+    return found == sorted(message_id_for(f"b:{c}", settings.mail_from) for c in customers)
+
+
+def ledger(db_url: str) -> dict[str, tuple[str, str]]:
+    """Each batch message's ledger row: (state, claimed by)."""
+    with session_scope(db_url) as session:
+        rows = session.exec(select(Message).where(col(Message.key).startswith("b:"))).all()
+        return {r.key: (r.state, r.claimed_by) for r in rows}
+
+
+async def test_a_batch_goes_in_chunks_each_prepared_then_sent_in_order(
+    settings: Settings, catcher: SmtpCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activities.messaging, "CHUNK", 2)
+    customers = [make_customer(settings.db_url) for _ in range(5)]
+    prepared: list[int] = []
+    real_prepare = Sender.prepare
+
+    async def counted(self: Sender, reqs: list[MessageRequest]) -> list:
+        prepared.append(len(reqs))
+        return await real_prepare(self, reqs)
+
+    monkeypatch.setattr(Sender, "prepare", counted)
+    result = await environment(1).run(MessagingActivities(settings).send_messages, batch(customers))
+    assert prepared == [2, 2, 1]
+    assert [o.key for o in result.outcomes] == [f"b:{c}" for c in customers]
+    assert result.counts == {"sent": 5}
+    assert sent_once(settings, customers)
+    assert {state for state, _ in ledger(settings.db_url).values()} == {"sent"}
+
+
+async def test_an_attempt_that_fails_hands_back_the_claims_it_never_handed_over(
+    settings: Settings, catcher: SmtpCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that stops after claiming a chunk and before handing it over queues its
+    claims again, so the next attempt sends them at once (without the hand-back they would
+    wait for the claim's lease, ``send_lease``)."""
+    monkeypatch.setattr(activities.messaging, "CHUNK", 2)
+    customers = [make_customer(settings.db_url) for _ in range(5)]
+    real_send = Sender.send_prepared
+
+    async def stops(self: Sender, prepared: list) -> list:
+        raise RuntimeError("the worker is stopping")
+
+    monkeypatch.setattr(Sender, "send_prepared", stops)
+    with pytest.raises(RuntimeError, match="the worker is stopping"):
+        await environment(1).run(MessagingActivities(settings).send_messages, batch(customers))
+    rows = ledger(settings.db_url)
+    # The first chunk was claimed, then handed back; nothing else was touched.
+    assert sorted(rows) == sorted(f"b:{c}" for c in customers[:2])
+    assert set(rows.values()) == {("queued", "")}
+    assert read_outbox(settings.outbox_dir) == []
+    monkeypatch.setattr(Sender, "send_prepared", real_send)
+    result = await environment(2).run(MessagingActivities(settings).send_messages, batch(customers))
+    assert result.counts == {"sent": 5}
+    assert sent_once(settings, customers)
 
 
 async def test_the_sms_client_does_not_log_each_request(

@@ -309,7 +309,52 @@ class Sender:
     ) -> list[MessageOutcome | Transient | InDoubt]:
         """Send a batch, each message at most once. A Transient or InDoubt in the result
         means that message is not final yet: ask again later with the same key."""
-        prepared = await asyncio.to_thread(self._prepare_many, reqs)
+        return await self.send_prepared(await self.prepare(reqs))
+
+    async def prepare(
+        self, reqs: list[MessageRequest]
+    ) -> list[MessageOutcome | Prepared | Transient]:
+        """Reserve, decide, render and claim a batch (one transaction, in a thread): what
+        ``send_prepared`` sends. A claim that is never sent goes back with ``release``."""
+        return await asyncio.to_thread(self._prepare_many, reqs)
+
+    async def release(self, prepared: list[MessageOutcome | Prepared | Transient]) -> int:
+        """Hand back the claims of a prepared batch that will not be sent (its attempt is
+        ending): they are queued again at once, for the next attempt, instead of waiting for
+        their lease to run out. A hand-over to reconcile stays as it is. How many went back."""
+        keys = [
+            p.key
+            for p in prepared
+            if isinstance(p, Prepared) and not p.reconcile and p.state == MessageState.claimed
+        ]
+        if not keys:
+            return 0
+        return await asyncio.to_thread(self._release, keys)
+
+    def _release(self, keys: list[str]) -> int:
+        released = 0
+        with get_engine(self.settings.db_url).begin() as conn:
+            for part in chunked(keys):
+                released += conn.execute(
+                    update(_LEDGER)
+                    .where(
+                        _LEDGER.c.key.in_(part),
+                        _LEDGER.c.claimed_by == self.attempt_id,
+                        _LEDGER.c.state == MessageState.claimed,
+                    )
+                    .values(
+                        state=MessageState.queued,
+                        claimed_by="",
+                        claimed_at=None,
+                        updated_at=utcnow(),
+                    )
+                ).rowcount
+        return released
+
+    async def send_prepared(
+        self, prepared: list[MessageOutcome | Prepared | Transient]
+    ) -> list[MessageOutcome | Transient | InDoubt]:
+        """Send what ``prepare`` claimed; the others' outcomes are passed on as they are."""
         ledger = _Ledger(self)
         claimed = [p for p in prepared if isinstance(p, Prepared)]
         recorded: dict[str, MessageOutcome | Transient | InDoubt] = {}
