@@ -6,7 +6,10 @@ does (`CLIENTELA_RULES_SLICES` slices, decided in parallel by the worker process
 once with one worker process and once with two. The baseline, in the same run: the same
 rulesets and facts straight into raw durable_rules in this process (``bench.rules``).
 
-    python -m bench.rules_apply [--customers 100000] [--slices 4]
+    python -m bench.rules_apply [--customers 100000] [--slices 4] [--db URL]
+
+``--db``: a PostgreSQL server (its URL); the base is seeded once into a scratch database and
+each run decides a copy of it (``CREATE DATABASE ... TEMPLATE``), dropped at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert, make_url, text
 from sqlmodel import func, select
 from temporalio.testing import WorkflowEnvironment
 
@@ -131,39 +134,83 @@ def fresh_copy(seeded: Path, db: Path) -> None:
     shutil.copyfile(seeded, db)
 
 
+class Scratch:
+    """Scratch databases on a PostgreSQL server: one seeded, and copies of it to decide."""
+
+    def __init__(self, url: str) -> None:
+        self.admin = make_url(url)
+        self.server = create_engine(self.admin, isolation_level="AUTOCOMMIT")
+        self.prefix = f"clientela_bench_rules_{int(time.time())}"
+        self.made: list[str] = []
+
+    def create(self, suffix: str, template: str = "") -> str:
+        name = f"{self.prefix}_{suffix}"
+        with self.server.connect() as conn:
+            conn.execute(
+                text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+            )
+        self.made.append(name)
+        return name
+
+    def url(self, name: str) -> str:
+        return self.admin.set(database=name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        dispose_all()
+        with self.server.connect() as conn:
+            for name in reversed(self.made):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.server.dispose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument("--db", default="", help="PostgreSQL server URL (default: SQLite)")
     args = parser.parse_args()
     n = args.customers
+    scratch = Scratch(args.db) if args.db else None
     with tempfile.TemporaryDirectory(prefix="clientela-bench-rules-") as tmp:
         home = Path(tmp)
-        settings = Settings(home=home, rules_slices=args.slices)
-        env = {
+        base = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CLIENTELA_")},
             "CLIENTELA_HOME": str(home),
             "CLIENTELA_RULES_SLICES": str(args.slices),
         }
         t0 = time.perf_counter()
         seeded = home / "seeded.db"
-        seed(f"sqlite:///{seeded}", n)
-        dispose_all()
-        print(f"seeded {n:,} customers in {time.perf_counter() - t0:.1f} s (not measured)")
-        raw_s, _ = run_raw(RULES, n)
-        classes = classes_of(n)
-        times = {}
-        for workers in (1, 2):
-            # Each run starts from the same database: nobody tiered yet.
-            fresh_copy(seeded, home / "clientela.db")
-            times[workers] = await apply_with(settings, env, workers, home / "worker.log")
-            print(f"  ... {workers} worker process(es): {times[workers]:.1f} s", flush=True)
-            with session_scope(settings.db_url) as session:
-                runs = session.exec(select(func.count()).select_from(RuleRun)).one()
+        try:
+            if scratch is not None:
+                seed(scratch.url(scratch.create("seeded")), n)
+            else:
+                seed(f"sqlite:///{seeded}", n)
             dispose_all()
-            if runs != 1:
-                sys.exit(f"expected one rules run in the database, found {runs}")
-    print(f"rules apply of {n:,} customers on SQLite, {args.slices} slices, rules/crm.yaml, "
+            print(f"seeded {n:,} customers in {time.perf_counter() - t0:.1f} s (not measured)")
+            raw_s, _ = run_raw(RULES, n)
+            classes = classes_of(n)
+            times = {}
+            for workers in (1, 2):
+                # Each run starts from the same database: nobody tiered yet.
+                url = ""
+                if scratch is not None:
+                    url = scratch.url(scratch.create(f"run{workers}", template=scratch.made[0]))
+                else:
+                    fresh_copy(seeded, home / "clientela.db")
+                settings = Settings(home=home, rules_slices=args.slices, database_url=url)
+                env = {**base, "CLIENTELA_DATABASE_URL": url} if url else base
+                times[workers] = await apply_with(settings, env, workers, home / "worker.log")
+                print(f"  ... {workers} worker process(es): {times[workers]:.1f} s", flush=True)
+                with session_scope(settings.db_url) as session:
+                    runs = session.exec(select(func.count()).select_from(RuleRun)).one()
+                dispose_all()
+                if runs != 1:
+                    sys.exit(f"expected one rules run in the database, found {runs}")
+        finally:
+            if scratch is not None:
+                scratch.drop()
+    db = "PostgreSQL" if scratch is not None else "SQLite"
+    print(f"rules apply of {n:,} customers on {db}, {args.slices} slices, rules/crm.yaml, "
           "each run from the same untiered base")  # fmt: skip
     print(f"{'':<44}{'seconds':>9}{'per second':>12}")
     print(f"{'raw durable_rules, one process (baseline)':<44}{raw_s:>9.1f}{n / raw_s:>12,.0f}")
