@@ -73,6 +73,41 @@ FEATURES: dict[str, Feature] = {
 }
 
 
+#: What each feature is computed from, beyond the customer's own record: ``consents``, and
+#: the parts of ``History`` (``rules.data.histories_of`` reads only the parts asked for).
+#: A feature missing here needs none of them. Checked against ``compute`` by the tests.
+SOURCES: dict[str, frozenset[str]] = {
+    "email_consent": frozenset({"consents"}),
+    "sms_consent": frozenset({"consents"}),
+    **{
+        name: frozenset({"purchases"})
+        for name in (
+            "purchases_12m",
+            "spend_12m",
+            "recency_days",
+            "avg_order_value",
+            "monthly_income",  # billed, plus what was bought
+            "usage",  # else the monthly income
+            "excess_amount",
+            "excess_ratio",
+        )
+    },
+    "messages_12m": frozenset({"messages"}),
+    "responses_12m": frozenset({"responses"}),
+    "responsive_channel": frozenset({"responses"}),
+    "response_rate": frozenset({"messages", "responses"}),
+    "never_responds": frozenset({"messages", "responses"}),
+    "always_responds": frozenset({"messages", "responses"}),
+    "complaints_open": frozenset({"complaints"}),
+}
+ALL_SOURCES = frozenset().union(*SOURCES.values())
+
+
+def sources_of(fields: set[str]) -> frozenset[str]:
+    """What must be read to compute these fields."""
+    return frozenset().union(*(SOURCES.get(f, frozenset()) for f in fields))
+
+
 @dataclass
 class History:
     """Aggregates of one customer's history, read in bulk (see ``rules.data``)."""

@@ -18,7 +18,7 @@ from models import Customer, CustomerDecision, RankingValue, RuleRun, RuleVersio
 from rules.data import consents_of, customer_page, histories_of, profile_of
 from rules.decide import Decision, decide, explain
 from rules.engine import DEFAULT_RULE, Engine
-from rules.features import compute, with_attributes
+from rules.features import ALL_SOURCES, compute, sources_of, with_attributes
 from rules.language import Compare, Value, value_of
 from rules.model import Rules, loads
 
@@ -83,11 +83,16 @@ def features_of(
     customers: list[Customer],
     today: date,
     thresholds: dict[str, Any] | None,
+    fields: set[str] | None = None,
 ) -> list[tuple[Customer, dict[str, Value]]]:
-    """Every field the rules may use, for each customer (rankings need thresholds)."""
+    """Every field the rules may use, for each customer (rankings need thresholds).
+
+    ``fields``: only these are wanted; the history that none of them needs is not read (the
+    others come out as for a customer without that history)."""
     ids = [c.id for c in customers if c.id is not None]
-    consents = consents_of(session, ids)
-    histories = histories_of(session, ids, today)
+    parts = ALL_SOURCES if fields is None else sources_of(fields)
+    consents = consents_of(session, ids) if "consents" in parts else {}
+    histories = histories_of(session, ids, today, parts=parts)
     out = []
     for c in customers:
         assert c.id is not None
@@ -161,7 +166,10 @@ def rank_page(
             )
         )
     rows = []
-    for customer, values in features_of(session, rules, batch, today, thresholds=None):
+    wanted = set().union(*(rules.rankings[name].fields for name in rules.rankings))
+    for customer, values in features_of(
+        session, rules, batch, today, thresholds=None, fields=wanted
+    ):
         for name in rules.rankings:
             value = _ranking_value(rules, name, values)
             if isinstance(value, int | float):

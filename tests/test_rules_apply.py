@@ -331,3 +331,84 @@ def test_rankings_stored_by_slices_and_again_match_one_pass(db_url: str) -> None
     assert all(first[c].tier == second[c].tier for c in first)
     assert all(second[c].run_id != first[c].run_id for c in first)  # replaced, not kept
     assert changes == 60  # each customer's first tier; the second apply changed none
+
+
+def test_a_dense_page_reads_its_history_by_range_and_only_its_own(db_url: str) -> None:
+    """A page of the base (dense ids) is read by id range: the same histories and consents as
+    reading each customer by id, and nothing of a customer in the range the page left out."""
+    from models import Complaint, Consent, Direction, Interaction
+    from rules.data import consents_of, histories_of
+
+    bulk_customers(db_url, 80)
+    now = datetime.combine(TODAY, datetime.min.time(), UTC)
+    with session_scope(db_url) as session:
+        ids = sorted(session.exec(select(Customer.id)).all())
+        for n, cid in enumerate(ids):
+            granted = n % 2 == 0
+            session.add(Consent(customer_id=cid, channel="email", granted=granted, source="test"))
+            for k in range(n % 4):
+                when = now - timedelta(days=10 * (k + 1))
+                amount = Decimal("12.5") * (k + 1)
+                session.add(Transaction(customer_id=cid, amount=amount, occurred_at=when))
+                session.add(
+                    Interaction(
+                        customer_id=cid,
+                        channel="email",
+                        direction=Direction.outbound,
+                        kind="message",
+                        outcome="sent",
+                        occurred_at=when,
+                    )
+                )
+            if n % 3 == 0:
+                session.add(
+                    Interaction(
+                        customer_id=cid,
+                        channel="sms",
+                        direction=Direction.inbound,
+                        kind="reply",
+                        occurred_at=now - timedelta(days=2),
+                    )
+                )
+            if n % 5 == 0:
+                session.add(Complaint(customer_id=cid, code="BILLING-01"))
+        session.commit()
+        left_out = ids[40]
+        page = [i for i in ids if i != left_out]
+        by_range = histories_of(session, page, TODAY)
+        consents = consents_of(session, page)
+        one_by_one = {i: histories_of(session, [i], TODAY)[i] for i in ids}
+        alone = {i: consents_of(session, [i]).get(i, {}) for i in ids}
+    assert left_out not in by_range and left_out not in consents
+    assert {i: by_range[i] for i in page} == {i: one_by_one[i] for i in page}
+    assert {i: consents.get(i, {}) for i in page} == {i: alone[i] for i in page}
+    assert sum(h.purchases_12m for h in by_range.values()) > 0
+    assert sum(h.complaints_open for h in by_range.values()) > 0
+
+
+def test_the_ranking_pass_reads_only_what_the_rankings_use_and_ranks_the_same(
+    db_url: str,
+) -> None:
+    bulk_customers(db_url, 30)
+    for n in range(6):  # income from purchases decides some of the rankings' values
+        cid = make_customer(db_url, attributes={"basic_charge": 15})
+        buy(db_url, cid, [40.0 * (n + 1)] * 3)
+    rules = load(CRM)
+    wanted = set().union(*(rules.rankings[name].fields for name in rules.rankings))
+    with session_scope(db_url) as session:
+        batch = session.exec(select(Customer).order_by(col(Customer.id))).all()
+        whole = service.features_of(session, rules, list(batch), TODAY, thresholds=None)
+        lean = service.features_of(
+            session, rules, list(batch), TODAY, thresholds=None, fields=wanted
+        )
+    ranked = {
+        name: [service._ranking_value(rules, name, values) for _, values in whole]
+        for name in rules.rankings
+    }
+    assert ranked == {
+        name: [service._ranking_value(rules, name, values) for _, values in lean]
+        for name in rules.rankings
+    }
+    assert any(isinstance(v, float | int) for v in ranked["def3_top_excess"])
+    assert "purchases_12m" in dict(lean[-1][1]) and "email_consent" in dict(whole[-1][1])
+    assert lean[-1][1]["email_consent"] is False  # consents were not read for ranking
