@@ -82,10 +82,10 @@ class MessagingActivities:
         pending: list[str] = []
         retry_after: float | None = None
         settled = 0
-        parts = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
         current: list[Any] = []  # prepared, not all sent yet
         try:
-            for indices in parts:
+            for start in range(0, len(todo), CHUNK):
+                indices = todo[start : start + CHUNK]
                 current = await sender.prepare([batch.messages[i] for i in indices])
                 results = await sender.send_prepared(current)
                 current = []

@@ -18,6 +18,7 @@ In the same run:
 The worker's peak resident memory (VmHWM) is read from /proc when the campaign is done.
 
     python -m bench.campaign [--recipients 100000] [--raw 20000] [--db URL] [--workers 1]
+                             [--lanes N]
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ async def main() -> None:
     parser.add_argument("--db", default="", help="database URL (default: a new SQLite file)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--lanes", type=int, default=0, help="campaign lanes (default: setting)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="clientela-bench-"))
@@ -317,6 +319,8 @@ async def main() -> None:
             smtp_port=port,
             sms_hours="00:00-24:00",
         )
+        if args.lanes:
+            settings = settings.model_copy(update={"campaign_lanes": args.lanes})
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CLIENTELA_")},
             "CLIENTELA_HOME": str(home),
@@ -324,6 +328,7 @@ async def main() -> None:
             "CLIENTELA_SMTP_HOST": "127.0.0.1",
             "CLIENTELA_SMTP_PORT": str(port),
             "CLIENTELA_TASK_QUEUE": settings.task_queue,
+            "CLIENTELA_CAMPAIGN_LANES": str(settings.campaign_lanes),
         }
         templates = Templates(settings.templates_dir, settings.default_locale)
         print(f"seeding {args.recipients:,} customers ...", flush=True)

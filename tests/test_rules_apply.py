@@ -333,10 +333,21 @@ def test_rankings_stored_by_slices_and_again_match_one_pass(db_url: str) -> None
     assert changes == 60  # each customer's first tier; the second apply changed none
 
 
+def contact(cid: int, channel: str, direction: str, kind: str, when: datetime) -> object:
+    """One contact in a customer's history (a message sent, a reply received)."""
+    from models import Interaction
+
+    outcome = "sent" if direction == "outbound" else ""
+    return Interaction(
+        customer_id=cid, channel=channel, direction=direction, kind=kind, outcome=outcome,
+        occurred_at=when,
+    )  # fmt: skip
+
+
 def test_a_dense_page_reads_its_history_by_range_and_only_its_own(db_url: str) -> None:
     """A page of the base (dense ids) is read by id range: the same histories and consents as
     reading each customer by id, and nothing of a customer in the range the page left out."""
-    from models import Complaint, Consent, Direction, Interaction
+    from models import Complaint, Consent, Direction
     from rules.data import consents_of, histories_of
 
     bulk_customers(db_url, 80)
@@ -350,26 +361,10 @@ def test_a_dense_page_reads_its_history_by_range_and_only_its_own(db_url: str) -
                 when = now - timedelta(days=10 * (k + 1))
                 amount = Decimal("12.5") * (k + 1)
                 session.add(Transaction(customer_id=cid, amount=amount, occurred_at=when))
-                session.add(
-                    Interaction(
-                        customer_id=cid,
-                        channel="email",
-                        direction=Direction.outbound,
-                        kind="message",
-                        outcome="sent",
-                        occurred_at=when,
-                    )
-                )
+                session.add(contact(cid, "email", Direction.outbound, "message", when))
             if n % 3 == 0:
-                session.add(
-                    Interaction(
-                        customer_id=cid,
-                        channel="sms",
-                        direction=Direction.inbound,
-                        kind="reply",
-                        occurred_at=now - timedelta(days=2),
-                    )
-                )
+                replied = now - timedelta(days=2)
+                session.add(contact(cid, "sms", Direction.inbound, "reply", replied))
             if n % 5 == 0:
                 session.add(Complaint(customer_id=cid, code="BILLING-01"))
         session.commit()
