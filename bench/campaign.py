@@ -305,7 +305,10 @@ async def main() -> None:
     parser.add_argument("--db", default="", help="database URL (default: a new SQLite file)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--lanes", type=int, default=0, help="campaign lanes (default: setting)")
+    parser.add_argument(
+        "--lanes", type=int, default=0, choices=range(1, 33), metavar="1-32",
+        help="campaign lanes (default: the setting)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="clientela-bench-"))
@@ -318,9 +321,8 @@ async def main() -> None:
             smtp_host="127.0.0.1",
             smtp_port=port,
             sms_hours="00:00-24:00",
+            **({"campaign_lanes": args.lanes} if args.lanes else {}),
         )
-        if args.lanes:
-            settings = settings.model_copy(update={"campaign_lanes": args.lanes})
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CLIENTELA_")},
             "CLIENTELA_HOME": str(home),

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, insert, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import func, select
 from temporalio.testing import WorkflowEnvironment
 
@@ -138,14 +140,24 @@ class Scratch:
     """Scratch databases on a PostgreSQL server: one seeded, and copies of it to decide."""
 
     def __init__(self, url: str) -> None:
-        self.admin = make_url(url)
+        try:
+            self.admin = make_url(url)
+        except ArgumentError:
+            sys.exit(f"--db: {url!r} is not a database URL (postgresql+psycopg://user@host/db)")
+        if self.admin.get_backend_name() != "postgresql":
+            sys.exit(f"--db: {url!r} is not a PostgreSQL URL (SQLite is the default)")
         self.server = create_engine(self.admin, isolation_level="AUTOCOMMIT")
         self.prefix = f"clientela_bench_rules_{int(time.time())}"
         self.made: list[str] = []
 
     def create(self, suffix: str, template: str = "") -> str:
         name = f"{self.prefix}_{suffix}"
-        with self.server.connect() as conn:
+        try:
+            conn = self.server.connect()
+        except DBAPIError as exc:
+            where = self.admin.render_as_string(hide_password=True)
+            sys.exit(f"--db: cannot reach {where!r}: {str(exc.orig).strip()}")
+        with conn:
             conn.execute(
                 text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
             )
@@ -156,6 +168,8 @@ class Scratch:
         return self.admin.set(database=name).render_as_string(hide_password=False)
 
     def drop(self) -> None:
+        if not self.made:  # nothing was made (the server could not be reached)
+            return
         dispose_all()
         with self.server.connect() as conn:
             for name in reversed(self.made):
@@ -171,6 +185,8 @@ async def main() -> None:
     args = parser.parse_args()
     n = args.customers
     scratch = Scratch(args.db) if args.db else None
+    # Stopped (SIGTERM, as well as Ctrl-C): the scratch databases are dropped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped: scratch databases dropped"))
     with tempfile.TemporaryDirectory(prefix="clientela-bench-rules-") as tmp:
         home = Path(tmp)
         base = {
