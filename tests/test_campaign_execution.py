@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -212,6 +211,7 @@ async def test_sending_is_paced_by_the_channel_rate(
     customers = [make_customer(settings.db_url, locale="en") for _ in range(6)]
     paced = settings.model_copy(update={"email_rate": 5.0})  # one every 0.2 s
     sender = Sender(paced, "t/1/1")
+    started = datetime.now(UTC)
     try:
         outcomes = await sender.deliver_many(
             [MessageRequest(key=f"r{c}", customer_id=c, template="welcome") for c in customers]
@@ -222,8 +222,15 @@ async def test_sending_is_paced_by_the_channel_rate(
     times = sorted(
         datetime.fromisoformat(m["received_at"]) for m in read_outbox(settings.outbox_dir)
     )
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    assert len(times) == 6 and min(gaps) > 0.15, gaps
+    # The k-th message may not reach the relay before its slot, k / rate after the start.
+    # A loaded machine can only make a message later than its slot, so this holds under load
+    # (the gaps between arrivals do not: one late hand-over shortens the gap after it).
+    early = [
+        (k, (t - started).total_seconds())
+        for k, t in enumerate(times)
+        if (t - started).total_seconds() < k * 0.2 - 0.02
+    ]
+    assert len(times) == 6 and not early, early
 
 
 async def test_the_sender_refuses_past_a_cap(settings: Settings, catcher: SmtpCatcher) -> None:
