@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,11 +10,16 @@ from typing import Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 import models  # noqa: F401  - registers every table on SQLModel.metadata
 
 _engines: dict[str, Engine] = {}
+_unwaiting: dict[str, Engine] = {}
+
+#: How long a writer waits for SQLite's write lock before giving up, in seconds.
+SQLITE_LOCK_WAIT = 30
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -22,7 +28,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_WAIT * 1000}")
     # Set-based statements over a large base (a lead list of a million members, a rules
     # apply's pages) touch more pages than the default 2 MiB cache holds; sorts and
     # materialised results stay in memory rather than in temporary files.
@@ -46,6 +52,31 @@ def get_engine(url: str) -> Engine:
     _carry_over_consent(engine)
     _engines[url] = engine
     return engine
+
+
+def unwaiting_engine(url: str) -> Engine:
+    """A second SQLite engine whose connections do not wait for the write lock: a write
+    while another connection holds it fails at once (``locked``), for a caller that waits
+    its own way (the sending ledger waits on its event loop). The schema is checked through
+    ``get_engine`` first."""
+    engine = _unwaiting.get(url)
+    if engine is None:
+        get_engine(url)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 0})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _no_busy_wait)
+        _unwaiting[url] = engine
+    return engine
+
+
+def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+
+def locked(exc: OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the lock (SQLITE_BUSY)."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def raw_engine(url: str) -> Engine:
@@ -175,6 +206,7 @@ def refresh_statistics(session: Session, *tables: str) -> None:
 
 
 def dispose_all() -> None:
-    for engine in _engines.values():
+    for engine in (*_engines.values(), *_unwaiting.values()):
         engine.dispose()
     _engines.clear()
+    _unwaiting.clear()

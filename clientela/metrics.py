@@ -33,6 +33,12 @@ PROVIDER_ERRORS = Counter(
     "transient (it is tried again), in_doubt (reconciled before any resend)",
     ["channel", "error_class"],
 )
+LEDGER_LOCK_WAITS = Counter(
+    "clientela_ledger_lock_waits",
+    "Times a worker's ledger write found the SQLite database locked by another process and "
+    "waited (many a second: the processes are taking turns for SQLite's one writer; "
+    "PostgreSQL has no such limit)",
+)
 EVENTS = Counter("clientela_events_accepted", "Events accepted by POST /events", ["type"])
 JOURNEYS_STARTED = Counter(
     "clientela_journeys_started", "Journeys started, by journey", ["journey"]

@@ -17,7 +17,7 @@ from api.sweep import settle_deliveries
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsSink
 from clientela.messaging.channels import SendAccepted
-from clientela.messaging.sending import Prepared, Sender
+from clientela.messaging.sending import Prepared, Sender, _Ledger
 from clientela.messaging.templating import RenderedSms
 from clientela.settings import STATUS_CALLBACK_PATH, Settings
 from models import Customer, DeliveryReport, Message
@@ -43,13 +43,14 @@ async def test_a_report_before_the_send_is_recorded_is_applied_when_it_is(
     cid = make_customer(settings.db_url, preferred_channel="sms", phone="+34655000010")
     sender = Sender(settings, "early/1/1")
     [prepared] = await _claimed(sender, cid, "early-1")
-    assert sender._commit([(prepared, None)]) == [True]  # handed over: the provider has it
+    ledger = _Ledger.of(settings)
+    assert await ledger.commit(sender, [(prepared, None)]) == [True]  # handed over
     # The provider calls back before our answer is written.
     params = {"MessageSid": "SMearly0001", "MessageStatus": "delivered"}
     r = await http.post(STATUS_CALLBACK_PATH, data=params, headers=signed(settings, params))
     assert r.status_code == 204
     assert row(settings, "early-1").state == "sending"
-    [outcome] = sender._commit([(prepared, SendAccepted("SMearly0001"))])
+    [outcome] = await ledger.commit(sender, [(prepared, SendAccepted("SMearly0001"))])
     assert outcome.state == "sent"  # what the provider answered; the kept report follows
     assert row(settings, "early-1").state == "delivered"
     with session_scope(settings.db_url) as session:

@@ -24,6 +24,7 @@ SERIES = [
     "clientela_messages",
     "clientela_send_seconds",
     "clientela_provider_errors",
+    "clientela_ledger_lock_waits",
     "clientela_events_accepted",
     "clientela_journeys_started",
     "clientela_ledger_messages",
