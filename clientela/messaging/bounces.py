@@ -82,15 +82,21 @@ def genuine(settings: Settings, tag: str) -> bool:
 
 def bounce_address(settings: Settings) -> str:
     """The bare bounce address (VERP tags go before its ``@``)."""
-    if settings.bounce_address:
-        return settings.bounce_address
-    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "clientela.example"
+    return _bounce_address(settings.bounce_address, settings.mail_from)
+
+
+@lru_cache(maxsize=32)
+def _bounce_address(configured: str, mail_from: str) -> str:
+    if configured:
+        return configured
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "clientela.example"
     return f"bounces@{domain}"
 
 
-def return_path(settings: Settings, key: str) -> str:
+def return_path(settings: Settings, key: str, tag: str | None = None) -> str:
+    """The VERP return path of the message ``key`` (``tag``: its ``tag_for``, if known)."""
     local, _, domain = bounce_address(settings).rpartition("@")
-    return f"{local}+{tag_for(settings, key)}@{domain}"
+    return f"{local}+{tag or tag_for(settings, key)}@{domain}"
 
 
 #: What enhanced status codes say (RFC 3463), for the report's failure analysis.

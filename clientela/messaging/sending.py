@@ -521,6 +521,7 @@ class Sender:
         assert isinstance(p.content, RenderedEmail)
         req = p.req
         link = p.unsubscribe_url or url_for(self.settings, req.customer_id, p.channel, req.campaign)
+        tag = tag_for(self.settings, p.key)
         return build_email(
             key=p.key,
             sender=self.settings.mail_from,
@@ -531,9 +532,9 @@ class Sender:
                 "List-Unsubscribe": f"<{link}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 # Which message a bounce or complaint is about (signed: docs/sending.md).
-                REF_HEADER: tag_for(self.settings, p.key),
+                REF_HEADER: tag,
             },
-            return_path=return_path(self.settings, p.key),
+            return_path=return_path(self.settings, p.key, tag),
         )
 
     @asynccontextmanager
@@ -600,6 +601,7 @@ class Sender:
                 ).all():
                     customers[c.external_id] = c
             facts = Facts(session, customers.values(), now, deciding=keys)
+            templates = self.templates.pinned()
             out: list[MessageOutcome | Prepared | Transient] = []
             new_rows: list[dict[str, Any]] = []
             seen: set[str] = set()
@@ -624,7 +626,7 @@ class Sender:
                     )
                     continue
                 try:
-                    decision = self._decide(facts, req, customer)
+                    decision = self._decide(facts, req, customer, templates)
                 except Exception as exc:  # one poisoned message fails alone, with why
                     log.warning("%s: cannot prepare the message: %r", req.key, exc)
                     decision = Refusal(
@@ -787,7 +789,7 @@ class Sender:
         )
 
     def _decide(
-        self, facts: Facts, req: MessageRequest, customer: Customer
+        self, facts: Facts, req: MessageRequest, customer: Customer, templates: Templates
     ) -> Decision | Refusal | Deferral:
         """Which channel and address, and the rendered content; or why not (now)."""
         off = None if req.service else facts.unsubscribed(customer, req.topic)
@@ -812,10 +814,10 @@ class Sender:
             context["preferences_url"] = preferences_url(self.settings, customer.external_id)
         try:
             if channel == Channel.email:
-                locale, content = self.templates.email(req.template, customer.locale, context)
+                locale, content = templates.email(req.template, customer.locale, context)
                 content = self._tracked(req, content, link)
                 return Decision(channel, address_or_reason, locale, content, link)
-            locale, sms = self.templates.sms(req.template, customer.locale, context)
+            locale, sms = templates.sms(req.template, customer.locale, context)
             return Decision(channel, address_or_reason, locale, sms)
         except RenderError as exc:
             return Refusal(MessageState.failed, f"template error: {exc}")

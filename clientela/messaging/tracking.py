@@ -143,8 +143,12 @@ def trackable(url: str) -> bool:
     return (
         url.startswith(("http://", "https://"))
         and len(url) <= MAX_URL
-        and not any(ord(c) < 33 or ord(c) == 127 for c in url)
+        and _UNSAFE.search(url) is None
     )
+
+
+#: Control characters, space and DEL: none may be in an address that goes in a header.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 
 # -- rewriting a message's links ------------------------------------------------------------
@@ -154,6 +158,11 @@ _HREF = re.compile(r"""(\bhref\s*=\s*)(["'])([^"']*)\2""", re.IGNORECASE)
 _NO_TRACK = re.compile(r"""\bdata-track\s*=\s*["']?off\b""", re.IGNORECASE)
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'()\[\]]+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+@lru_cache(maxsize=8)
+def _own_prefixes(base: str) -> tuple[str, ...]:
+    return tuple(f"{base}/{p}/" for p in "upsr")
 
 
 @dataclass
@@ -167,8 +176,7 @@ class Rewriter:
     def _own(self, url: str) -> bool:
         """A link of our own that must work as it is: unsubscribe, preferences, survey,
         report."""
-        base = self.settings.recipient_base_url
-        return url in self.kept or url.startswith(tuple(f"{base}/{p}/" for p in "upsr"))
+        return url in self.kept or url.startswith(_own_prefixes(self.settings.recipient_base_url))
 
     def link(self, url: str) -> str:
         if not trackable(url) or self._own(url):
