@@ -55,22 +55,29 @@ def get_engine(url: str) -> Engine:
 
 
 def unwaiting_engine(url: str) -> Engine:
-    """A second SQLite engine whose connections do not wait for the write lock: a write
-    while another connection holds it fails at once (``locked``), for a caller that waits
-    its own way (the sending ledger waits on its event loop). The schema is checked through
-    ``get_engine`` first."""
+    """A second SQLite engine for write transactions that do not wait for the write lock:
+    each begins with ``BEGIN IMMEDIATE``, which takes the lock or fails at once (``locked``)
+    before any work is done, for a caller that waits its own way (the sending ledger waits on
+    its event loop). The schema is checked through ``get_engine`` first."""
     engine = _unwaiting.get(url)
     if engine is None:
         get_engine(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 0})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "connect", _no_busy_wait)
+        event.listen(engine, "begin", _begin_immediate)
         _unwaiting[url] = engine
     return engine
 
 
 def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA busy_timeout=0")
+    # The driver's own BEGIN (deferred, at the first write) is replaced by _begin_immediate.
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def locked(exc: OperationalError) -> bool:
