@@ -197,12 +197,15 @@ class _Ledger:
     the database sees one transaction per round of the process's slots, not one per slot.
 
     On SQLite the writer never blocks the event loop while another process holds the write
-    lock: the transaction is tried without SQLite's busy timeout and, when the database is
-    locked, tried again after a sleep on the loop (0.2 ms, growing to 4 ms), so the
-    process's other slots go on talking to their providers meanwhile. SQLite's own busy
+    lock: the transaction begins by taking the lock (``BEGIN IMMEDIATE``, without SQLite's
+    busy timeout: ``unwaiting_engine``) and, when the database is locked, is tried again
+    after a sleep on the loop (0.2 ms, growing to 4 ms, for up to ``SQLITE_LOCK_WAIT``), so
+    the process's other slots go on talking to their providers meanwhile. SQLite's own busy
     handler would block the whole loop, sleeping 1, 2, 5, 10 ms and more between tries, for
     a lock held a fraction of a millisecond: two worker processes spent almost half their
-    time there (measured with py-spy, ``bench.campaign --workers 2``).
+    time there (measured with py-spy, ``bench.campaign --workers 2``). Nothing of a
+    transaction that could not take the lock was written, and each message's state is set
+    only once its transaction has committed, so trying again is always safe.
     """
 
     @classmethod
