@@ -64,15 +64,16 @@ def unwaiting_engine(url: str) -> Engine:
         get_engine(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 0})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "connect", _no_busy_wait)
+        event.listen(engine, "connect", _unwaiting_connection)
         event.listen(engine, "begin", _begin_immediate)
         _unwaiting[url] = engine
     return engine
 
 
-def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+def _unwaiting_connection(dbapi_connection: Any, _record: Any) -> None:
+    """No busy wait, and no BEGIN of the driver's own (deferred, at the first write): each
+    transaction begins with ``_begin_immediate``."""
     dbapi_connection.execute("PRAGMA busy_timeout=0")
-    # The driver's own BEGIN (deferred, at the first write) is replaced by _begin_immediate.
     dbapi_connection.isolation_level = None
 
 

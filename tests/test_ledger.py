@@ -37,7 +37,8 @@ class Holder:
         self.held = threading.Event()
         self.release = threading.Event()
         self.timed_out = False
-        self.thread = threading.Thread(target=self._hold, daemon=True)
+        # Named so that the check after each test can see a holder left running.
+        self.thread = threading.Thread(target=self._hold, name="Holder", daemon=True)
 
     def _hold(self) -> None:
         url = make_url(self.db_url)

@@ -21,7 +21,8 @@ the reason and its outcome is ``deferred`` with the time it may go (``retry_at``
 
 Batches go through the same steps together: one transaction reserves and claims a whole
 batch, the messages go to their providers concurrently (``send_concurrency`` per channel,
-paced by ``email_rate`` / ``sms_rate``), and one transaction records every answer.
+paced by ``email_rate`` / ``sms_rate``), and their hand-overs and answers are written by the
+process's group commit (``_Ledger``), one transaction per round of its slots.
 """
 
 from __future__ import annotations
