@@ -14,19 +14,20 @@ import pytest
 from clientela.devstack.smtp_catcher import read_outbox
 from clientela.devstack.stack import port_open
 from clientela.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_ports
 from tests.processes import run_cli
 
 
 @pytest.fixture
 def stack_settings(tmp_path: Path) -> Settings:
+    temporal, ui, api, catcher, sms = free_ports(5)
     return Settings(
         home=tmp_path / "home",
-        temporal_address=f"127.0.0.1:{free_port()}",
-        temporal_ui_port=free_port(),
-        api_port=free_port(),
-        catcher_port=free_port(),
-        sms_sink_port=free_port(),
+        temporal_address=f"127.0.0.1:{temporal}",
+        temporal_ui_port=ui,
+        api_port=api,
+        catcher_port=catcher,
+        sms_sink_port=sms,
         journey_time_scale=1 / (2 * 24 * 3600),
         sms_hours="00:00-24:00",  # the test runs at any hour
     )
