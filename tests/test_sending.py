@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from activities.contracts import MessageRequest
 from clientela.db import session_scope
 from clientela.devstack.sms_sink import SmsFault, SmsSink
 from clientela.devstack.smtp_catcher import Fault, SmtpCatcher, read_outbox
-from clientela.messaging.channels import Transient
+from clientela.messaging.channels import Permanent, Transient
 from clientela.messaging.channels.email import (
     EmailPool,
     EmailTransport,
@@ -118,6 +119,50 @@ async def test_a_recipient_refused_at_rcpt_fails_alone_and_is_not_in_doubt(
     row = ledger(settings, f"r:{refused}")
     assert "SMTP 550 at envelope" in row.reason and "in doubt" not in row.reason
     assert len(read_outbox(settings.outbox_dir)) == 3
+
+
+async def test_refusals_of_the_envelope_on_a_greeted_connection(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """After its first message a connection writes MAIL FROM and RCPT TO itself: a refused
+    sender or recipient is still the relay's answer (permanent or transient, at the
+    envelope), the connection goes on, and what arrives carries the envelope as written."""
+    relay = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": catcher.port})
+    catcher.handler.faults += [
+        Fault(pattern="^nobody@", code=550, message="5.1.1 no such user", stage="rcpt"),
+        Fault(pattern="^busy@", code=451, message="4.3.0 try later", stage="rcpt", times=1),
+        Fault(pattern="^blocked@", code=553, message="5.7.1 not allowed", stage="mail"),
+    ]
+    transport = EmailTransport(relay)
+
+    def mail(n: int, to: str | None = None, sender: str | None = None) -> OutgoingEmail:
+        plain = _plain_mail(relay, n)
+        return OutgoingEmail(
+            sender=sender or "news@example.com",
+            recipient=to or plain.recipient,
+            message_id=plain.message_id,
+            data=plain.data,
+        )
+
+    try:
+        await transport.send(mail(1))  # greets the server
+        with pytest.raises(Permanent, match=re.escape("SMTP 550 at envelope: 5.1.1 no such user")):
+            await transport.send(mail(2, to="nobody@example.com"))
+        with pytest.raises(Transient, match=re.escape("SMTP 451 at envelope: 4.3.0 try later")):
+            await transport.send(mail(3, to="busy@example.com"))
+        await transport.send(mail(4, to="busy@example.com"))  # the next try is taken
+        with pytest.raises(Permanent, match=re.escape("SMTP 553 at envelope: 5.7.1 not allowed")):
+            await transport.send(mail(5, sender="blocked@example.com"))
+        await transport.send(mail(6, sender="bounces+tag.1@example.com"))
+    finally:
+        await transport.close()
+    arrived = read_outbox(relay.outbox_dir)
+    assert [(m["from"], m["to"]) for m in arrived] == [
+        ("news@example.com", ["kept1@example.com"]),
+        ("news@example.com", ["busy@example.com"]),
+        ("bounces+tag.1@example.com", ["kept6@example.com"]),
+    ]
+    assert len({m["peer"] for m in arrived}) == 1  # one connection throughout
 
 
 async def test_smtp_4xx_is_transient_then_succeeds(

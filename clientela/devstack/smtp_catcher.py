@@ -40,13 +40,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 @dataclass
 class Fault:
-    """Answer ``code message`` to DATA for recipients matching ``pattern``, ``times`` times."""
+    """Answer ``code message`` to DATA for recipients matching ``pattern``, ``times`` times
+    (at ``stage`` "rcpt": to RCPT TO; at "mail": to MAIL FROM, for senders matching it)."""
 
     pattern: str
     code: int
     message: str = "fault injected"
     times: int | None = None  # None: always
-    stage: Literal["rcpt", "data"] = "data"  # refuse the recipient, or the message
+    stage: Literal["mail", "rcpt", "data"] = "data"  # refuse the sender, recipient or message
 
     def matches(self, recipients: list[str]) -> bool:
         return any(re.search(self.pattern, r) for r in recipients)
@@ -76,6 +77,16 @@ class CatcherHandler:
                     fault.times -= 1
                 return f"{fault.code} {fault.message}"
         return None
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refused = self._fault("mail", [address])
+        if refused:
+            return refused
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -21,8 +21,11 @@ from typing import Any
 import aiosmtplib
 from aiosmtplib import (
     SMTPException,
+    SMTPRecipientRefused,
     SMTPResponseException,
+    SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPStatus,
     SMTPTimeoutError,
 )
 
@@ -165,6 +168,26 @@ def build_email(
     )
 
 
+async def _envelope(smtp: aiosmtplib.SMTP, sender: str, recipient: str) -> None:
+    """MAIL FROM and RCPT TO, answered as ``SMTP.mail`` and ``SMTP.rcpt`` answer them.
+
+    Written by hand for bare addresses, which is what ``build_email`` puts on an envelope:
+    aiosmtplib parses each address again with ``email.utils.parseaddr``, which was 5% of a
+    sending worker's CPU (``bench.campaign``). A bare address (``_BARE``: no space, quote or
+    angle bracket) cannot carry another parameter or command, so it goes as it is. Anything
+    else, and a connection that has not greeted the server yet, takes the library's way."""
+    if smtp.is_ehlo_or_helo_needed or not (_BARE.fullmatch(sender) and _BARE.fullmatch(recipient)):
+        await smtp.mail(sender)
+        await smtp.rcpt(recipient)
+        return
+    response = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+    if response.code != SMTPStatus.completed:
+        raise SMTPSenderRefused(response.code, response.message, sender)
+    response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise SMTPRecipientRefused(response.code, response.message, recipient)
+
+
 def _classify(exc: SMTPResponseException, stage: str) -> Transient | Permanent:
     reason = f"SMTP {exc.code} at {stage}: {exc.message}".strip()
     if 400 <= exc.code < 500:
@@ -217,8 +240,7 @@ class EmailTransport:
             smtp = await self._connection()
             kept = self._used
             try:
-                await smtp.mail(sender)
-                await smtp.rcpt(recipient)
+                await _envelope(smtp, sender, recipient)
                 break
             except SMTPResponseException as exc:
                 await self._reset()
