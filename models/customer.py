@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, func, text
 from sqlmodel import Field, SQLModel
@@ -15,6 +15,43 @@ from models.base import utcnow
 class Channel(StrEnum):
     email = "email"
     sms = "sms"
+
+
+def full_name(first_name: str, last_name: str) -> str:
+    return f"{first_name} {last_name}".strip()
+
+
+class CustomerFields(Protocol):
+    """What deciding and rendering a message read of a customer: a ``Customer``, or a row of
+    its table read without the ORM (a campaign's sending loads its batches so: building ORM
+    objects cost twice as much as the rows, measured with ``bench.campaign``)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def external_id(self) -> str: ...
+    @property
+    def first_name(self) -> str: ...
+    @property
+    def last_name(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def locale(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def preferred_channel(self) -> str | None: ...
+    @property
+    def tier(self) -> str | None: ...
+    @property
+    def segments(self) -> list[str]: ...
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+    @property
+    def internal(self) -> bool: ...
 
 
 class CustomerBase(SQLModel):
@@ -54,7 +91,7 @@ class Customer(CustomerBase, table=True):
 
     @property
     def full_name(self) -> str:
-        return f"{self.first_name} {self.last_name}".strip()
+        return full_name(self.first_name, self.last_name)
 
 
 class Consent(SQLModel, table=True):

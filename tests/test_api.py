@@ -304,6 +304,31 @@ async def test_a_recipients_pages_speak_their_language(
     assert bad.status_code == 404 and "This link does not work" in bad.text
 
 
+async def test_fernet_links_of_earlier_versions_still_work(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Unsubscribe and preference links were Fernet tokens before AES-SIV: those in people's
+    mailboxes still open their pages, and each kind of link opens only its own page."""
+    from clientela.messaging.links import _fernet, preferences_token, secret_key, token_for
+
+    cid = make_customer(settings.db_url, locale="en", email_consent=True)
+    fernet = _fernet(secret_key(settings))
+    old_unsubscribe = fernet.encrypt(f"{cid}\x1femail\x1f".encode()).decode().rstrip("=")
+    old_preferences = fernet.encrypt(f"preferences\x1f{cid}".encode()).decode().rstrip("=")
+    page = await http.get(f"/p/{old_preferences}")
+    assert page.status_code == 200 and "Your preferences" in page.text
+    for wrong in (
+        f"/u/{old_preferences}",
+        f"/p/{old_unsubscribe}",
+        f"/u/{preferences_token(settings, cid)}",
+        f"/p/{token_for(settings, cid, 'email', None)}",
+    ):
+        refused = await http.get(wrong)
+        assert refused.status_code == 404 and "This link does not work" in refused.text, wrong
+    done = await http.post(f"/u/{old_unsubscribe}")
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+
+
 async def test_old_signed_unsubscribe_links_still_work(
     http: httpx.AsyncClient, settings: Settings
 ) -> None:

@@ -38,13 +38,13 @@ from clientela.timeutil import QuietHours, as_utc, zone_of
 from models import (
     Channel,
     Consent,
-    Customer,
     CustomerDecision,
     Message,
     RuleVersion,
     Suppression,
     TopicPreference,
 )
+from models.customer import CustomerFields
 from models.ledger import MessageState
 from rules.model import Caps, TierPolicy
 from rules.service import rules_of
@@ -73,7 +73,7 @@ class Facts:
     """Consents, topics, suppressions, tier policies and recent contacts of a batch of
     customers."""
 
-    def unsubscribed(self, customer: Customer, topic: str | None) -> str | None:
+    def unsubscribed(self, customer: CustomerFields, topic: str | None) -> str | None:
         """Why the customer may not get a message of ``topic`` (None: they may)."""
         if topic and customer.id is not None and topic in self.topics_off.get(customer.id, ()):
             return f"unsubscribed from {topic}"
@@ -82,7 +82,7 @@ class Facts:
     def __init__(
         self,
         session: Session,
-        customers: Iterable[Customer],
+        customers: Iterable[CustomerFields],
         now: datetime,
         deciding: Iterable[str] = (),
     ) -> None:
@@ -93,7 +93,7 @@ class Facts:
         batch = [c for c in customers if c.id is not None]
         ids = sorted({c.id for c in batch if c.id is not None})
         internal = {c.id for c in batch if c.internal}
-        self.consents: dict[int, dict[str, Consent]] = defaultdict(dict)
+        self.consents: dict[int, dict[str, bool]] = defaultdict(dict)  # granted, by channel
         self.policies: dict[int, tuple[str, TierPolicy | None]] = {}
         self.recent: dict[tuple[int, str], list[datetime]] = defaultdict(list)
         self.suppressed: dict[tuple[str, str], str] = {}
@@ -102,10 +102,12 @@ class Facts:
         versions: dict[int, RuleVersion | None] = {}
         since = now - max(CAP_WINDOWS.values())
         for part in chunked(ids):
-            for consent in session.exec(
-                select(Consent).where(col(Consent.customer_id).in_(part))
+            for customer_id, channel, granted in session.execute(
+                sa_select(
+                    col(Consent.customer_id), col(Consent.channel), col(Consent.granted)
+                ).where(col(Consent.customer_id).in_(part))
             ).all():
-                self.consents[consent.customer_id][consent.channel] = consent
+                self.consents[customer_id][channel] = granted
             for customer_id, topic in session.exec(
                 select(TopicPreference.customer_id, TopicPreference.topic).where(
                     col(TopicPreference.customer_id).in_(part),
@@ -157,18 +159,20 @@ class Facts:
                     self.recent[(customer_id, channel)].append(at)
         addresses = sorted({a for c in batch for a in (c.email, c.phone) if a})
         for some in chunked(addresses):
-            for row in session.exec(
-                select(Suppression).where(col(Suppression.address).in_(some))
+            for channel, address, reason in session.execute(
+                sa_select(
+                    col(Suppression.channel), col(Suppression.address), col(Suppression.reason)
+                ).where(col(Suppression.address).in_(some))
             ).all():
-                self.suppressed[(row.channel, row.address)] = row.reason
+                self.suppressed[(channel, address)] = reason
 
-    def tier_channels(self, customer: Customer) -> tuple[str, list[str]] | None:
+    def tier_channels(self, customer: CustomerFields) -> tuple[str, list[str]] | None:
         """(tier, channels) its tier's policy allows; None before the rules decided a tier."""
         assert customer.id is not None
         tier, policy = self.policies.get(customer.id, ("", None))
         return (tier, list(policy.channels)) if policy else None
 
-    def cap_reached(self, customer: Customer, channel: str) -> str | None:
+    def cap_reached(self, customer: CustomerFields, channel: str) -> str | None:
         """Which cap of the customer's tier stops another message on ``channel``, if any."""
         assert customer.id is not None
         tier, policy = self.policies.get(customer.id, ("", None))
@@ -182,13 +186,13 @@ class Facts:
                 return f"contact cap of tier {tier}: {limit} per {window}"
         return None
 
-    def count_contact(self, customer: Customer, channel: str) -> None:
+    def count_contact(self, customer: CustomerFields, channel: str) -> None:
         """A message claimed in this batch counts against the caps of the next ones."""
         assert customer.id is not None
         self.recent[(customer.id, channel)].append(self.now)
 
     def choose_channel(
-        self, customer: Customer, requested: str | None, service: bool = False
+        self, customer: CustomerFields, requested: str | None, service: bool = False
     ) -> tuple[str, str] | tuple[None, str]:
         """(channel, address) allowed for this customer, or (None, why not).
 
@@ -205,10 +209,10 @@ class Facts:
         reasons = []
         for channel in order:
             address = customer.email if channel == Channel.email else customer.phone
-            consent = granted.get(channel)
+            consent = granted.get(channel)  # None: never asked
             if not service and allowed is not None and channel not in allowed[1]:
                 reasons.append(f"{channel}: not a channel of tier {allowed[0]}")
-            elif not service and (consent is None or not consent.granted):
+            elif not service and not consent:
                 reasons.append(f"{channel}: no consent")
             elif not address:
                 reasons.append(f"{channel}: no address")
@@ -220,7 +224,7 @@ class Facts:
                 return channel, address
         return None, "; ".join(reasons)
 
-    def quiet(self, customer: Customer, channel: str, hours: QuietHours) -> Deferral | None:
+    def quiet(self, customer: CustomerFields, channel: str, hours: QuietHours) -> Deferral | None:
         """A deferral if an SMS would reach the customer outside ``hours`` of their time zone."""
         if channel != Channel.sms:
             return None

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
@@ -67,6 +67,7 @@ from clientela.messaging.tracking import Rewriter
 from clientela.settings import Settings
 from clientela.timeutil import as_utc, utcnow
 from models import Channel, Customer, Direction, Interaction, Message, MessageState
+from models.customer import CustomerFields, full_name
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,14 @@ def _outcome(row: Message) -> MessageOutcome:
     )
 
 
-def customer_context(customer: Customer, offers: list[str] | None = None) -> dict[str, Any]:
+def customer_context(customer: CustomerFields, offers: list[str] | None = None) -> dict[str, Any]:
     """Merge fields a template may use (``offers``: the rules' next best offers, best first)."""
     return {
         "customer": {
             "id": customer.external_id,
             "first_name": customer.first_name,
             "last_name": customer.last_name,
-            "full_name": customer.full_name,
+            "full_name": full_name(customer.first_name, customer.last_name),
             "email": customer.email,
             "phone": customer.phone,
             "locale": customer.locale,
@@ -158,6 +159,7 @@ def customer_context(customer: Customer, offers: list[str] | None = None) -> dic
 
 
 _LEDGER = Message.__table__  # type: ignore[attr-defined]
+_CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
 _MINE = (_LEDGER.c.key == bindparam("k"), _LEDGER.c.claimed_by == bindparam("me"))
 # Built once: constructing a statement costs more than running it.
 _HAND = (
@@ -646,12 +648,13 @@ class Sender:
             for part in chunked(keys):
                 for row in session.exec(select(Message).where(col(Message.key).in_(part))).all():
                     rows[row.key] = row
-            customers: dict[str, Customer] = {}
+            customers: dict[str, CustomerFields] = {}
             for part in chunked(sorted({r.customer_id for r in reqs})):
-                for c in session.exec(
-                    select(Customer).where(col(Customer.external_id).in_(part))
+                # Rows, not ORM objects: they are only read, and load in half the time.
+                for c in session.execute(
+                    sa_select(_CUSTOMER).where(_CUSTOMER.c.external_id.in_(part))
                 ).all():
-                    customers[c.external_id] = c
+                    customers[c.external_id] = cast(CustomerFields, c)
             facts = Facts(session, customers.values(), now, deciding=keys)
             templates = self.templates.pinned()
             out: list[MessageOutcome | Prepared | Transient] = []
@@ -710,7 +713,7 @@ class Sender:
         self,
         new_rows: list[dict[str, Any]],
         req: MessageRequest,
-        customer: Customer,
+        customer: CustomerFields,
         decision: Decision | Refusal | Deferral,
         now: datetime,
     ) -> MessageOutcome | Prepared:
@@ -761,7 +764,7 @@ class Sender:
         session: Session,
         row: Message,
         req: MessageRequest,
-        customer: Customer,
+        customer: CustomerFields,
         decision: Decision | Refusal | Deferral,
         now: datetime,
     ) -> MessageOutcome | Prepared | Transient:
@@ -841,7 +844,7 @@ class Sender:
         )
 
     def _decide(
-        self, facts: Facts, req: MessageRequest, customer: Customer, templates: Templates
+        self, facts: Facts, req: MessageRequest, customer: CustomerFields, templates: Templates
     ) -> Decision | Refusal | Deferral:
         """Which channel and address, and the rendered content; or why not (now)."""
         off = None if req.service else facts.unsubscribed(customer, req.topic)
