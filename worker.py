@@ -16,6 +16,7 @@ from types import TracebackType
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.campaigns import CampaignActivities
 from activities.complaints import ComplaintActivities
@@ -128,6 +129,7 @@ def _main_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(settings),
         activities=[
             messaging.send_messages,
             rules.prepare,
@@ -158,6 +160,33 @@ def _main_worker(
         # On shutdown, running activities get this long to finish; then they are cancelled
         # and Temporal hands them to another worker (every activity resumes from its ledger).
         graceful_shutdown_timeout=settings.worker_shutdown_grace,
+    )
+
+
+#: Workflow modules imported once per worker process instead of once per workflow run.
+#: Temporal's sandbox imports a workflow's module afresh for every run, and checks every call
+#: in it (a ``datetime.now()`` or a file read fails the workflow task). For the journey, which
+#: runs every welcome, birthday and win-back, that import and ``@workflow.defn`` were about a
+#: sixth of the worker's CPU per welcome (``bench.welcome``, sampled with py-spy). Its code
+#: changes only with a release, and the test suite runs it under the strict sandbox
+#: (``workflow_sandbox="strict"``), as the saved histories replay (``tests/test_replay.py``).
+#: The modules it imports through the sandbox are listed with it: type hints of its inputs
+#: and results are looked up in the sandbox's own ``sys.modules``.
+IMPORTED_ONCE = (
+    "workflows.journey",
+    "workflows.journey_data",
+    "workflows.messages",
+    "workflows.search",
+    "activities.contracts",
+)
+
+
+def workflow_runner(settings: Settings) -> SandboxedWorkflowRunner:
+    """Temporal's sandbox; ``workflow_sandbox="fast"`` passes ``IMPORTED_ONCE`` through it."""
+    if settings.workflow_sandbox == "strict":
+        return SandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*IMPORTED_ONCE)
     )
 
 

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int = Field(
         100, ge=2, le=1000, description="Workflow tasks one worker runs at once"
     )
+    workflow_sandbox: Literal["fast", "strict"] = Field(
+        "fast",
+        description="fast: the journey workflow's module is imported once per worker; "
+        "strict: again for every run, so that Temporal's sandbox checks every call in it",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Logs of the API and workers: text lines, or JSON (one per line)"
     )

@@ -138,6 +138,9 @@ def settings(
         smtp_timeout=5,
         # Tests run at any hour: SMS may go at any time unless a test sets quiet hours.
         sms_hours="00:00-24:00",
+        # The journey's code is imported for every run, so that Temporal's sandbox checks
+        # each call it makes (a worker passes it through: worker.IMPORTED_ONCE).
+        workflow_sandbox="strict",
     )
 
 

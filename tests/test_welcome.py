@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from temporalio.client import Client
 
 from clientela.devstack.sms_sink import SmsSink
@@ -125,3 +126,38 @@ async def test_a_welcome_sms_in_quiet_hours_waits_until_they_end(
     assert [(m.state, m.channel) for m in result.messages] == [("sent", "sms"), ("sent", "sms")]
     assert any(line.startswith("welcome: quiet hours") for line in result.trail)
     assert len(sms_sink.messages) == 2
+
+
+@pytest.mark.parametrize("sandbox", ["fast", "strict"])
+async def test_the_journey_module_is_imported_once_or_for_every_run(
+    client: Client,
+    settings: Settings,
+    catcher: SmtpCatcher,
+    monkeypatch: pytest.MonkeyPatch,
+    sandbox: str,
+) -> None:
+    """A worker (``fast``) runs journeys with the module it imported itself; the tests'
+    workers (``strict``) import it again for each run, so Temporal's sandbox checks every
+    call the journey's code makes. Both run a welcome, a response and its follow-up alike."""
+    import workflows.journey
+    from worker import build_worker
+
+    real = workflows.journey.stage_of
+    # Seen by the run only if it uses this process's module.
+    monkeypatch.setattr(workflows.journey, "stage_of", lambda j, s: f"outside:{real(j, s)}")
+    mode = quick(settings, follow_up=30).model_copy(update={"workflow_sandbox": sandbox})
+    cid = make_customer(settings.db_url, preferred_channel="email", locale="en", first_name="Ada")
+    async with build_worker(client, mode):
+        wid, _ = await sign_up(client, mode, cid)
+        for _ in range(100):  # until the welcome went out
+            if read_outbox(settings.outbox_dir):
+                break
+            await asyncio.sleep(0.1)
+        assert await signal_event(client, mode, cid, "click", "email") == [wid]
+        result = await finished(client, wid)
+        desc = await client.get_workflow_handle(wid).describe()
+    assert result.exit_reason == "welcomed, and they responded"
+    subjects = [m["subject"] for m in read_outbox(settings.outbox_dir)]
+    assert subjects == ["Welcome, Ada!", "Ada, here is what to try next"]
+    stage = desc.typed_search_attributes.get(search.STAGE)
+    assert stage == ("outside:welcome:done" if sandbox == "fast" else "welcome:done")
