@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -27,7 +28,7 @@ from activities.orders import OrderActivities
 from activities.rules import RulesActivities, rules_queue
 from clientela.db import get_engine
 from clientela.journeys.router import ensure_date_schedule
-from clientela.settings import Settings, load_settings
+from clientela.settings import Settings, configuration_problems, load_settings
 from clientela.temporal import connect, metrics_runtime
 from workflows.campaign import CampaignWorkflow, pages_queue
 from workflows.complaint import ComplaintCase
@@ -253,7 +254,11 @@ def main() -> None:
     from clientela import logs
     from clientela.db import SchemaOutdated
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValidationError as exc:  # one line naming each setting, as the CLI says it
+        print(f"error: configuration: {configuration_problems(exc)}", file=sys.stderr)
+        sys.exit(2)
     logs.configure(settings.log_format, "worker")
     quiet_libraries()
     try:

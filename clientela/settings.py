@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clientela import ROOT
@@ -354,6 +354,17 @@ def sink_auth_token(sms_dir: Path) -> str:
     from clientela.keys import installation_secret
 
     return installation_secret(sms_dir / "auth.token")
+
+
+def configuration_problems(exc: ValidationError) -> str:
+    """What is wrong with the settings, each named as it is set: ``CLIENTELA_SEND_LEASE
+    (send_lease): ...``."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(map(str, error["loc"])) or "settings"
+        name = f"CLIENTELA_{field.upper()} ({field})" if field in Settings.model_fields else field
+        problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -24,15 +24,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def settings() -> Any:
-    from clientela.settings import load_settings
+    from clientela.settings import configuration_problems, load_settings
 
     try:
         return load_settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise fail(f"configuration: {problems}") from None
+        raise fail(f"configuration: {configuration_problems(exc)}") from None
 
 
 def _import(run: Any, summary: Any) -> None:

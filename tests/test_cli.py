@@ -45,7 +45,7 @@ def test_bad_file_and_unknown_customer_are_one_line_errors(
 def test_bad_configuration_names_the_setting(settings: Settings) -> None:
     r = run_cli(settings, "customers", "show", "x", env={"CLIENTELA_SEND_LEASE": "soon"})
     assert r.returncode == 1
-    assert "configuration: send_lease:" in r.stderr
+    assert "configuration: CLIENTELA_SEND_LEASE (send_lease):" in r.stderr
 
 
 async def test_journey_start_and_status(

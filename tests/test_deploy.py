@@ -79,6 +79,39 @@ def test_a_broken_cluster_setting_is_refused_by_name(
         Settings(home=tmp_path, **values)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("entry", "env", "said"),
+    [
+        (
+            ["worker.py"],
+            {"CLIENTELA_WORKFLOW_SANDBOX": "bogus"},
+            "CLIENTELA_WORKFLOW_SANDBOX (workflow_sandbox): Input should be 'fast' or 'strict'",
+        ),
+        (
+            ["cli.py", "serve", "worker"],
+            {"CLIENTELA_CAMPAIGN_LANES": "99"},
+            "CLIENTELA_CAMPAIGN_LANES (campaign_lanes): Input should be less than or equal to 32",
+        ),
+    ],
+)
+def test_a_worker_refuses_a_bad_setting_in_one_line(
+    tmp_path: Path, entry: list[str], env: dict[str, str], said: str
+) -> None:
+    """Said as the CLI says it, naming the variable; no traceback, and nothing started."""
+    done = subprocess.run(
+        [sys.executable, *(str(ROOT / entry[0]), *entry[1:])],
+        env={**os.environ, "CLIENTELA_HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0
+    assert f"error: configuration: {said}" in done.stderr
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
+    assert not (tmp_path / "clientela.db").exists()
+
+
 async def test_ready_says_what_is_not_reachable(
     client: Client, settings: Settings, tmp_path: Path
 ) -> None:
