@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -26,6 +27,9 @@ from clientela.timeutil import utcnow
 from models import Campaign, CampaignMember, Customer, Message, RuleVersion
 from models.ledger import MessageState
 from rules.service import rules_of
+
+_MEMBER = CampaignMember.__table__  # type: ignore[attr-defined]
+_CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
 
 #: Waves of a campaign's sending: the pilot share, everyone else, and deferred messages.
 WAVES = ("pilot", "main", "deferred")
@@ -235,34 +239,40 @@ class CampaignActivities:
             if page.wave == "deferred":
                 return self._deferred_page(session, page, campaign.spec)
             templates: dict[str, str] = campaign.spec.get("variants", {})
-            rows = session.exec(
-                select(CampaignMember, Customer.external_id)
-                .join(Customer, col(Customer.id) == col(CampaignMember.customer_id))
-                .where(
-                    CampaignMember.campaign_id == page.campaign_id,
-                    CampaignMember.group == "treated",
-                    CampaignMember.excluded == "",
-                    CampaignMember.pilot == (page.wave == "pilot"),
-                    col(CampaignMember.id) > page.after_member,
-                    col(CampaignMember.id) % page.lanes == page.lane,
+            # Rows of the tables, not ORM objects: a page is only read, and building a
+            # thousand members as objects was 5% of a sending worker's CPU (bench.campaign).
+            member, customer = _MEMBER.c, _CUSTOMER.c
+            rows = session.execute(
+                sa_select(
+                    member.id, member.variant, member.channel, member.arm, customer.external_id
                 )
-                .order_by(col(CampaignMember.id))
+                .join_from(_MEMBER, _CUSTOMER, customer.id == member.customer_id)
+                .where(
+                    member.campaign_id == page.campaign_id,
+                    member.group == "treated",
+                    member.excluded == "",
+                    member.pilot == (page.wave == "pilot"),
+                    member.id > page.after_member,
+                    member.id % page.lanes == page.lane,
+                )
+                .order_by(member.id)
                 .limit(page.page_size)
             ).all()
+            tracking, topic = bool(campaign.spec.get("tracking", True)), campaign.spec.get("topic")
             requests = [
                 MessageRequest(
                     key=member_key(page.campaign_id, external_id),
                     customer_id=external_id,
-                    template=templates.get(member.variant, campaign.spec["template"]),
-                    channel=member.channel or None,
+                    template=templates.get(variant, campaign.spec["template"]),
+                    channel=channel or None,
                     campaign=page.campaign_id,
-                    context={"variant": member.variant, "arm": member.arm},
-                    tracking=bool(campaign.spec.get("tracking", True)),
-                    topic=campaign.spec.get("topic"),
+                    context={"variant": variant, "arm": arm},
+                    tracking=tracking,
+                    topic=topic,
                 )
-                for member, external_id in rows
+                for _, variant, channel, arm, external_id in rows
             ]
-            last = rows[-1][0].id if rows else page.after_member
+            last = rows[-1][0] if rows else page.after_member
             return requests, last or page.after_member
 
     @staticmethod

@@ -49,6 +49,7 @@ from models.ledger import MessageState
 from rules.model import Caps, TierPolicy
 from rules.service import rules_of
 
+_DECISION = CustomerDecision.__table__  # type: ignore[attr-defined]
 CAP_WINDOWS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 CHUNK = 500  # ids per IN (...) query
 
@@ -115,13 +116,11 @@ class Facts:
                 )
             ).all():
                 self.topics_off[customer_id].add(topic)
-            for customer_id, vid, tier, offers in session.exec(
-                select(
-                    CustomerDecision.customer_id,
-                    CustomerDecision.rule_version_id,
-                    CustomerDecision.tier,
-                    CustomerDecision.offers,
-                ).where(col(CustomerDecision.customer_id).in_(part))
+            decision = _DECISION.c  # the table's columns: rows, not through the ORM
+            for customer_id, vid, tier, offers in session.execute(
+                sa_select(
+                    decision.customer_id, decision.rule_version_id, decision.tier, decision.offers
+                ).where(decision.customer_id.in_(part))
             ).all():
                 self.offers[customer_id] = list(offers)
                 if customer_id in internal:
