@@ -101,6 +101,32 @@ async def test_a_hard_bounce_suppresses_the_address_and_is_applied_once(
     assert await send(settings, "b:next", cid, channel="email") == "suppressed"
 
 
+async def test_a_bounce_that_comes_before_the_answer_is_recorded_settles_the_message(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """The relay took the message and the recipient's server bounced it, but the worker died
+    before recording the relay's answer: the bounce says it was handed over, so the message
+    is bounced, and the attempt that picks it up again neither resends nor calls it unsent."""
+    from tests.test_sending import _as_if_the_sender_died_before_recording
+
+    address = "bounce+early@example.com"
+    cid = make_customer(settings.db_url, email=address, phone=None, locale="es")
+    assert await send(settings, "b:early", cid, channel="email") == "sent"
+    _as_if_the_sender_died_before_recording(settings, "b:early")
+    [applied] = bounces.fetch(settings)
+    assert (applied.kind, applied.message, applied.suppressed) == ("hard", "b:early", True)
+    assert message(settings, "b:early").state == "bounced"
+    sender = Sender(settings, "t/1/2")
+    try:
+        again = await sender.deliver(
+            MessageRequest(key="b:early", customer_id=cid, template="welcome", channel="email")
+        )
+    finally:
+        await sender.close()
+    assert again.state == "bounced"
+    assert len(read_outbox(settings.outbox_dir)) == 1
+
+
 async def test_soft_bounces_suppress_at_the_threshold(
     settings: Settings, catcher: SmtpCatcher
 ) -> None:

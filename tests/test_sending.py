@@ -277,8 +277,92 @@ async def test_in_doubt_on_a_plain_relay_is_never_resent(settings: Settings) -> 
     assert read_outbox(settings.outbox_dir) == []
 
 
-async def _leave_claimed(settings: Settings, cid: str, key: str, age: timedelta) -> None:
-    """A ledger row as an attempt leaves it when it dies right after claiming."""
+@pytest.mark.parametrize("relay_has_it", [True, False])
+async def test_a_dead_hand_over_is_asked_for_before_a_new_refusal(
+    settings: Settings, catcher: SmtpCatcher, relay_has_it: bool
+) -> None:
+    """A worker dies after handing a message over, and its address is suppressed before the
+    message is looked at again (its own hard bounce can do that). Whether it went is the
+    relay's to say: if it has it, it was sent; if not, the suppression holds and nothing goes."""
+    from clientela.customers.records import suppress
+
+    address = "held@example.com"
+    cid = make_customer(settings.db_url, preferred_channel="email", email=address, phone=None)
+    if relay_has_it:
+        assert (await deliver(settings, request(cid))).state == "sent"
+        _as_if_the_sender_died_before_recording(settings, "k1")
+    else:
+        await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
+    with session_scope(settings.db_url) as session:
+        suppress(session=session, channel="email", address=address, reason="hard bounce")
+    outcome = await deliver(settings, request(cid), attempt="t/1/2")
+    row = ledger(settings, "k1")
+    if relay_has_it:
+        assert (outcome.state, row.state) == ("sent", "sent")
+        assert row.reason.startswith("reconciled") and row.claimed_by == "t/1/2"
+    else:
+        assert (outcome.state, row.state) == ("suppressed", "suppressed")
+        assert "address suppressed (hard bounce)" in row.reason
+    assert len(read_outbox(settings.outbox_dir)) == (1 if relay_has_it else 0)
+
+
+@pytest.mark.parametrize("relay_has_it", [True, False])
+async def test_a_dead_hand_over_is_not_moved_to_another_channel_before_it_is_asked_for(
+    settings: Settings, catcher: SmtpCatcher, sms_sink: SmsSink, relay_has_it: bool
+) -> None:
+    """Decided afresh, a message whose email address was suppressed would go by SMS: had the
+    email reached the relay, the customer would get it twice. It goes by SMS only once the
+    relay is known not to have the email, and then by deciding again."""
+    from clientela.customers.records import suppress
+
+    address = "moved@example.com"
+    cid = make_customer(settings.db_url, preferred_channel="email", email=address)
+    if relay_has_it:
+        assert (await deliver(settings, request(cid))).state == "sent"
+        _as_if_the_sender_died_before_recording(settings, "k1")
+    else:
+        await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
+    with session_scope(settings.db_url) as session:
+        suppress(session=session, channel="email", address=address, reason="hard bounce")
+    if relay_has_it:
+        outcome = await deliver(settings, request(cid), attempt="t/1/2")
+        assert (outcome.state, outcome.channel) == ("sent", "email")
+        assert ledger(settings, "k1").reason.startswith("reconciled")
+        assert len(read_outbox(settings.outbox_dir)) == 1 and sms_sink.messages == []
+        return
+    with pytest.raises(Transient, match="decided again"):
+        await deliver(settings, request(cid), attempt="t/1/2")
+    row = ledger(settings, "k1")
+    assert (row.state, row.claimed_by) == ("queued", "")
+    outcome = await deliver(settings, request(cid), attempt="t/1/3")
+    assert (outcome.state, outcome.channel) == ("sent", "sms")
+    assert read_outbox(settings.outbox_dir) == [] and len(sms_sink.messages) == 1
+
+
+async def test_a_dead_hand_over_that_cannot_be_asked_for_and_may_not_go_is_in_doubt(
+    settings: Settings, catcher: SmtpCatcher
+) -> None:
+    """Against a relay that cannot be asked, under the policy that would send it again: the
+    address is suppressed now, so it is not sent again, and not called unsent either."""
+    from clientela.customers.records import suppress
+
+    address = "doubt@example.com"
+    cid = make_customer(settings.db_url, preferred_channel="email", email=address, phone=None)
+    await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
+    with session_scope(settings.db_url) as session:
+        suppress(session=session, channel="email", address=address, reason="hard bounce")
+    relay = settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": catcher.port, "email_in_doubt": "resend"}
+    )
+    outcome = await deliver(relay, request(cid), attempt="t/1/2")
+    assert outcome.state == "failed" and outcome.reason.startswith("in doubt")
+    assert read_outbox(settings.outbox_dir) == []
+
+
+async def _leave_claimed(
+    settings: Settings, cid: str, key: str, age: timedelta, address: str = ""
+) -> None:
+    """A ledger row as an attempt leaves it when it dies right after handing it over."""
     from clientela.customers.records import get_customer
 
     with session_scope(settings.db_url) as session:
@@ -289,6 +373,7 @@ async def _leave_claimed(settings: Settings, cid: str, key: str, age: timedelta)
                 key=key,
                 customer_id=customer.id,
                 channel="email",
+                address=address,
                 template="welcome",
                 state="sending",
                 claimed_by="dead/1/1",

@@ -338,11 +338,15 @@ def _bounce(
         detail={"status": r.status, "action": r.action, "diagnostic": r.diagnostic},
     )
     if r.action == "failed":
+        # Also a message whose answer is not recorded yet (``sending``): the bounce says it
+        # was handed over. The attempt that sends it finds it settled when it records.
         session.execute(
             update(Message)
             .where(
                 col(Message.id) == message.id,
-                col(Message.state).in_((MessageState.sent, MessageState.delivered)),
+                col(Message.state).in_(
+                    (MessageState.sending, MessageState.sent, MessageState.delivered)
+                ),
             )
             .values(
                 state=MessageState.bounced,

@@ -91,6 +91,9 @@ class Prepared:
     claimed_at: Any = None
     unsubscribe_url: str = ""
     state: str = MessageState.claimed  # as this attempt last wrote it
+    #: A dead attempt handed this message over, and it may not be sent so now (its address
+    #: was suppressed meanwhile, say): the answer to record unless the provider has it.
+    unless_there: Refusal | Transient | None = None
 
     @property
     def key(self) -> str:
@@ -110,6 +113,7 @@ class Decision:
     locale: str
     content: RenderedEmail | RenderedSms
     unsubscribe_url: str = ""
+    unless_there: Refusal | Transient | None = None
 
 
 @dataclass
@@ -124,7 +128,7 @@ class Leave:
     error: SendError
 
 
-Answer = SendAccepted | Permanent | Transient | Unknowable | Leave
+Answer = SendAccepted | Permanent | Transient | Unknowable | Leave | Refusal
 #: A ledger change: (message, None) hands it over; (message, answer) records the answer.
 Op = tuple["Prepared", Answer | None]
 
@@ -528,6 +532,9 @@ class Sender:
                 p = queue.popleft()
                 if p.reconcile:  # a dead attempt's hand-over: ask the provider first
                     settled = await self._reconciled(p, transport)
+                    if settled is not None and settled is p.unless_there:
+                        answered.append((p, settled))  # not there, and it may not go so now
+                        continue
                     if isinstance(settled, Transient):
                         recorded[p.key] = settled  # could not ask: the claim waits
                         continue
@@ -560,6 +567,8 @@ class Sender:
             return exc
         if found:
             return SendAccepted(found, note=RECONCILED)
+        if p.unless_there is not None:  # may not go again: refused, or in doubt
+            return p.unless_there if found == "" else Unknowable()
         if found is None and self.settings.email_in_doubt == "fail":
             return Unknowable()
         return None  # surely not there, or resent by policy with the same Message-ID
@@ -682,6 +691,8 @@ class Sender:
                     continue
                 try:
                     decision = self._decide(facts, req, customer, templates)
+                    if found is not None and found.state == MessageState.sending:
+                        decision = self._handed(facts, req, customer, templates, found, decision)
                 except Exception as exc:  # one poisoned message fails alone, with why
                     log.warning("%s: cannot prepare the message: %r", req.key, exc)
                     decision = Refusal(
@@ -832,6 +843,7 @@ class Sender:
             reconcile,
             claimed_at,
             d.unsubscribe_url,
+            unless_there=d.unless_there,
         )
 
     @staticmethod
@@ -856,6 +868,57 @@ class Sender:
         deferral = facts.quiet(customer, channel, self.quiet_hours)
         if deferral is not None:
             return deferral
+        return self._render(facts, req, customer, templates, channel, address_or_reason)
+
+    def _handed(
+        self,
+        facts: Facts,
+        req: MessageRequest,
+        customer: CustomerFields,
+        templates: Templates,
+        row: Message,
+        fresh: Decision | Refusal | Deferral,
+    ) -> Decision | Refusal | Deferral:
+        """A dead attempt handed this message over on ``row``'s channel and address: whether
+        it went is for that provider to say (``_reconciled``), whatever would be decided now.
+        Decided afresh, the message could be refused or moved to another channel, recording
+        as unsent, or sending twice, a message that may have reached its recipient (its own
+        hard bounce suppresses its address: found by killing a worker mid-send). So it is
+        rendered as it went, and the fresh decision, if it differs, holds only if the provider
+        does not have it: a refusal as it is, another channel or address by deciding again
+        (``Transient``: the message waits in the ledger). A deferral (quiet hours) waits
+        before anything is asked, as it did."""
+        if isinstance(fresh, Deferral):
+            return fresh
+        if isinstance(fresh, Decision) and (fresh.channel, fresh.address) == (
+            row.channel,
+            row.address,
+        ):
+            return fresh
+        if not row.address:
+            return fresh
+        rendered = self._render(facts, req, customer, templates, row.channel, row.address)
+        if isinstance(rendered, Refusal):  # cannot be rendered again: as decided now
+            return fresh
+        rendered.unless_there = (
+            fresh
+            if isinstance(fresh, Refusal)
+            else Transient(
+                f"handed over on {row.channel} by an attempt that died, and not there: "
+                f"decided again ({fresh.channel} now)"
+            )
+        )
+        return rendered
+
+    def _render(
+        self,
+        facts: Facts,
+        req: MessageRequest,
+        customer: CustomerFields,
+        templates: Templates,
+        channel: str,
+        address: str,
+    ) -> Decision | Refusal:
         assert customer.id is not None
         context = {
             **customer_context(customer, facts.offers.get(customer.id)),
@@ -871,9 +934,9 @@ class Sender:
             if channel == Channel.email:
                 locale, content = templates.email(req.template, customer.locale, context)
                 content = self._tracked(req, content, link)
-                return Decision(channel, address_or_reason, locale, content, link)
+                return Decision(channel, address, locale, content, link)
             locale, sms = templates.sms(req.template, customer.locale, context)
-            return Decision(channel, address_or_reason, locale, sms)
+            return Decision(channel, address, locale, sms)
         except RenderError as exc:
             return Refusal(MessageState.failed, f"template error: {exc}")
 
@@ -943,7 +1006,7 @@ class Sender:
             if isinstance(answer, Transient):
                 results[i] = answer
                 continue
-            if not isinstance(answer, Unknowable):
+            if not isinstance(answer, Unknowable | Refusal):  # (a refusal is no contact)
                 plan.contacts.append(self._contact(p, change["state"], change["reason"]))
             results[i] = MessageOutcome(
                 key=p.key,
@@ -970,6 +1033,8 @@ class Sender:
                 sent_at=now,
                 reason=answer.note,
             )
+        elif isinstance(answer, Refusal):
+            change.update(state=answer.state, reason=answer.reason[:1000])
         elif isinstance(answer, Unknowable):
             change["reason"] = IN_DOUBT
         elif isinstance(answer, Permanent):
