@@ -284,17 +284,10 @@ async def test_a_dead_hand_over_is_asked_for_before_a_new_refusal(
     """A worker dies after handing a message over, and its address is suppressed before the
     message is looked at again (its own hard bounce can do that). Whether it went is the
     relay's to say: if it has it, it was sent; if not, the suppression holds and nothing goes."""
-    from clientela.customers.records import suppress
-
-    address = "held@example.com"
-    cid = make_customer(settings.db_url, preferred_channel="email", email=address, phone=None)
-    if relay_has_it:
-        assert (await deliver(settings, request(cid))).state == "sent"
-        _as_if_the_sender_died_before_recording(settings, "k1")
-    else:
-        await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
-    with session_scope(settings.db_url) as session:
-        suppress(session=session, channel="email", address=address, reason="hard bounce")
+    cid = make_customer(
+        settings.db_url, preferred_channel="email", email="held@example.com", phone=None
+    )
+    await _handed_over_then_suppressed(settings, cid, "held@example.com", relay_has_it)
     outcome = await deliver(settings, request(cid), attempt="t/1/2")
     row = ledger(settings, "k1")
     if relay_has_it:
@@ -313,17 +306,8 @@ async def test_a_dead_hand_over_is_not_moved_to_another_channel_before_it_is_ask
     """Decided afresh, a message whose email address was suppressed would go by SMS: had the
     email reached the relay, the customer would get it twice. It goes by SMS only once the
     relay is known not to have the email, and then by deciding again."""
-    from clientela.customers.records import suppress
-
-    address = "moved@example.com"
-    cid = make_customer(settings.db_url, preferred_channel="email", email=address)
-    if relay_has_it:
-        assert (await deliver(settings, request(cid))).state == "sent"
-        _as_if_the_sender_died_before_recording(settings, "k1")
-    else:
-        await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
-    with session_scope(settings.db_url) as session:
-        suppress(session=session, channel="email", address=address, reason="hard bounce")
+    cid = make_customer(settings.db_url, preferred_channel="email", email="moved@example.com")
+    await _handed_over_then_suppressed(settings, cid, "moved@example.com", relay_has_it)
     if relay_has_it:
         outcome = await deliver(settings, request(cid), attempt="t/1/2")
         assert (outcome.state, outcome.channel) == ("sent", "email")
@@ -344,19 +328,32 @@ async def test_a_dead_hand_over_that_cannot_be_asked_for_and_may_not_go_is_in_do
 ) -> None:
     """Against a relay that cannot be asked, under the policy that would send it again: the
     address is suppressed now, so it is not sent again, and not called unsent either."""
-    from clientela.customers.records import suppress
-
-    address = "doubt@example.com"
-    cid = make_customer(settings.db_url, preferred_channel="email", email=address, phone=None)
-    await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
-    with session_scope(settings.db_url) as session:
-        suppress(session=session, channel="email", address=address, reason="hard bounce")
+    cid = make_customer(
+        settings.db_url, preferred_channel="email", email="doubt@example.com", phone=None
+    )
+    await _handed_over_then_suppressed(settings, cid, "doubt@example.com", relay_has_it=False)
     relay = settings.model_copy(
         update={"smtp_host": "127.0.0.1", "smtp_port": catcher.port, "email_in_doubt": "resend"}
     )
     outcome = await deliver(relay, request(cid), attempt="t/1/2")
     assert outcome.state == "failed" and outcome.reason.startswith("in doubt")
     assert read_outbox(settings.outbox_dir) == []
+
+
+async def _handed_over_then_suppressed(
+    settings: Settings, cid: str, address: str, relay_has_it: bool
+) -> None:
+    """Message k1 handed over by an attempt that died (the relay has it, or not), and its
+    address suppressed since."""
+    from clientela.customers.records import suppress
+
+    if relay_has_it:
+        assert (await deliver(settings, request(cid))).state == "sent"
+        _as_if_the_sender_died_before_recording(settings, "k1")
+    else:
+        await _leave_claimed(settings, cid, "k1", age=timedelta(minutes=5), address=address)
+    with session_scope(settings.db_url) as session:
+        suppress(session=session, channel="email", address=address, reason="hard bounce")
 
 
 async def _leave_claimed(
